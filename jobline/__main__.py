@@ -1,0 +1,3 @@
+from jobline.cli import main
+
+main()

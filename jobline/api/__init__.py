@@ -1,0 +1,73 @@
+"""The HTTP API: ``create_app(settings)`` builds the Flask app and its versioned API."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Flask
+from flask_restx import Api
+
+from jobline import jobs
+from jobline.api import problems
+from jobline.api.services import EXTENSION
+from jobline.pipeline import Pipeline
+from jobline.queue import make_celery
+from jobline.settings import Settings
+from jobline.store import JobStore
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+class JoblineApi(Api):  # type: ignore[misc]
+    """Flask-RESTX API whose every error is a problem document."""
+
+    def handle_error(self, e: Exception) -> Any:
+        return problems.from_exception(e)
+
+
+def create_api_blueprint() -> Blueprint:
+    from jobline.api import calculations
+
+    bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
+    api = JoblineApi(
+        bp,
+        version="1",
+        title="jobline",
+        description="Submit slow work, get an id at once, come back for status, progress "
+        "and result.",
+        doc="/docs",
+    )
+    api.add_namespace(calculations.ns, path="/calculations")
+    return bp
+
+
+def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = None) -> Flask:
+    """Build the app; nothing connects until a request needs it."""
+    settings = settings or Settings()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        RESTX_ERROR_404_HELP=False,
+        RESTX_MASK_SWAGGER=False,
+        JSON_SORT_KEYS=False,
+    )
+    if pipeline is None:
+        store = JobStore(settings)
+        pipeline = Pipeline(
+            settings, store, make_celery(settings), jobs.load(settings.job_module_list)
+        )
+        try:
+            store.ensure_indexes()
+        except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
+            log.warning("could not create indexes yet: %s", exc)
+    app.extensions[EXTENSION] = pipeline
+
+    from jobline.api import health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(create_api_blueprint())
+    app.register_error_handler(Exception, problems.from_exception)
+    return app

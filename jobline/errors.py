@@ -1,0 +1,59 @@
+"""The exceptions jobline raises; the API maps each to one problem document."""
+
+from __future__ import annotations
+
+
+class JoblineError(Exception):
+    """Base class of every error jobline raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+
+
+class JobNotFound(JoblineError):
+    """No job with that id (or not one the caller may see)."""
+
+    status = 404
+    title = "Job not found"
+
+
+class UnknownJobType(JoblineError):
+    """The job type is not in the catalogue."""
+
+    status = 422
+    title = "Unknown job type"
+
+
+class InvalidTransition(JoblineError):
+    """The job is not in a state that allows the requested change."""
+
+    status = 409
+    title = "Invalid state transition"
+
+
+class Unavailable(JoblineError):
+    """A backing server (MongoDB or the broker) cannot be reached."""
+
+    status = 503
+    title = "Service unavailable"
+    retry_after = 5
+
+
+class StoreUnavailable(Unavailable):
+    """MongoDB cannot be reached."""
+
+    title = "Job store unavailable"
+
+
+class BrokerUnavailable(Unavailable):
+    """The Celery broker cannot be reached."""
+
+    title = "Broker unavailable"
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when it has been cancelled."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying; job types may name others in their retry policy."""

@@ -1,0 +1,116 @@
+"""The Celery app, built from settings, and publishing a job's message to the broker.
+
+The message carries only the job id: the record in MongoDB is the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+
+from jobline.errors import BrokerUnavailable
+from jobline.jobs import JobType
+from jobline.settings import Settings
+from jobline.store import Job
+
+log = logging.getLogger(__name__)
+
+RUN_TASK = "jobline.run"
+DEFAULT_QUEUE = "default"
+# Longer than any job's hard time limit, so Redis does not hand a running job's
+# message to a second worker; lost workers are found sooner by their lease.
+VISIBILITY_TIMEOUT = 6 * 3600
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app on the configured broker; JSON only, results kept in MongoDB."""
+    app = Celery("jobline", broker=settings.broker, set_as_current=False)
+    timeout = settings.connect_timeout_seconds
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        enable_utc=True,
+        timezone="UTC",
+        task_default_queue=DEFAULT_QUEUE,
+        # Crash safety: a message is acknowledged only once its job has ended,
+        # and handed back when the process running it dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Jobs are slow: a worker reserves no more than it is running.
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "socket_timeout": max(timeout, 5.0),
+            "socket_connect_timeout": timeout,
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+            "sep": ":",
+        },
+        # Fail a submission quickly when the broker is down, so the API can
+        # answer 503 instead of hanging.
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # Flower shows tasks from these events.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = None) -> None:
+    """Send the message that makes a worker run ``job``; BrokerUnavailable if it cannot."""
+    options: dict[str, Any] = {
+        "task_id": job["task_id"],
+        "queue": job.get("queue") or job_type.queue,
+        "soft_time_limit": job_type.soft_time_limit,
+        "time_limit": job_type.time_limit,
+    }
+    if job.get("priority") is not None:
+        options["priority"] = job["priority"]
+    if countdown is not None:
+        options["countdown"] = countdown
+    elif job.get("run_at") is not None:
+        options["eta"] = job["run_at"]
+    try:
+        app.send_task(RUN_TASK, args=[job["_id"]], **options)
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
+def queue_depth(app: Celery, queue: str) -> int:
+    """Messages waiting in ``queue`` (not counting those a worker has reserved)."""
+    try:
+        with app.connection_for_read() as conn:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
+def ping_broker(app: Celery) -> None:
+    """Raise BrokerUnavailable unless the broker accepts a connection."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
+def revoke(app: Celery, task_id: str) -> None:
+    """Ask workers to stop the task now; best effort, the store already says cancelled."""
+    try:
+        app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        log.warning("could not broadcast revoke of %s: %s", task_id, exc)

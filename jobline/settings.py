@@ -1,0 +1,51 @@
+"""One typed settings object, read once from ``JOBLINE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API, the workers and the CLI are configured by."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBLINE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Defaults to redis_url; RabbitMQ (amqp://) also works.
+    broker_url: str | None = None
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "jobline"
+
+    # The demo's simulated work, in seconds.
+    bmi_seconds: float = Field(default=3.0, ge=0)
+
+    # A running job holds a lease that its worker renews; a lease that runs out
+    # means the worker is gone and the sweeper hands the job on.
+    lease_seconds: float = Field(default=30.0, gt=0)
+    # A queued job nobody claimed for this long has its message published again.
+    requeue_after_seconds: float = Field(default=120.0, gt=0)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # Extra modules that register job types, comma-separated (e.g. "myteam.jobs").
+    job_modules: str = ""
+
+    # Largest request body the API accepts.
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    # How long the API waits for the broker or MongoDB before answering 503.
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _broker_defaults_to_redis(self) -> Settings:
+        if not self.broker_url:
+            self.broker_url = self.redis_url
+        return self
+
+    @property
+    def job_module_list(self) -> list[str]:
+        return [m.strip() for m in self.job_modules.split(",") if m.strip()]
+
+    @property
+    def broker(self) -> str:
+        """The broker URL, always set after validation."""
+        return self.broker_url or self.redis_url

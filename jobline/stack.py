@@ -1,0 +1,89 @@
+"""`jobline up`: the servers and processes of a local stack, started and stopped together."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobline import local
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    api_port: int = 5000
+    flower_port: int = 5555
+    workers: int = 1
+    concurrency: int | None = None
+    processes: list[local.Process] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def start(self, environ: Mapping[str, str]) -> None:
+        """Start embedded servers where no URL is configured, then the jobline processes."""
+        env = dict(environ)
+        logs = self.data_dir / "logs"
+        for port, what in ((self.api_port, "API"), (self.flower_port, "Flower")):
+            if local.port_open(port):
+                raise local.ServerError(f"port {port} for the {what} is taken; pick another")
+        if not env.get("JOBLINE_REDIS_URL"):
+            redis, env["JOBLINE_REDIS_URL"] = local.start_redis(self.data_dir / "redis")
+            self.processes.append(redis)
+            self.notes.append(f"redis-server (AOF, everysec) {env['JOBLINE_REDIS_URL']}")
+        if not env.get("JOBLINE_MONGO_URL"):
+            mongo, env["JOBLINE_MONGO_URL"] = local.start_mongo(self.data_dir / "mongodb")
+            self.processes.append(mongo)
+            self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
+        worker_args = ["worker"] + (
+            [f"--concurrency={self.concurrency}"] if self.concurrency else []
+        )
+        commands = [
+            *[
+                (
+                    f"worker-{n}",
+                    [*worker_args, f"--hostname=worker{n}@%h"],
+                    logs / f"worker-{n}.log",
+                )
+                for n in range(1, self.workers + 1)
+            ],
+            ("sweeper", ["sweep"], logs / "sweeper.log"),
+            ("flower", ["flower", f"--port={self.flower_port}"], logs / "flower.log"),
+            ("api", ["api", f"--port={self.api_port}"], logs / "api.log"),
+        ]
+        for name, args, log in commands:
+            self.processes.append(
+                local.Process(name, local.jobline_argv(*args), env=env, log=log).start()
+            )
+        self._wait_for_ports()
+
+    def _wait_for_ports(self) -> None:
+        api = next(p for p in self.processes if p.name == "api")
+        local.wait_until(lambda: local.port_open(self.api_port), 60, "the API", api)
+        flower = next(p for p in self.processes if p.name == "flower")
+        local.wait_until(lambda: local.port_open(self.flower_port), 60, "Flower", flower)
+
+    def banner(self) -> str:
+        lines = [
+            "jobline is up:",
+            f"  API        http://127.0.0.1:{self.api_port}/api/v1/",
+            f"  Swagger UI http://127.0.0.1:{self.api_port}/api/v1/docs",
+            f"  Flower     http://127.0.0.1:{self.flower_port}/",
+            *[f"  {note}" for note in self.notes],
+            f"  logs       {self.data_dir / 'logs'}",
+            "Ctrl-C stops everything.",
+        ]
+        return "\n".join(lines)
+
+    def watch(self, stopping: threading.Event) -> str | None:
+        """Wait until asked to stop; returns the name of a process that died on its own."""
+        while not stopping.wait(0.5):
+            for process in self.processes:
+                if not process.alive():
+                    return process.name
+        return None
+
+    def stop(self) -> None:
+        """Stop the jobline processes first, then the servers they use."""
+        for process in reversed(self.processes):
+            process.stop()

@@ -1,0 +1,67 @@
+"""The sweeper: finds jobs whose worker vanished or whose message was lost, and hands them on.
+
+Safe to run in several places at once: every change it makes is a conditional
+update, and a message published twice is claimed once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from datetime import timedelta
+
+from jobline import ids, queue
+from jobline.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
+from jobline.pipeline import Pipeline
+from jobline.store import Job
+
+log = logging.getLogger(__name__)
+
+
+def sweep_once(p: Pipeline) -> Counter[str]:
+    """One pass; returns how many jobs were requeued and republished."""
+    done: Counter[str] = Counter()
+    for job in list(p.store.expired_leases()):
+        task_id = ids.new_id()
+        if p.store.requeue(job, task_id):
+            log.warning(
+                "job %s lost its worker (attempt %s); requeued", job["_id"], job["attempts"]
+            )
+            _publish(p, {**job, "task_id": task_id, "run_at": None})
+            done["requeued"] += 1
+    older_than = timedelta(seconds=p.settings.requeue_after_seconds)
+    empty: dict[str, bool] = {}
+    for job in list(p.store.stale_waiting(older_than)):
+        name = job.get("queue") or queue.DEFAULT_QUEUE
+        # A backlog is not a loss: republish only when the job's queue has drained.
+        if name not in empty:
+            empty[name] = queue.queue_depth(p.celery, name) == 0
+        if not empty[name]:
+            continue
+        task_id = ids.new_id()
+        if p.store.touch(job, task_id):
+            log.warning("job %s waited %s unclaimed; republished", job["_id"], older_than)
+            _publish(p, {**job, "task_id": task_id, "run_at": None})
+            done["republished"] += 1
+    return done
+
+
+def _publish(p: Pipeline, job: Job) -> None:
+    try:
+        queue.publish(p.celery, job, p.catalogue.get(job["type"]))
+    except UnknownJobType:
+        log.error("job %s has unknown type %s; left for an operator", job["_id"], job["type"])
+
+
+def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> None:
+    """Sweep every ``interval`` seconds until ``stop`` is set; outages are waited out."""
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            counts = sweep_once(p)
+            if counts:
+                log.info("sweep: %s", dict(counts))
+        except (StoreUnavailable, BrokerUnavailable) as exc:
+            log.warning("sweep skipped: %s", exc)
+        stop.wait(interval)

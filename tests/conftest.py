@@ -1,0 +1,191 @@
+"""Real servers on free ports: redis-server, SecantusDB, Celery workers and the API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from jobline import local
+from jobline.api import create_app
+from jobline.queue import make_celery
+from jobline.settings import Settings
+from jobline.store import JobStore
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of our own, with AOF on."""
+    process, url = local.start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded MongoDB-protocol server, as its own process."""
+    process, url = local.start_mongo(tmp_path_factory.mktemp("mongo"))
+    yield url
+    process.stop()
+
+
+def make_settings(redis_url: str, mongo_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "mongo_url": mongo_url,
+        "mongo_db": "jobline_test",
+        "bmi_seconds": 0,
+        "lease_seconds": 6,
+        "requeue_after_seconds": 10,
+        "sweep_interval_seconds": 1,
+        "connect_timeout_seconds": 1,
+        "job_modules": "tests.jobtypes",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"JOBLINE_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, mongo_url: str) -> Settings:
+    """Settings pointing at the session's servers, with the demo's sleep off."""
+    return make_settings(redis_url, mongo_url)
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> Iterator[JobStore]:
+    store = JobStore(settings)
+    store.ensure_indexes()
+    yield store
+    store.close()
+
+
+def start_worker(settings: Settings, log: Path, *args: str, name: str = "worker") -> local.Process:
+    """A real `jobline worker` process, returned once it answers a ping."""
+    argv = local.jobline_argv("worker", "--loglevel=INFO", *args)
+    process = local.Process(name, argv, env=settings_env(settings), log=log).start()
+    hostname = next((a.split("=", 1)[1] for a in args if a.startswith("--hostname=")), None)
+    app = make_celery(settings)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"worker exited at start; see {log}")
+        replies = app.control.ping(timeout=0.5)
+        if any(
+            hostname is None or name.startswith(hostname.split("%")[0])
+            for reply in replies
+            for name in reply
+        ):
+            return process
+    process.stop()
+    raise RuntimeError(f"worker did not answer within 60s; see {log}")
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Process]:
+    """One Celery worker with two processes, shared by the integration tests."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_worker(settings, log, "--concurrency=2", "--hostname=main@%h")
+    yield process
+    process.stop()
+
+
+class Api:
+    """A requests session bound to the API's base URL."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = requests.Session()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return self.http.request(method, self.url(path), **kwargs)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    def wait_for(
+        self, path: str, until: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Poll a job until ``until(job)`` holds; fails the test after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = self.get(path)
+            assert response.status_code == 200, response.text
+            job = response.json()
+            if until(job):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting on {path}; last seen {job}")
+
+    def wait_terminal(self, path: str, timeout: float = 30) -> dict[str, Any]:
+        return self.wait_for(path, lambda job: job["status"] in TERMINAL, timeout)
+
+    def submit_and_wait(
+        self, path: str, body: dict[str, Any], timeout: float = 30
+    ) -> dict[str, Any]:
+        """POST a job, check it was accepted, and wait for its terminal state."""
+        response = self.post(path, json=body)
+        assert response.status_code == 202, response.text
+        return self.wait_terminal(response.headers["Location"], timeout)
+
+
+class ServedApp:
+    """A WSGI app served over real HTTP on a free port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def served(settings: Settings, store: JobStore) -> Iterator[ServedApp]:
+    served = ServedApp(create_app(settings))
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def api(served: ServedApp, store: JobStore) -> Api:
+    """The API over HTTP, on an empty job collection."""
+    store.jobs.delete_many({})
+    return Api(served.base.replace("http://127.0.0.1", "http://localhost"))
+
+
+@pytest.fixture
+def live_api(api: Api, worker: local.Process) -> Api:
+    """The API with a worker running jobs behind it."""
+    return api

@@ -1,0 +1,63 @@
+"""Job types that exist only for the tests, loaded through JOBLINE_JOB_MODULES."""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel, ConfigDict
+
+from jobline.errors import TransientError
+from jobline.jobs import Context, RetryPolicy, job_type
+
+
+class Nothing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Flaky(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = 2
+
+
+@job_type(
+    "test_flaky",
+    params=Flaky,
+    retry=RetryPolicy(max_retries=3, backoff_seconds=0.2, backoff_max_seconds=0.5),
+)
+def flaky(ctx: Context, params: Flaky) -> dict[str, int]:
+    """Fails with a transient error on its first ``failures`` attempts."""
+    if ctx.attempt <= params.failures:
+        raise TransientError(f"attempt {ctx.attempt} failed on purpose")
+    return {"attempt": ctx.attempt}
+
+
+@job_type(
+    "test_always_fails",
+    params=Nothing,
+    retry=RetryPolicy(max_retries=2, backoff_seconds=0.1, backoff_max_seconds=0.2),
+)
+def always_fails(ctx: Context, params: Nothing) -> None:
+    """Never succeeds."""
+    raise TransientError("this job always fails")
+
+
+@job_type("test_broken", params=Nothing)
+def broken(ctx: Context, params: Nothing) -> None:
+    """Fails with a permanent error: not retried."""
+    raise ValueError("bad data")
+
+
+class Hang(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 60
+
+
+@job_type("test_hang", params=Hang, soft_time_limit=1, time_limit=2)
+def hang(ctx: Context, params: Hang) -> None:
+    """Sleeps in one uninterruptible call, ignoring the soft limit; the hard one ends it."""
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(params.seconds)
+        except BaseException:  # swallow the soft time limit on purpose
+            continue
