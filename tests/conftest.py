@@ -189,3 +189,20 @@ def api(served: ServedApp, store: JobStore) -> Api:
 def live_api(api: Api, worker: local.Process) -> Api:
     """The API with a worker running jobs behind it."""
     return api
+
+
+@pytest.fixture(scope="session")
+def idle_served(settings: Settings, store: JobStore) -> Iterator[ServedApp]:
+    """The API on a broker database no worker consumes, so jobs stay queued."""
+    other_db = settings.redis_url.rsplit("/", 1)[0] + "/9"
+    idle = Settings(**{**settings.model_dump(), "redis_url": other_db, "broker_url": None})
+    served = ServedApp(create_app(idle))
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def idle_api(idle_served: ServedApp, store: JobStore) -> Api:
+    """The API with no worker behind it, on an empty job collection."""
+    store.jobs.delete_many({})
+    return Api(idle_served.base)

@@ -1,0 +1,127 @@
+"""`jobline up` as a user runs it: the whole stack in one command, and nothing left after."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from jobline import local
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose parent chain leads to ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "jobline up exited early"
+        try:
+            return requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+class Up:
+    """`jobline up` run as a subprocess, the way a user starts it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.api_port, self.flower_port = local.free_port(), local.free_port()
+        self.base = f"http://127.0.0.1:{self.api_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLINE_")}
+        env["JOBLINE_BMI_SECONDS"] = "0.5"
+        self.process = subprocess.Popen(
+            local.jobline_argv(
+                "up", f"--api-port={self.api_port}", f"--flower-port={self.flower_port}",
+                f"--data-dir={data_dir}", "--concurrency=1",
+            ),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        assert wait_http(f"{self.base}/readyz", 90, self.process).status_code == 200
+
+    def terminate(self) -> str:
+        """SIGTERM, as a service manager stops it; returns what it printed."""
+        self.process.send_signal(signal.SIGTERM)
+        output, _ = self.process.communicate(timeout=60)
+        assert self.process.returncode == 0, output.decode()
+        return output.decode()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.mark.timeout(240)
+def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data")
+    try:
+        assert wait_http(f"http://127.0.0.1:{up.flower_port}/", 30, up.process).status_code in (
+            200,
+            401,
+        )
+        assert requests.get(f"{up.base}/api/v1/docs", timeout=5).status_code == 200
+        posted = requests.post(
+            f"{up.base}/api/v1/calculations",
+            json={"name": "Ada", "weight": 55, "height": 170},
+            timeout=10,
+        )
+        assert posted.status_code == 202
+        location = f"{up.base}{posted.headers['Location']}"
+        job = posted.json()
+        deadline = time.monotonic() + 60
+        while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = requests.get(location, timeout=5).json()
+        assert job["status"] == "succeeded"
+        assert job["result"] == {"bmi": 19.03, "category": "normal"}
+        children = descendants(up.process.pid)
+        assert len(children) >= 5  # redis, mongodb, worker (+pool), sweeper, flower, api
+        output = up.terminate()
+        assert f"http://127.0.0.1:{up.api_port}/api/v1/docs" in output
+    finally:
+        up.kill()
+    time.sleep(0.5)
+    assert [pid for pid in children if alive(pid)] == []
+    assert (tmp_path / "data" / "redis" / "appendonlydir").exists()
+
+    again = Up(tmp_path / "data")
+    try:
+        kept = requests.get(f"{again.base}{posted.headers['Location']}", timeout=5)
+        assert kept.status_code == 200
+        assert kept.json()["result"] == {"bmi": 19.03, "category": "normal"}
+        again.terminate()
+    finally:
+        again.kill()
