@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     # How long the API waits for the broker or MongoDB before answering 503.
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # API keys: "on" refuses requests without a valid `Authorization: Bearer KEY`.
+    auth: bool = True
+    # How long a key lookup is cached per API process; a revoked key stops
+    # working within this many seconds.
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Per-key (per-address when auth is off) limit in Flask-Limiter's syntax,
+    # e.g. "100/second" or "1000 per minute"; empty means no limit.
+    rate_limit: str = ""
+    # A submission to a queue holding more messages than this gets 503; 0 means no limit.
+    max_queue_depth: int = Field(default=0, ge=0)
+    # "user:password" Flower asks for; `jobline up` makes one up when unset.
+    flower_basic_auth: SecretStr | None = None
+    # "json" (one JSON object a line) or "text".
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

@@ -116,6 +116,7 @@ class JobStore:
         self.jobs.create_index([("status", ASCENDING), ("_id", DESCENDING)])
         self.jobs.create_index([("type", ASCENDING), ("_id", DESCENDING)])
         self.jobs.create_index([("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)])
+        self.jobs.create_index([("owner", ASCENDING), ("_id", DESCENDING)])
         # Finished jobs carry expires_at when retention is configured.
         self.jobs.create_index("expires_at", expireAfterSeconds=0)
 
@@ -132,9 +133,12 @@ class JobStore:
     # -- reads ---------------------------------------------------------------
 
     @_unavailable_as_error
-    def get(self, job_id: str) -> Job:
-        """The job with this id; JobNotFound if there is none."""
-        job = self.jobs.find_one({"_id": job_id}) if ids.is_id(job_id) else None
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with this id (owned by ``owner``, unless None); JobNotFound if there is none.
+
+        Another owner's job is not found, exactly like a missing one, so ids leak nothing.
+        """
+        job = self.jobs.find_one(_mine({"_id": job_id}, owner)) if ids.is_id(job_id) else None
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job
@@ -149,9 +153,10 @@ class JobStore:
         status: Status | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        owner: str | None = None,
     ) -> Page:
         """Jobs newest first, one page at a time (keyset pagination on the id)."""
-        query: dict[str, Any] = {}
+        query: dict[str, Any] = _mine({}, owner)
         if type is not None:
             query["type"] = type
         if status is not None:
@@ -304,10 +309,10 @@ class JobStore:
         return done.modified_count == 1
 
     @_unavailable_as_error
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel an unfinished job and return it as it was before; finished jobs are kept."""
         for _ in range(5):
-            job = self.get(job_id)
+            job = self.get(job_id, owner)
             if Status(job["status"]).finished:
                 return job
             t = now()
@@ -327,9 +332,9 @@ class JobStore:
         raise InvalidTransition(f"job {job_id} kept changing; try again")
 
     @_unavailable_as_error
-    def restart(self, job_id: str, task_id: str) -> Job:
+    def restart(self, job_id: str, task_id: str, owner: str | None = None) -> Job:
         """Queue a failed or cancelled job again, as a fresh attempt."""
-        job = self.get(job_id)
+        job = self.get(job_id, owner)
         if job["status"] not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(
                 f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried"
@@ -357,8 +362,8 @@ class JobStore:
         return job
 
     @_unavailable_as_error
-    def delete(self, job_id: str) -> bool:
-        return self.jobs.delete_one({"_id": job_id}).deleted_count == 1
+    def delete(self, job_id: str, owner: str | None = None) -> bool:
+        return self.jobs.delete_one(_mine({"_id": job_id}, owner)).deleted_count == 1
 
     # -- the sweeper's queries ---------------------------------------------------
 
@@ -412,6 +417,13 @@ class JobStore:
         return done.modified_count == 1
 
 
+def _mine(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """``query`` narrowed to one owner's jobs; None means every job (admins, auth off)."""
+    if owner is not None:
+        query["owner"] = owner
+    return query
+
+
 def new_job(
     type: str,
     params: dict[str, Any],
@@ -419,6 +431,7 @@ def new_job(
     queue: str = "default",
     run_at: datetime | None = None,
     priority: int | None = None,
+    owner: str | None = None,
 ) -> Job:
     """A job record as it is first stored."""
     t = now()
@@ -426,6 +439,7 @@ def new_job(
     return {
         "_id": ids.new_id(),
         "type": type,
+        "owner": owner,
         "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
         "params": params,
         "result": None,

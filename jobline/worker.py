@@ -18,15 +18,16 @@ from datetime import timedelta
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery import Celery, Task
+from celery import Celery, Task, signals
+from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
-from jobline import jobs
+from jobline import jobs, logs, metrics
 from jobline.errors import JobCancelled, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
 from jobline.settings import Settings
-from jobline.store import JobStore, Status, now
+from jobline.store import Job, JobStore, Status, now
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +145,57 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
         # Runs in the worker's main process when the hard limit killed the job.
         if isinstance(exc, TimeLimitExceeded) and args:
-            self.runtime.store.fail(args[0], None, error_info(exc, reason="timeout"))
+            store = self.runtime.store
+            if store.fail(args[0], None, error_info(exc, reason="timeout")):
+                job = store.get(args[0])
+                metrics.JOBS_FAILED.labels(job["type"]).inc()
+                log.warning("job killed at its time limit", extra=logs.job_fields(job))
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
     """Claim the job, run it, and record how it ended; returns the status it reached."""
-    store = runtime.store
-    job = store.claim(job_id, task_id=task.request.id)
+    job = runtime.store.claim(job_id, task_id=task.request.id)
     if job is None:
-        return _not_claimed(task, store, job_id)
+        return _not_claimed(task, runtime.store, job_id)
+    _observe_wait(job)
+    started = time.monotonic()
+    try:
+        status = _run_claimed(task, runtime, job)
+    except Retry:
+        _ended(job, "retrying", time.monotonic() - started)
+        raise
+    _ended(job, status, time.monotonic() - started)
+    return status
+
+
+def _observe_wait(job: Job) -> None:
+    """Queue wait of a first attempt or a scheduled one; a retry's wait starts at its run_at."""
+    due = job.get("run_at") or (job["created_at"] if job["attempts"] == 1 else None)
+    if due is not None:
+        waited = max(0.0, (job["started_at"] - due).total_seconds())
+        metrics.QUEUE_WAIT.labels(job["type"], job.get("queue") or "default").observe(waited)
+    log.info("job started", extra=logs.job_fields(job))
+
+
+_ENDINGS = {
+    "succeeded": metrics.JOBS_SUCCEEDED,
+    "failed": metrics.JOBS_FAILED,
+    "retrying": metrics.JOBS_RETRIED,
+}
+
+
+def _ended(job: Job, status: str, duration: float) -> None:
+    """Count and log how an attempt ended (cancellations are counted where they are asked)."""
+    metrics.JOB_DURATION.labels(job["type"], status).observe(duration)
+    if status in _ENDINGS:
+        _ENDINGS[status].labels(job["type"]).inc()
+    fields = {**logs.job_fields(job), "status": status, "duration": round(duration, 3)}
+    log.info("job %s", status, extra=fields)
+
+
+def _run_claimed(task: JobTask, runtime: Runtime, job: Job) -> str:
+    store = runtime.store
+    job_id = job["_id"]
     attempt = job["attempts"]
     try:
         job_type = runtime.catalogue.get(job["type"])
@@ -209,6 +252,11 @@ def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     runtime = Runtime(settings, jobs.load(settings.job_module_list))
     JobTask.runtime = runtime
+
+    @signals.setup_logging.connect(weak=False)
+    def _json_logs(**_: Any) -> None:
+        # Connected, this replaces Celery's own logging set-up with ours.
+        logs.configure(settings)
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:

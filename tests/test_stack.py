@@ -69,7 +69,10 @@ class Up:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-        assert wait_http(f"{self.base}/readyz", 90, self.process).status_code == 200
+        deadline = time.monotonic() + 90
+        while wait_http(f"{self.base}/readyz", 90, self.process).status_code != 200:
+            assert time.monotonic() < deadline, "jobline up never became ready"
+            time.sleep(0.3)
 
     def terminate(self) -> str:
         """SIGTERM, as a service manager stops it; returns what it printed."""

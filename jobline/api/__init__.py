@@ -11,6 +11,7 @@ from flask_restx import Api
 from jobline import jobs
 from jobline.api import problems
 from jobline.api.services import EXTENSION
+from jobline.keys import KeyStore
 from jobline.pipeline import Pipeline
 from jobline.queue import make_celery
 from jobline.settings import Settings
@@ -39,6 +40,15 @@ def create_api_blueprint() -> Blueprint:
         description="Submit slow work, get an id at once, come back for status, progress "
         "and result.",
         doc="/docs",
+        authorizations={
+            "bearer": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "`Bearer KEY`, a key from `jobline keys create`",
+            }
+        },
+        security="bearer",
     )
     api.add_namespace(calculations.ns, path="/calculations")
     return bp
@@ -59,15 +69,22 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         pipeline = Pipeline(
             settings, store, make_celery(settings), jobs.load(settings.job_module_list)
         )
-        try:
-            store.ensure_indexes()
-        except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
-            log.warning("could not create indexes yet: %s", exc)
+    keys = KeyStore(pipeline.store.db)
+    try:
+        pipeline.store.ensure_indexes()
+        keys.ensure_indexes()
+    except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
+        log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
-    from jobline.api import health
+    from jobline.api import auth, health, limits, metrics
 
+    # Order matters: the timer first, then who is asking, then their rate limit.
+    metrics.instrument(app)
+    auth.init_app(app, settings, keys)
+    limits.init_app(app, settings)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(create_api_blueprint())
     app.register_error_handler(Exception, problems.from_exception)
     return app

@@ -8,7 +8,7 @@ from flask import Response, url_for
 from flask_restx import Namespace, Resource
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobline.api import docs
+from jobline.api import auth, docs
 from jobline.api.payloads import job_view, json_body, parse, query
 from jobline.api.services import pipeline
 from jobline.errors import JobNotFound
@@ -36,7 +36,7 @@ def calculation_view(job: Job) -> dict[str, Any]:
 
 
 def _get(pid: str) -> Job:
-    job = pipeline().store.get(pid)
+    job = pipeline().store.get(pid, owner=auth.scope())
     if job["type"] != TYPE:
         raise JobNotFound(f"no calculation with pid {pid!r}")
     return job
@@ -50,7 +50,9 @@ class Calculations(Resource):
         """List calculations, newest first, one page at a time."""
         q = query(ListQuery)
         try:
-            page = pipeline().store.list(limit=q.limit, cursor=q.cursor, type=TYPE)
+            page = pipeline().store.list(
+                limit=q.limit, cursor=q.cursor, type=TYPE, owner=auth.scope()
+            )
         except ValueError as exc:
             raise docs.bad_cursor(exc) from None
         return {"items": [calculation_view(j) for j in page.items], "next_cursor": page.next_cursor}
@@ -59,11 +61,11 @@ class Calculations(Resource):
     @ns.expect(params_model)
     @ns.response(202, "Accepted: the job, queued", job_model)
     @ns.response(422, "Invalid input")
-    @ns.response(503, "MongoDB or the broker is unavailable; retry later")
+    @ns.response(503, "MongoDB or the broker is unavailable, or the queue is full; retry later")
     def post(self) -> Any:
         """Submit a calculation; answers at once with the job to poll."""
         params = parse(BmiParams, json_body())
-        job = pipeline().submit(TYPE, params.model_dump())
+        job = pipeline().submit(TYPE, params.model_dump(), owner=auth.owner())
         location = url_for("api.calculations_calculation", pid=job["_id"])
         return calculation_view(job), 202, {"Location": location}
 
@@ -81,7 +83,7 @@ class Calculation(Resource):
     @ns.response(204, "Deleted (cancelled first if unfinished)")
     def delete(self, pid: str) -> Any:
         """Delete a calculation, cancelling it first if it has not finished."""
-        pipeline().delete(_get(pid)["_id"])
+        pipeline().delete(_get(pid)["_id"], owner=auth.scope())
         return Response(status=204)
 
 
@@ -92,7 +94,7 @@ class CancelCalculation(Resource):
     @ns.response(200, "The calculation, cancelled (or already finished)", job_model)
     def post(self, pid: str) -> Any:
         """Cancel a calculation without deleting it; a running one is stopped."""
-        return calculation_view(pipeline().cancel(_get(pid)["_id"]))
+        return calculation_view(pipeline().cancel(_get(pid)["_id"], owner=auth.scope()))
 
 
 @ns.route("/<string:pid>/retry")
@@ -103,4 +105,4 @@ class RetryCalculation(Resource):
     @ns.response(409, "Only failed or cancelled calculations can be retried")
     def post(self, pid: str) -> Any:
         """Run a failed or cancelled calculation again."""
-        return calculation_view(pipeline().retry(_get(pid)["_id"])), 202
+        return calculation_view(pipeline().retry(_get(pid)["_id"], owner=auth.scope())), 202

@@ -29,6 +29,8 @@ def json_body() -> Any:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
 
 
 def parse(model: type[M], data: Any, *, prefix: tuple[str | int, ...] = ()) -> M:
