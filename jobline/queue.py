@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import KombuError, OperationalError
+from kombu.exceptions import ChannelError, KombuError, OperationalError
 
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import JobType
@@ -95,6 +95,8 @@ def queue_depth(app: Celery, queue: str) -> int:
     try:
         with app.connection_for_read() as conn:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError:
+        return 0  # nothing was ever published to it
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 

@@ -77,12 +77,13 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
-    from jobline.api import auth, health, limits, metrics
+    from jobline.api import auth, health, limits, metrics, payloads
 
     # Order matters: the timer first, then who is asking, then their rate limit.
     metrics.instrument(app)
     auth.init_app(app, settings, keys)
     limits.init_app(app, settings)
+    app.before_request(payloads.refuse_oversized)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(create_api_blueprint())

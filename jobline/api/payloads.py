@@ -7,7 +7,8 @@ import math
 from datetime import datetime
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from pydantic import BaseModel, ValidationError
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
@@ -18,6 +19,13 @@ M = TypeVar("M", bound=BaseModel)
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def refuse_oversized() -> None:
+    """413 for a declared body past the limit, even on endpoints that never read one."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and limit and request.content_length > limit:
+        raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
 
 
 def json_body() -> Any:
