@@ -20,7 +20,6 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.exceptions import Retry
-from celery.utils.time import get_exponential_backoff_interval
 
 from jobline import jobs, logs, metrics
 from jobline.errors import JobCancelled, UnknownJobType
@@ -126,15 +125,13 @@ class Heartbeat:
 
 
 def retry_delay(policy: jobs.RetryPolicy, attempt: int) -> float:
-    """Exponential backoff with full jitter, as Celery's autoretry computes it."""
-    return float(
-        get_exponential_backoff_interval(
-            factor=policy.backoff_seconds,
-            retries=attempt - 1,
-            maximum=policy.backoff_max_seconds,
-            full_jitter=policy.jitter,
-        )
-    ) or random.uniform(0, policy.backoff_seconds)
+    """Exponential backoff with full jitter, as Celery's autoretry computes it.
+
+    Computed here because Celery's helper draws its jitter with randrange, which
+    refuses the fractional seconds a policy may give.
+    """
+    ceiling = min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling) if policy.jitter else ceiling
 
 
 class JobTask(Task):  # type: ignore[misc]

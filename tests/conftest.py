@@ -260,3 +260,26 @@ def keyed_api(keyed_served: ServedApp, store: JobStore, api_keys: dict[str, str]
     clients = {name: Api(keyed_served.base, key) for name, key in api_keys.items()}
     clients["anonymous"] = Api(keyed_served.base)
     return clients
+
+
+class Gunicorn:
+    """`jobline api` under gunicorn with two workers, as production runs it."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.port = local.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = local.jobline_argv("api", f"--port={self.port}", "--workers=2", "--threads=4")
+        self.process = local.Process("api", argv, env=settings_env(settings), log=log).start()
+        local.wait_until(lambda: local.port_open(self.port), 60, "gunicorn", self.process)
+
+
+@pytest.fixture(scope="session")
+def gunicorn_api(
+    settings: Settings, api_keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gunicorn]:
+    """The API under gunicorn (keys required), logging to a file the tests can read."""
+    log = tmp_path_factory.mktemp("gunicorn") / "api.log"
+    served = Gunicorn(Settings(**{**settings.model_dump(), "auth": True}), log)
+    yield served
+    served.process.stop()

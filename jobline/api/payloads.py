@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.store import Job
