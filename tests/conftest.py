@@ -109,11 +109,17 @@ def worker_metrics_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the shared worker writes its logs."""
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+@pytest.fixture(scope="session")
 def worker(
-    settings: Settings, tmp_path_factory: pytest.TempPathFactory, worker_metrics_port: int
+    settings: Settings, worker_log: Path, worker_metrics_port: int
 ) -> Iterator[local.Process]:
     """One Celery worker with two processes, shared by the integration tests."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    log = worker_log
     process = start_worker(
         settings,
         log,
