@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from jobline.cli import main
 from jobline.settings import Settings
+from tests.conftest import settings_env, start_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
@@ -54,10 +56,10 @@ def compose_config(project: Path, env: str | None) -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The compose file as docker-compose resolves it, with the secrets set."""
-    done = compose_config(tmp_path, env_example(**SECRETS))
+    done = compose_config(tmp_path_factory.mktemp("compose"), env_example(**SECRETS))
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)  # type: ignore[no-any-return]
 
@@ -192,3 +194,18 @@ def test_no_secret_is_committed_in_the_env_example() -> None:
     for secret in SECRETS:
         assert values[secret] == "", secret
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_worker_health_check_passes_with_a_live_worker_and_fails_without(
+    settings: Settings, tmp_path: Path
+) -> None:
+    check = _raw_services()["worker"]["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "python"]
+    argv = [sys.executable, *check[2:]]
+    env = settings_env(settings)
+    worker = start_worker(settings, tmp_path / "worker.log", "-c", "1", "--hostname=worker@%h")
+    try:
+        assert subprocess.run(argv, env=env, timeout=30).returncode == 0
+    finally:
+        worker.stop()
+    assert subprocess.run(argv, env=env, timeout=30).returncode != 0
