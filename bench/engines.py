@@ -9,6 +9,7 @@ completion is observed.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -78,8 +79,15 @@ def engine_env(servers: Servers) -> dict[str, str]:
     )
 
 
+def installed(engine: str) -> bool:
+    """RQ and Dramatiq are in the bench extra only; Celery is always there."""
+    return importlib.util.find_spec(engine) is not None
+
+
 def run_engine(servers: Servers, engine: str, n: int, timeout: float = 600) -> dict[str, Any]:
     """Enqueue ``n`` no-op tasks from this process; enqueued/s and processed/s."""
+    if not installed(engine):
+        return {"skipped": f"{engine} is not installed (pip install -e '.[bench]')"}
 
     env = engine_env(servers)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("BENCH_", "JOBLINE_"))})
