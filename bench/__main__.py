@@ -35,7 +35,7 @@ class Sizes:
     read_jobs: int = 100_000
     read_seconds: float = 10
     batch_n: int = 10_000
-    memory_jobs: int = 30_000  # jobs the worker has run when its RSS is read again
+    memory_jobs: int = 20_000  # jobs the worker has run when its RSS is read again
 
 
 FULL = Sizes()
