@@ -34,8 +34,8 @@ run: setup
 	$(BIN)/jobline up
 
 lint: setup
-	$(BIN)/ruff check jobline tests
-	$(BIN)/ruff format --check jobline tests
+	$(BIN)/ruff check jobline tests bench
+	$(BIN)/ruff format --check jobline tests bench
 	$(BIN)/mypy
 
 test: setup lint
@@ -58,8 +58,8 @@ bench: bench-setup
 	$(BIN)/python -m bench.plot
 
 format: setup
-	$(BIN)/ruff format jobline tests
-	$(BIN)/ruff check --fix jobline tests
+	$(BIN)/ruff format jobline tests bench
+	$(BIN)/ruff check --fix jobline tests bench
 
 clean:
 	rm -rf $(VENV) .jobline .pytest_cache .mypy_cache .ruff_cache
