@@ -44,8 +44,10 @@ class Redact(logging.Filter):
         for key, value in list(vars(record).items()):
             if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname"):
                 setattr(record, key, scrub(value))
-        if record.exc_info and not record.exc_text:
+        if record.exc_info:
+            # Formatted and scrubbed here; formatters fall back to exc_text.
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True
 
 

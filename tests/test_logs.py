@@ -46,12 +46,17 @@ def test_a_log_record_is_one_json_line_with_its_fields_and_no_key() -> None:
     try:
         fields = {"job_id": "j1", "type": "bmi", "attempt": 2, "owner": "alice", "duration": 0.5}
         logger.warning("presented %s", f"Bearer {KEY}", extra={**fields, "header": KEY})
+        try:
+            raise RuntimeError(f"refused Authorization: Bearer {KEY}")
+        except RuntimeError:
+            logger.exception("request failed")
     finally:
         logger.removeHandler(handler)
-    line = out.getvalue()
-    assert line.count("\n") == 1 and KEY not in line
-    record = json.loads(line)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and KEY not in out.getvalue()
+    record = json.loads(lines[0])
     assert {k: record[k] for k in fields} == fields
+    assert "RuntimeError" in json.loads(lines[1])["exc_info"]
 
 
 def _json_lines(path: Path, *, only_json: bool = False) -> list[dict[str, Any]]:
