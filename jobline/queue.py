@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 RUN_TASK = "jobline.run"
 DEFAULT_QUEUE = "default"
+# jobline's priorities run from 0 (least urgent) to 9 (most urgent).
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
+# Transports that poll priority 0 first (kombu's Redis lists), unlike AMQP.
+_LOW_NUMBER_FIRST = ("redis", "rediss", "sentinel")
 # Longer than any job's hard time limit, so Redis does not hand a running job's
 # message to a second worker; lost workers are found sooner by their lease.
 VISIBILITY_TIMEOUT = 6 * 3600
@@ -38,6 +43,8 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
         timezone="UTC",
         task_default_queue=DEFAULT_QUEUE,
+        # RabbitMQ orders by priority only in queues declared with a maximum.
+        task_queue_max_priority=MAX_PRIORITY,
         # Crash safety: a message is acknowledged only once its job has ended,
         # and handed back when the process running it dies.
         task_acks_late=True,
@@ -78,8 +85,7 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         "soft_time_limit": job_type.soft_time_limit,
         "time_limit": job_type.time_limit,
     }
-    if job.get("priority") is not None:
-        options["priority"] = job["priority"]
+    options["priority"] = broker_priority(app, job.get("priority"))
     if countdown is not None:
         options["countdown"] = countdown
     elif job.get("run_at") is not None:
@@ -88,6 +94,13 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         app.send_task(RUN_TASK, args=[job["_id"]], **options)
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
+def broker_priority(app: Celery, priority: int | None) -> int:
+    """The broker's priority for a job's: Redis serves 0 first, RabbitMQ serves 9 first."""
+    value = DEFAULT_PRIORITY if priority is None else min(max(priority, 0), MAX_PRIORITY)
+    scheme = str(app.conf.broker_url or "").split(":", 1)[0]
+    return MAX_PRIORITY - value if scheme in _LOW_NUMBER_FIRST else value
 
 
 def queue_depth(app: Celery, queue: str) -> int:

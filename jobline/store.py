@@ -12,7 +12,7 @@ import base64
 import functools
 import json
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,10 +20,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from jobline import ids
-from jobline.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from jobline.errors import InvalidTransition, JobNotFound, KeyInUse, StoreUnavailable
 from jobline.settings import Settings
 
 
@@ -47,6 +47,15 @@ UNFINISHED = (*WAITING, Status.RUNNING)
 
 Job = dict[str, Any]
 P = ParamSpec("P")
+
+# The index that serves a list query, by which of (type, status) it filters on.
+# _id is a UUIDv7, so {_id: -1} is newest first and created_after/before are _id ranges.
+LIST_INDEXES: dict[tuple[bool, bool], list[tuple[str, int]]] = {
+    (False, False): [("_id", ASCENDING)],
+    (True, False): [("type", ASCENDING), ("_id", DESCENDING)],
+    (False, True): [("status", ASCENDING), ("_id", DESCENDING)],
+    (True, True): [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+}
 R = TypeVar("R")
 
 
@@ -106,6 +115,7 @@ class JobStore:
         self.db = self.client[settings.mongo_db]
         self.jobs: Collection[Job] = self.db["jobs"]
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.result_ttl = timedelta(seconds=settings.result_ttl) if settings.result_ttl else None
 
     # -- set-up and health -------------------------------------------------
 
@@ -113,11 +123,13 @@ class JobStore:
     def ensure_indexes(self) -> None:
         """Create the indexes listing, filtering and the sweeper rely on."""
         # _id is a UUIDv7, so {_id: -1} is newest first.
-        self.jobs.create_index([("status", ASCENDING), ("_id", DESCENDING)])
-        self.jobs.create_index([("type", ASCENDING), ("_id", DESCENDING)])
-        self.jobs.create_index([("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)])
+        for keys in LIST_INDEXES.values():
+            if len(keys) > 1:  # the _id index always exists
+                self.jobs.create_index(keys)
         # Finished jobs carry expires_at when retention is configured.
         self.jobs.create_index("expires_at", expireAfterSeconds=0)
+        # Two concurrent requests with one Idempotency-Key: the second insert fails.
+        self.jobs.create_index("idempotency_key", unique=True, sparse=True)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless MongoDB answers."""
@@ -128,6 +140,10 @@ class JobStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def _expiry(self, finished: datetime) -> datetime | None:
+        """When a job finished at ``finished`` is removed by the TTL index (None: never)."""
+        return finished + self.result_ttl if self.result_ttl else None
 
     # -- reads ---------------------------------------------------------------
 
@@ -166,7 +182,11 @@ class JobStore:
             id_range["$gt"] = ids.boundary_id(int(created_after.timestamp() * 1000), upper=True)
         if id_range:
             query["_id"] = id_range
-        items = list(self.jobs.find(query).sort("_id", DESCENDING).limit(limit + 1))
+        # Equality on the index's prefix, a range on its last key, sorted by it: the
+        # hint keeps every server (SecantusDB, mongod) on that index, never a scan.
+        index = LIST_INDEXES[(type is not None, status is not None)]
+        found = self.jobs.find(query).sort("_id", DESCENDING).hint(index).limit(limit + 1)
+        items = list(found)
         more = len(items) > limit
         items = items[:limit]
         return Page(items, encode_cursor(items[-1]["_id"]) if more else None)
@@ -175,15 +195,33 @@ class JobStore:
 
     @_unavailable_as_error
     def insert(self, job: Job) -> Job:
-        """Record a newly accepted job."""
-        self.jobs.insert_one(job)
+        """Record a newly accepted job; KeyInUse if its idempotency key is taken."""
+        try:
+            self.jobs.insert_one(job)
+        except DuplicateKeyError as exc:
+            if job.get("idempotency_key") is None:
+                raise
+            raise KeyInUse(job["idempotency_key"]) from exc
         return job
 
     @_unavailable_as_error
-    def discard(self, job_id: str) -> bool:
-        """Remove a job that was never published (its submission was refused)."""
-        result = self.jobs.delete_one({"_id": job_id, "status": {"$in": list(WAITING)}})
-        return result.deleted_count == 1
+    def insert_many(self, jobs: Sequence[Job]) -> None:
+        """Record many newly accepted jobs in one round trip."""
+        if jobs:
+            self.jobs.insert_many(jobs, ordered=False)
+
+    @_unavailable_as_error
+    def find_by_key(self, key: str) -> Job | None:
+        """The job submitted with this idempotency key, if it is still kept."""
+        return self.jobs.find_one({"idempotency_key": key})
+
+    @_unavailable_as_error
+    def discard(self, job_ids: Sequence[str]) -> int:
+        """Remove jobs that were never published (their submission was refused)."""
+        result = self.jobs.delete_many(
+            {"_id": {"$in": list(job_ids)}, "status": {"$in": [str(s) for s in WAITING]}}
+        )
+        return result.deleted_count
 
     @_unavailable_as_error
     def claim(self, job_id: str, task_id: str | None = None) -> Job | None:
@@ -263,6 +301,7 @@ class JobStore:
                     "finished_at": t,
                     "updated_at": t,
                     "lease_until": None,
+                    "expires_at": self._expiry(t),
                 }
             },
         )
@@ -281,6 +320,7 @@ class JobStore:
                     "finished_at": t,
                     "updated_at": t,
                     "lease_until": None,
+                    "expires_at": self._expiry(t),
                 }
             },
         )
@@ -319,6 +359,7 @@ class JobStore:
                         "finished_at": t,
                         "updated_at": t,
                         "lease_until": None,
+                        "expires_at": self._expiry(t),
                     }
                 },
             )
@@ -421,10 +462,12 @@ def new_job(
     priority: int | None = None,
 ) -> Job:
     """A job record as it is first stored."""
-    t = now()
+    job_id = ids.new_id()
+    # created_at is the id's own time, so created_after/before filter on the id.
+    t = datetime.fromtimestamp(ids.timestamp_ms(job_id) / 1000, UTC)
     scheduled = run_at is not None and run_at > t
     return {
-        "_id": ids.new_id(),
+        "_id": job_id,
         "type": type,
         "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
         "params": params,
