@@ -8,12 +8,9 @@ changes nothing: a job reaches a terminal state once.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
@@ -24,6 +21,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailur
 
 from jobline import ids
 from jobline.errors import InvalidTransition, JobNotFound, KeyInUse, StoreUnavailable
+from jobline.paging import Page, Span, Window, at_ms, encode_cursor, windows
 from jobline.settings import Settings
 
 
@@ -48,14 +46,16 @@ UNFINISHED = (*WAITING, Status.RUNNING)
 Job = dict[str, Any]
 P = ParamSpec("P")
 
-# The index that serves a list query, by which of (type, status) it filters on.
-# _id is a UUIDv7, so {_id: -1} is newest first and created_after/before are _id ranges.
-LIST_INDEXES: dict[tuple[bool, bool], list[tuple[str, int]]] = {
-    (False, False): [("_id", ASCENDING)],
-    (True, False): [("type", ASCENDING), ("_id", DESCENDING)],
-    (False, True): [("status", ASCENDING), ("_id", DESCENDING)],
-    (True, True): [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
-}
+# A list query with type or status is equality on an index's prefix and a range
+# on _id (a UUIDv7: {_id: -1} is newest first). One without is a created_at
+# range: SecantusDB scans the collection for a range on _id alone.
+LIST_INDEXES = (
+    [("type", ASCENDING), ("_id", DESCENDING)],
+    [("status", ASCENDING), ("_id", DESCENDING)],
+    [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+    [("created_at", DESCENDING), ("_id", DESCENDING)],
+)
+NEWEST_FIRST = [("_id", DESCENDING)]
 R = TypeVar("R")
 
 
@@ -76,28 +76,6 @@ def _unavailable_as_error(method: Callable[P, R]) -> Callable[P, R]:
             raise StoreUnavailable(f"MongoDB unreachable: {type(exc).__name__}") from exc
 
     return wrapper
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[Job]
-    next_cursor: str | None
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The id a page continues after; ValueError if the cursor is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        before = json.loads(raw)["before"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError("invalid cursor") from exc
-    if not isinstance(before, str) or not ids.is_id(before):
-        raise ValueError("invalid cursor")
-    return before
 
 
 class JobStore:
@@ -123,9 +101,8 @@ class JobStore:
     def ensure_indexes(self) -> None:
         """Create the indexes listing, filtering and the sweeper rely on."""
         # _id is a UUIDv7, so {_id: -1} is newest first.
-        for keys in LIST_INDEXES.values():
-            if len(keys) > 1:  # the _id index always exists
-                self.jobs.create_index(keys)
+        for keys in LIST_INDEXES:
+            self.jobs.create_index(keys)
         # Finished jobs carry expires_at when retention is configured.
         self.jobs.create_index("expires_at", expireAfterSeconds=0)
         # Two concurrent requests with one Idempotency-Key: the second insert fails.
@@ -166,30 +143,28 @@ class JobStore:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> Page:
-        """Jobs newest first, one page at a time (keyset pagination on the id)."""
-        query: dict[str, Any] = {}
+        """Jobs newest first, one page at a time; see jobline.paging for how."""
+        equal: dict[str, Any] = {}
         if type is not None:
-            query["type"] = type
+            equal["type"] = type
         if status is not None:
-            query["status"] = str(status)
-        id_range: dict[str, str] = {}
-        if cursor is not None:
-            id_range["$lt"] = decode_cursor(cursor)
-        if created_before is not None:
-            bound = ids.boundary_id(int(created_before.timestamp() * 1000), upper=False)
-            id_range["$lt"] = min(bound, id_range.get("$lt", bound))
-        if created_after is not None:
-            id_range["$gt"] = ids.boundary_id(int(created_after.timestamp() * 1000), upper=True)
-        if id_range:
-            query["_id"] = id_range
-        # Equality on the index's prefix, a range on its last key, sorted by it: the
-        # hint keeps every server (SecantusDB, mongod) on that index, never a scan.
-        index = LIST_INDEXES[(type is not None, status is not None)]
-        found = self.jobs.find(query).sort("_id", DESCENDING).hint(index).limit(limit + 1)
-        items = list(found)
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, encode_cursor(items[-1]["_id"]) if more else None)
+            equal["status"] = str(status)
+        span = Span.of(cursor, created_after, created_before)
+        items: list[Job] = []
+        if not equal:
+            below = span.below
+            inside, span = span.split_millisecond()
+            if inside is not None and below is not None:
+                same = self.jobs.find({"created_at": at_ms(inside)}).sort(NEWEST_FIRST)
+                items += [job for job in same if job["_id"] < below][: limit + 1]
+        for window in windows(span, int(now().timestamp() * 1000)):
+            if len(items) > limit:
+                break
+            query, order = _window_query(equal, window)
+            items += self.jobs.find(query).sort(order).limit(limit + 1 - len(items))
+        if len(items) > limit:
+            return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
+        return Page(items, None)
 
     # -- transitions -----------------------------------------------------------
 
@@ -453,6 +428,16 @@ class JobStore:
         return done.modified_count == 1
 
 
+def _window_query(equal: dict[str, Any], window: Window) -> tuple[dict[str, Any], list[Any]]:
+    """The filter and order that read one window of a list (see LIST_INDEXES)."""
+    if equal:
+        id_range = window.id_range()
+        return {**equal, "_id": id_range} if id_range else dict(equal), NEWEST_FIRST
+    created = window.created_range()
+    order = [("created_at", DESCENDING), *NEWEST_FIRST]
+    return ({"created_at": created} if created else {}), order
+
+
 def new_job(
     type: str,
     params: dict[str, Any],
@@ -463,8 +448,8 @@ def new_job(
 ) -> Job:
     """A job record as it is first stored."""
     job_id = ids.new_id()
-    # created_at is the id's own time, so created_after/before filter on the id.
-    t = datetime.fromtimestamp(ids.timestamp_ms(job_id) / 1000, UTC)
+    # created_at is the id's own millisecond: lists window on either (see paging).
+    t = at_ms(ids.timestamp_ms(job_id))
     scheduled = run_at is not None and run_at > t
     return {
         "_id": job_id,

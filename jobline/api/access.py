@@ -14,8 +14,9 @@ from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
 from jobline.errors import JoblineError, JobNotFound, KeyInUse
+from jobline.paging import Page
 from jobline.pipeline import Submission
-from jobline.store import Job, Page
+from jobline.store import Job
 
 Loc = tuple[str | int, ...]
 
