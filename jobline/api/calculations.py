@@ -8,8 +8,15 @@ from flask import Response, url_for
 from flask_restx import Namespace, Resource
 
 from jobline.api import access, docs
-from jobline.api.jobs import IDEMPOTENCY_DOC
-from jobline.api.payloads import JobRequest, ListQuery, idempotency_key, job_view, json_body, query
+from jobline.api.payloads import (
+    JobRequest,
+    ListQuery,
+    idempotency_key,
+    job_view,
+    json_body,
+    query,
+    submitted,
+)
 from jobline.jobs.bmi import BmiParams
 from jobline.store import Job
 
@@ -35,22 +42,14 @@ class Calculations(Resource):
         page = access.page(query(ListQuery), type=TYPE)
         return {"items": [calculation_view(j) for j in page.items], "next_cursor": page.next_cursor}
 
-    @ns.doc("create_calculation", params=IDEMPOTENCY_DOC)
-    @ns.expect(params_model)
-    @ns.response(202, "Accepted: the job, queued", job_model)
-    @ns.response(200, "The job an earlier request with this Idempotency-Key made", job_model)
-    @ns.response(409, "The Idempotency-Key was used for a different request")
-    @ns.response(422, "Invalid input")
-    @ns.response(503, "MongoDB or the broker is unavailable; retry later")
+    @docs.submission(ns, "create_calculation", params_model, job_model)
     def post(self) -> Any:
         """Submit a calculation; answers at once with the job to poll."""
         # The same request as POST /jobs {"type": "bmi", "params": body}, errors named as fields.
         req = JobRequest(type=TYPE, params=json_body())
         job, repeat = access.submit(req, idempotency_key(), params_loc=())
-        headers = {"Location": url_for("api.calculations_calculation", pid=job["_id"])}
-        if repeat:
-            headers["Idempotent-Replayed"] = "true"
-        return calculation_view(job), 200 if repeat else 202, headers
+        location = url_for("api.calculations_calculation", pid=job["_id"])
+        return submitted(calculation_view(job), location, repeat)
 
 
 @ns.route("/<string:pid>")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask_restx import Namespace
 from flask_restx.model import SchemaModel
 from pydantic import BaseModel
 
-from jobline.api.payloads import MAX_BATCH, JobRequest
+from jobline.api.payloads import IDEMPOTENCY_HEADER, MAX_BATCH, JobRequest
 from jobline.api.problems import BadRequest
 from jobline.jobs import Catalogue
 from jobline.store import Status
@@ -149,6 +150,38 @@ def _request_schema(description: str, types: list[str], params: dict[str, Any]) 
     schema["required"] = ["type", "params"]
     schema.pop("title", None)
     return schema
+
+
+IDEMPOTENCY_DOC = {
+    IDEMPOTENCY_HEADER: {
+        "in": "header",
+        "type": "string",
+        "description": "Repeat a request safely: the same key and body return the first job "
+        "(200); the same key with another body is 409.",
+    }
+}
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def submission(ns: Namespace, name: str, body: SchemaModel, job: SchemaModel) -> Decorator:
+    """The documentation of a POST that submits one job (jobs and calculations)."""
+    docs = [
+        ns.doc(name, params=IDEMPOTENCY_DOC),
+        ns.expect(body),
+        ns.response(202, "Accepted: the job, queued or scheduled", job),
+        ns.response(200, "The job an earlier request with this Idempotency-Key made", job),
+        ns.response(409, "The Idempotency-Key was used for a different request"),
+        ns.response(422, "Invalid input; each bad field named"),
+        ns.response(503, "MongoDB or the broker is unavailable; retry later"),
+    ]
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        for doc in docs:
+            method = doc(method)
+        return method
+
+    return decorate
 
 
 def job_model(ns: Namespace) -> SchemaModel:

@@ -19,6 +19,7 @@ from jobline.api.payloads import (
     json_body,
     parse,
     query,
+    submitted,
 )
 from jobline.api.problems import BadRequest
 from jobline.errors import JoblineError
@@ -30,26 +31,9 @@ page_model = docs.page_model(ns, job_model)
 batch_model = docs.batch_model(ns)
 batch_result_model = docs.batch_result_model(ns)
 
-IDEMPOTENCY_DOC = {
-    IDEMPOTENCY_HEADER: {
-        "in": "header",
-        "type": "string",
-        "description": "Repeat a request safely: the same key and body return the first job "
-        "(200); the same key with another body is 409.",
-    }
-}
-
 
 def location(job_id: str) -> str:
     return url_for("api.jobs_job", job_id=job_id)
-
-
-def accepted(job: dict[str, Any], repeat: bool) -> Any:
-    """202 with the job and its Location; 200 when an idempotent request is repeated."""
-    headers = {"Location": location(job["_id"])}
-    if repeat:
-        headers["Idempotent-Replayed"] = "true"
-    return job_view(job), 200 if repeat else 202, headers
 
 
 @ns.route("")
@@ -68,18 +52,12 @@ class Jobs(Resource):
         )
         return {"items": [job_view(j) for j in page.items], "next_cursor": page.next_cursor}
 
-    @ns.doc("submit_job", params=IDEMPOTENCY_DOC)
-    @ns.expect(request_model)
-    @ns.response(202, "Accepted: the job, queued or scheduled", job_model)
-    @ns.response(200, "The job an earlier request with this Idempotency-Key made", job_model)
-    @ns.response(409, "The Idempotency-Key was used for a different request")
-    @ns.response(422, "Unknown type or invalid params; each bad field named")
-    @ns.response(503, "MongoDB or the broker is unavailable; retry later")
+    @docs.submission(ns, "submit_job", request_model, job_model)
     def post(self) -> Any:
         """Submit a job of any type; answers at once with the job to poll."""
         req = parse(JobRequest, json_body())
         job, repeat = access.submit(req, idempotency_key())
-        return accepted(job, repeat)
+        return submitted(job_view(job), location(job["_id"]), repeat)
 
 
 @ns.route(":batch")

@@ -157,3 +157,11 @@ def idempotency_key() -> str | None:
             f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         )
     return key
+
+
+def submitted(view: dict[str, Any], location: str, repeat: bool) -> tuple[Any, int, dict[str, str]]:
+    """202 with the job and its Location; 200 when an idempotent request is repeated."""
+    headers = {"Location": location}
+    if repeat:
+        headers["Idempotent-Replayed"] = "true"
+    return view, 200 if repeat else 202, headers

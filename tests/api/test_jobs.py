@@ -194,16 +194,18 @@ def test_a_calculation_is_a_job_but_a_job_of_another_type_is_no_calculation(
     assert idle_api.get(f"{JOBS}/{other['id']}").status_code == 200
 
 
+@pytest.mark.parametrize("base", [JOBS, "/api/v1/calculations"])
 @pytest.mark.parametrize("job_id", [ids.new_id(), "nope", "1" * 36, "../../etc", "%24ne"])
 @pytest.mark.parametrize(
     ("method", "suffix"), [("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("POST", "/retry")]
 )
-def test_unknown_jobs_are_404_problems(
-    idle_api: Api, job_id: str, method: str, suffix: str
+def test_unknown_jobs_and_calculations_are_404_problems(
+    idle_api: Api, base: str, job_id: str, method: str, suffix: str
 ) -> None:
-    response = idle_api.request(method, f"{JOBS}/{job_id}{suffix}")
+    response = idle_api.request(method, f"{base}/{job_id}{suffix}")
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["title"]
 
 
 def test_the_spec_documents_every_type_s_request(idle_api: Api) -> None:
