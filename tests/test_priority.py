@@ -1,4 +1,4 @@
-"""Queues and priorities with a real worker: routing by type, most urgent first."""
+"""Queues and priorities with a real worker: routing by type, priority 0 first."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jobline.queue import broker_priority, make_celery
 from jobline.settings import Settings
 from tests.conftest import Api, start_worker
 
@@ -46,16 +47,18 @@ def test_jobs_wait_on_their_type_s_queue_and_run_most_urgent_first(
     assert {j["status"] for j in done} == {"succeeded"}
     ran = sorted(done, key=lambda j: j["started_at"])
     order = [j["priority"] for j in ran]
-    assert order == sorted(order, reverse=True), order
+    assert order == sorted(order), order  # 0 is the most urgent
     # Equal priorities keep their submission order.
-    nines = [j["params"]["label"] for j in ran if j["priority"] == 9]
-    assert nines == sorted(nines, key=int)
+    zeros = [j["params"]["label"] for j in ran if j["priority"] == 0]
+    assert zeros == sorted(zeros, key=int)
 
 
-@pytest.mark.parametrize(("given", "redis"), [(9, 0), (0, 9), (None, 4), (5, 4)])
-def test_priorities_are_reversed_for_redis_which_serves_0_first(
-    settings: Settings, given: int | None, redis: int
+@pytest.mark.parametrize(
+    ("given", "redis", "rabbitmq"), [(0, 0, 9), (9, 9, 0), (None, 5, 4), (3, 3, 6)]
+)
+def test_priority_0_runs_first_on_either_broker(
+    settings: Settings, given: int | None, redis: int, rabbitmq: int
 ) -> None:
-    from jobline.queue import broker_priority, make_celery
-
+    amqp = Settings(**{**settings.model_dump(), "broker_url": "amqp://guest@127.0.0.1:1//"})
     assert broker_priority(make_celery(settings), given) == redis
+    assert broker_priority(make_celery(amqp), given) == rabbitmq

@@ -124,7 +124,9 @@ class JobRequest(BaseModel):
     params: Any = Field(default_factory=dict)
     run_at: AwareDatetime | None = None
     delay_seconds: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    priority: Annotated[int, Field(ge=0, le=9, strict=True)] | None = None
+    priority: (
+        Annotated[int, Field(ge=0, le=9, strict=True, description="0 runs first; default 5")] | None
+    ) = None
     callback_url: CallbackUrl | None = None
 
     @model_validator(mode="after")
