@@ -73,7 +73,7 @@ def _swagger2(schema: Any) -> Any:
     """Pydantic writes JSON Schema 2020-12; rewrite what Swagger 2.0 cannot say.
 
     Exclusive bounds become booleans, ``const`` an enum of one, and ``X | None``
-    (an anyOf with null) becomes X marked ``x-nullable``.
+    (an anyOf with null) becomes X marked ``x-nullable``, without a null default.
     """
     if isinstance(schema, list):
         return [_swagger2(item) for item in schema]
@@ -84,6 +84,8 @@ def _swagger2(schema: Any) -> Any:
         if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
+        elif key == "default" and value is None:
+            continue  # Swagger 2.0 has no null; x-nullable says it instead
         elif key == "const":
             out["enum"] = [value]
         elif key == "anyOf" and {"type": "null"} in value:
