@@ -163,10 +163,6 @@ class Catalogue:
     def names(self) -> list[str]:
         return sorted(self._types)
 
-    def queues(self) -> list[str]:
-        """Every queue some job type routes to."""
-        return sorted({t.queue for t in self._types.values()})
-
 
 def _qualname(function: JobFunction) -> str:
     # A module imported again (e.g. as __main__) registers the same function anew.
