@@ -1,6 +1,6 @@
 """How long GET /jobs pages take at scale, straight against the store.
 
-    .venv/bin/python -m tests.bench_list --jobs 100000 --spacing-ms 1000
+    .venv/bin/python -m bench.list_jobs --jobs 100000 --spacing-ms 1000
 
 Starts its own SecantusDB (or uses --mongo-url), inserts jobs of four types in
 four statuses spread ``spacing-ms`` apart, and times the first page of 50 and
