@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from jobline import local
+from jobline.api import create_app
 from jobline.store import JobStore
-from tests.conftest import Api
+from tests.conftest import Api, ServedApp, make_settings
 
 BATCH = "/api/v1/jobs:batch"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
@@ -83,3 +85,22 @@ def test_a_batch_refuses_an_idempotency_key(idle_api: Api, store: JobStore) -> N
     )
     assert response.status_code == 400
     assert store.jobs.count_documents({}) == 0
+
+
+def test_a_batch_the_broker_refuses_is_503_per_job_and_keeps_nothing(
+    redis_url: str, mongo_url: str, store: JobStore
+) -> None:
+    dead = f"redis://127.0.0.1:{local.free_port()}/0"
+    served = ServedApp(create_app(make_settings(dead, mongo_url)))
+    before = store.jobs.count_documents({})
+    try:
+        jobs = [{"type": "noop"}, {"type": "nope"}, {"type": "noop"}]
+        response = Api(served.base).post(BATCH, json={"jobs": jobs})
+    finally:
+        served.close()
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["accepted"], body["refused"]) == (0, 3)
+    assert [r["status"] for r in body["results"]] == [503, 422, 503]
+    assert "broker" in body["results"][0]["detail"]
+    assert store.jobs.count_documents({}) == before
