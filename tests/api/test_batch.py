@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
-from jobline import local
-from jobline.api import create_app
 from jobline.store import JobStore
-from tests.conftest import Api, ServedApp, make_settings
+from tests.conftest import Api
 
 BATCH = "/api/v1/jobs:batch"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
@@ -88,16 +86,11 @@ def test_a_batch_refuses_an_idempotency_key(idle_api: Api, store: JobStore) -> N
 
 
 def test_a_batch_the_broker_refuses_is_503_per_job_and_keeps_nothing(
-    redis_url: str, mongo_url: str, store: JobStore
+    brokerless_api: Api, store: JobStore
 ) -> None:
-    dead = f"redis://127.0.0.1:{local.free_port()}/0"
-    served = ServedApp(create_app(make_settings(dead, mongo_url)))
     before = store.jobs.count_documents({})
-    try:
-        jobs = [{"type": "noop"}, {"type": "nope"}, {"type": "noop"}]
-        response = Api(served.base).post(BATCH, json={"jobs": jobs})
-    finally:
-        served.close()
+    jobs = [{"type": "noop"}, {"type": "nope"}, {"type": "noop"}]
+    response = brokerless_api.post(BATCH, json={"jobs": jobs})
     assert response.status_code == 200
     body = response.json()
     assert (body["accepted"], body["refused"]) == (0, 3)
