@@ -16,13 +16,28 @@ from celery import Celery
 
 from jobline import ids, metrics, queue
 from jobline.cache import TTLCache
-from jobline.errors import BrokerUnavailable, QueueFull
-from jobline.jobs import Catalogue
+from jobline.errors import BrokerUnavailable, QueueFull, Unavailable
+from jobline.jobs import Catalogue, JobType
 from jobline.logs import job_fields
 from jobline.settings import Settings
 from jobline.store import Job, JobStore, Status, new_job, now
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One job to submit: its type, its params, and when and how urgently to run it."""
+
+    type: str
+    params: Any
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    priority: int | None = None
+    # Further fields stored on the job (callback_url, idempotency_key…).
+    extra: dict[str, Any] | None = None
+    # The name of the API key that submitted it; None when auth is off.
+    owner: str | None = None
 
 
 @dataclass
@@ -48,31 +63,17 @@ class Pipeline:
         owner: str | None = None,
     ) -> Job:
         """Validate, record and publish a job; StoreUnavailable, BrokerUnavailable or QueueFull."""
-        job_type = self.catalogue.get(type)
-        model = job_type.validate_params(params)
-        self.admit(job_type.queue)
-        if delay_seconds is not None:
-            run_at = now() + timedelta(seconds=delay_seconds)
-        job = new_job(
-            type,
-            model.model_dump(mode="json"),
-            queue=job_type.queue,
-            run_at=run_at,
-            priority=priority,
-            owner=owner,
+        job, job_type = self._record(
+            Submission(type, params, run_at, delay_seconds, priority, extra, owner)
         )
-        job.update(extra or {})
+        self.admit(job_type.queue)
         self.store.insert(job)
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
-            self._take_back(job["_id"])
+            self._take_back([job["_id"]])
             raise
-        metrics.JOBS_SUBMITTED.labels(type).inc()
-        log.info(
-            "job submitted",
-            extra={"job_id": job["_id"], "type": type, "owner": owner, "queue": job["queue"]},
-        )
+        _submitted(job)
         return job
 
     def admit(self, queue_name: str) -> None:
@@ -86,11 +87,67 @@ class Pipeline:
         if depth > limit:
             raise QueueFull(f"queue {queue_name!r} holds {depth} jobs (limit {limit}); retry later")
 
-    def _take_back(self, job_id: str) -> None:
+    def submit_many(self, submissions: list[Submission]) -> list[Job | Unavailable]:
+        """Record many jobs in one insert, then publish each; in order, each job or why not.
+
+        Jobs for a queue deeper than JOBLINE_MAX_QUEUE_DEPTH are refused (QueueFull)
+        and never stored.
+        """
+        built = [self._record(s) for s in submissions]
+        full = self._full_queues({job_type.queue for _, job_type in built})
+        published = iter(self._publish_all([b for b in built if b[1].queue not in full]))
+        return [full.get(job_type.queue) or next(published) for _, job_type in built]
+
+    def _full_queues(self, names: set[str]) -> dict[str, QueueFull]:
+        full: dict[str, QueueFull] = {}
+        for name in names:
+            try:
+                self.admit(name)
+            except QueueFull as exc:
+                full[name] = exc
+        return full
+
+    def _publish_all(self, built: list[tuple[Job, JobType]]) -> list[Job | BrokerUnavailable]:
+        """Insert, then publish each; once the broker refuses one, the rest are taken back
+        unpublished rather than each waiting out its own publish retries."""
+        self.store.insert_many([job for job, _ in built])
+        outcomes: list[Job | BrokerUnavailable] = []
+        for i, (job, job_type) in enumerate(built):
+            try:
+                queue.publish(self.celery, job, job_type)
+            except BrokerUnavailable as exc:
+                unpublished = [job["_id"] for job, _ in built[i:]]
+                self._take_back(unpublished)
+                return outcomes + [exc] * len(unpublished)
+            _submitted(job)
+            outcomes.append(job)
+        return outcomes
+
+    def _record(self, s: Submission) -> tuple[Job, JobType]:
+        """The record of a submission, not yet stored; raises on an unknown type or bad params."""
+        job_type = self.catalogue.get(s.type)
+        model = job_type.validate_params(s.params)
+        run_at = s.run_at
+        if s.delay_seconds is not None:
+            run_at = now() + timedelta(seconds=s.delay_seconds)
+        job = new_job(
+            s.type,
+            model.model_dump(mode="json"),
+            queue=job_type.queue,
+            run_at=run_at,
+            priority=queue.DEFAULT_PRIORITY if s.priority is None else s.priority,
+            owner=s.owner,
+        )
+        job.update(s.extra or {})
+        return job, job_type
+
+    def _take_back(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
         try:
-            self.store.discard(job_id)
-        except Exception:  # the sweeper publishes it later, so it still runs
-            log.exception("could not take back unpublished job %s", job_id)
+            self.store.discard(job_ids)
+        except Exception:  # the sweeper publishes them later, so they still run
+            log.exception("could not take back %d unpublished jobs", len(job_ids))
 
     def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel an unfinished job (a running one is stopped); returns it as it is now."""
@@ -118,3 +175,8 @@ class Pipeline:
         """Cancel the job if it is unfinished, then remove it."""
         self.cancel(job_id, owner)
         self.store.delete(job_id, owner)
+
+
+def _submitted(job: Job) -> None:
+    metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
+    log.info("job submitted", extra={**job_fields(job), "queue": job["queue"]})

@@ -289,3 +289,12 @@ def gunicorn_api(
     served = Gunicorn(Settings(**{**settings.model_dump(), "auth": True}), log)
     yield served
     served.process.stop()
+
+
+@pytest.fixture
+def brokerless_api(mongo_url: str) -> Iterator[Api]:
+    """The API with a broker address nothing listens on: every publish fails."""
+    dead = f"redis://127.0.0.1:{local.free_port()}/0"
+    served = ServedApp(create_app(make_settings(dead, mongo_url)))
+    yield Api(served.base)
+    served.close()
