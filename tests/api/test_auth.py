@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 from jobline import ids, local
 from jobline.keys import KeyStore
@@ -14,22 +15,34 @@ from jobline.store import JobStore
 from tests.conftest import Api, settings_env
 
 CALCS = "/api/v1/calculations"
+JOBS = "/api/v1/jobs"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
+# The same job, as each resource takes it.
+BODIES = {CALCS: ADA, JOBS: {"type": "bmi", "params": ADA}}
 
 # Every endpoint that needs a key; {id} is an existing job's id.
 PROTECTED = [
-    ("GET", CALCS),
-    ("POST", CALCS),
-    ("GET", CALCS + "/{id}"),
-    ("DELETE", CALCS + "/{id}"),
-    ("POST", CALCS + "/{id}/cancel"),
-    ("POST", CALCS + "/{id}/retry"),
+    *[
+        (method, base + suffix)
+        for base in (CALCS, JOBS)
+        for method, suffix in [
+            ("GET", ""),
+            ("POST", ""),
+            ("GET", "/{id}"),
+            ("DELETE", "/{id}"),
+            ("POST", "/{id}/cancel"),
+            ("POST", "/{id}/retry"),
+        ]
+    ],
+    ("POST", JOBS + ":batch"),
+    ("GET", "/api/v1/job-types"),
+    ("GET", "/api/v1/job-types/bmi"),
     ("GET", "/api/v1/nowhere"),
 ]
 
 
-def _submit(api: Api) -> dict[str, Any]:
-    response = api.post(CALCS, json=ADA)
+def _submit(api: Api, base: str = CALCS) -> dict[str, Any]:
+    response = api.post(base, json=BODIES[base])
     assert response.status_code == 202, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -43,36 +56,49 @@ def _assert_401(response: Any, *, invalid: bool) -> None:
     assert ('error="invalid_token"' in challenge) is invalid
 
 
+BAD_AUTHORIZATION = [
+    ("", False),
+    ("Bearer", False),
+    ("Bearer   ", False),
+    ("Basic YWxpY2U6c2VjcmV0", False),
+    ("Bearer " + "x" * 5000, True),
+    ('Bearer {"$ne": null}', True),
+    ("Bearer jl_not-a-key-we-ever-made", True),
+]
+
+
+def _refused(
+    keyed_api: dict[str, Api], store: JobStore, method: str, path: str, authorization: str | None
+) -> requests.Response:
+    job = _submit(keyed_api["alice"])
+    before = list(store.jobs.find())
+    headers = {} if authorization is None else {"Authorization": authorization}
+    body = {"jobs": [BODIES[JOBS]]} if path.endswith(":batch") else BODIES[JOBS]
+    url = path.replace("{id}", job["id"])
+    response = keyed_api["anonymous"].request(method, url, json=body, headers=headers)
+    assert list(store.jobs.find()) == before
+    return response
+
+
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
-@pytest.mark.parametrize(
-    ("authorization", "invalid"),
-    [
-        (None, False),
-        ("", False),
-        ("Bearer", False),
-        ("Bearer   ", False),
-        ("Basic YWxpY2U6c2VjcmV0", False),
-        ("Bearer jl_not-a-key-we-ever-made", True),
-        ("Bearer " + "x" * 5000, True),
-        ('Bearer {"$ne": null}', True),
-    ],
-)
-def test_requests_without_a_valid_key_get_401_and_change_nothing(
+@pytest.mark.parametrize("authorization", [None, "Bearer jl_not-a-key-we-ever-made"])
+def test_every_endpoint_refuses_a_missing_or_unknown_key_with_401_and_changes_nothing(
     keyed_api: dict[str, Api],
     store: JobStore,
     method: str,
     path: str,
     authorization: str | None,
-    invalid: bool,
 ) -> None:
-    job = _submit(keyed_api["alice"])
-    before = list(store.jobs.find())
-    headers = {} if authorization is None else {"Authorization": authorization}
-    response = keyed_api["anonymous"].request(
-        method, path.format(id=job["id"]), json=ADA, headers=headers
-    )
+    response = _refused(keyed_api, store, method, path, authorization)
+    _assert_401(response, invalid=authorization is not None)
+
+
+@pytest.mark.parametrize(("authorization", "invalid"), BAD_AUTHORIZATION)
+def test_malformed_authorization_headers_get_401(
+    keyed_api: dict[str, Api], store: JobStore, authorization: str, invalid: bool
+) -> None:
+    response = _refused(keyed_api, store, "POST", JOBS, authorization)
     _assert_401(response, invalid=invalid)
-    assert list(store.jobs.find()) == before
 
 
 def test_a_revoked_key_is_refused_within_the_key_cache_time(
@@ -111,36 +137,72 @@ def test_a_job_submitted_with_auth_off_has_no_owner(idle_api: Api, store: JobSto
     assert store.jobs.find_one({"_id": job["id"]})["owner"] is None  # type: ignore[index]
 
 
+@pytest.mark.parametrize("base", [CALCS, JOBS])
 @pytest.mark.parametrize(
     ("method", "suffix"),
     [("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("POST", "/retry")],
 )
 def test_another_owners_job_is_404_and_untouched(
-    keyed_api: dict[str, Api], store: JobStore, method: str, suffix: str
+    keyed_api: dict[str, Api], store: JobStore, base: str, method: str, suffix: str
 ) -> None:
-    job = _submit(keyed_api["alice"])
+    job = _submit(keyed_api["alice"], base)
     if suffix == "/retry":  # make it retryable, so only ownership can refuse it
-        assert keyed_api["alice"].post(f"{CALCS}/{job['id']}/cancel").status_code == 200
+        assert keyed_api["alice"].post(f"{base}/{job['id']}/cancel").status_code == 200
     before = store.jobs.find_one({"_id": job["id"]})
-    response = keyed_api["bob"].request(method, f"{CALCS}/{job['id']}{suffix}")
+    response = keyed_api["bob"].request(method, f"{base}/{job['id']}{suffix}")
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
-    unknown = keyed_api["bob"].request(method, f"{CALCS}/{ids.new_id()}{suffix}")
+    unknown = keyed_api["bob"].request(method, f"{base}/{ids.new_id()}{suffix}")
     assert unknown.json()["title"] == response.json()["title"]  # ids leak nothing
     assert store.jobs.find_one({"_id": job["id"]}) == before
 
 
-def test_each_owner_lists_only_their_own_jobs(keyed_api: dict[str, Api]) -> None:
-    alices = {_submit(keyed_api["alice"])["id"] for _ in range(2)}
+@pytest.mark.parametrize(
+    "listing",
+    [CALCS, JOBS, JOBS + "?type=bmi", JOBS + "?status=queued&type=bmi", CALCS + "?limit=1"],
+)
+def test_each_owner_lists_only_their_own_jobs(keyed_api: dict[str, Api], listing: str) -> None:
+    alices = {_submit(keyed_api["alice"], base)["id"] for base in (CALCS, JOBS)}
     bobs = {_submit(keyed_api["bob"])["id"]}
 
     def listed(name: str) -> set[str]:
-        body = keyed_api[name].get(CALCS).json()
-        return {item["id"] for item in body["items"]}
+        seen: set[str] = set()
+        url: str | None = listing
+        while url:
+            body = keyed_api[name].get(url).json()
+            seen |= {item["id"] for item in body["items"]}
+            cursor = body["next_cursor"]
+            url = f"{listing}&cursor={cursor}" if cursor and "?" in listing else None
+        return seen
 
     assert listed("alice") == alices
     assert listed("bob") == bobs
     assert listed("root") == alices | bobs
+
+
+def test_a_batch_records_its_owner_and_stays_hidden_from_others(
+    keyed_api: dict[str, Api], store: JobStore
+) -> None:
+    response = keyed_api["alice"].post(JOBS + ":batch", json={"jobs": [BODIES[JOBS]] * 2})
+    assert response.status_code == 200, response.text
+    made = [r["id"] for r in response.json()["results"]]
+    owners = [store.jobs.find_one({"_id": i})["owner"] for i in made]  # type: ignore[index]
+    assert owners == ["alice", "alice"]
+    assert keyed_api["bob"].get(JOBS).json()["items"] == []
+    assert keyed_api["bob"].get(f"{JOBS}/{made[0]}").status_code == 404
+
+
+def test_idempotency_keys_belong_to_one_owner(keyed_api: dict[str, Api], store: JobStore) -> None:
+    key = {"Idempotency-Key": "order-42"}
+    alice = keyed_api["alice"].post(JOBS, json=BODIES[JOBS], headers=key)
+    bob = keyed_api["bob"].post(JOBS, json=BODIES[JOBS], headers=key)
+    assert (alice.status_code, bob.status_code) == (202, 202)
+    assert alice.json()["id"] != bob.json()["id"]
+    again = keyed_api["alice"].post(JOBS, json=BODIES[JOBS], headers=key)
+    assert again.status_code == 200 and again.json()["id"] == alice.json()["id"]
+    other = keyed_api["bob"].post(JOBS, json={"type": "noop"}, headers=key)
+    assert other.status_code == 409
+    assert "bob:" not in other.text and "alice" not in other.text
 
 
 def test_an_owner_can_cancel_retry_and_delete_their_own_job(

@@ -14,7 +14,11 @@ from jobline.store import JobStore
 from tests.conftest import Api
 
 CALCS = "/api/v1/calculations"
+JOBS = "/api/v1/jobs"
+BATCH = JOBS + ":batch"
+TYPES = "/api/v1/job-types"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
+BMI = {"type": "bmi", "params": ADA}
 JSON = {"Content-Type": "application/json"}
 HUGE = 2_000_000  # past the 1 MB default body limit
 
@@ -95,6 +99,80 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     # methods and media types
     ("PUT", "PUT", CALCS + "/{id}", {"json": ADA}),
     ("PATCH", "PATCH", CALCS, {"json": ADA}),
+    # the generic jobs: wrong types, missing and extra fields
+    ("job without type", "POST", JOBS, {"json": {"params": ADA}}),
+    ("job type a number", "POST", JOBS, {"json": {**BMI, "type": 7}}),
+    ("job type unknown", "POST", JOBS, {"json": {**BMI, "type": "rm -rf"}}),
+    ("job type huge", "POST", JOBS, {"json": {**BMI, "type": "x" * 100_000}}),
+    ("job params a list", "POST", JOBS, {"json": {**BMI, "params": [ADA]}}),
+    ("job params wrong", "POST", JOBS, {"json": {**BMI, "params": {**ADA, "weight": "heavy"}}}),
+    ("job priority a string", "POST", JOBS, {"json": {**BMI, "priority": "1"}}),
+    ("job priority 10", "POST", JOBS, {"json": {**BMI, "priority": 10}}),
+    ("job run_at naive", "POST", JOBS, {"json": {**BMI, "run_at": "2030-01-01T00:00:00"}}),
+    ("job run_at junk", "POST", JOBS, {"json": {**BMI, "run_at": "tomorrow"}}),
+    ("job delay negative", "POST", JOBS, {"json": {**BMI, "delay_seconds": -1}}),
+    (
+        "job delay and run_at",
+        "POST",
+        JOBS,
+        {"json": {**BMI, "delay_seconds": 1, "run_at": "2030-01-01T00:00:00Z"}},
+    ),  # fmt: skip
+    ("job callback not a URL", "POST", JOBS, {"json": {**BMI, "callback_url": "javascript:x"}}),
+    ("job extra owner", "POST", JOBS, {"json": {**BMI, "owner": "root"}}),
+    ("job extra status", "POST", JOBS, {"json": {**BMI, "status": "succeeded"}}),
+    ("job huge body", "POST", JOBS, {"data": b'{"type": "' + b"x" * HUGE + b'"}', "headers": JSON}),
+    ("job not JSON", "POST", JOBS, {"data": "type=bmi", "headers": {"Content-Type": "text/plain"}}),
+    ("job NaN", "POST", JOBS, {"data": b'{"type":"bmi","priority":NaN}', "headers": JSON}),
+    # operators in job bodies
+    ("job type operator", "POST", JOBS, {"json": {**BMI, "type": {"$ne": ""}}}),
+    ("job params operator", "POST", JOBS, {"json": {**BMI, "params": {"$where": "1"}}}),
+    ("job operator key", "POST", JOBS, {"json": {**BMI, "$set": {"status": "x"}}}),
+    ("job id operator", "POST", JOBS, {"json": {**BMI, "_id": {"$gt": ""}}}),
+    # idempotency keys
+    (
+        "idempotency key huge",
+        "POST",
+        JOBS,
+        {"json": BMI, "headers": {"Idempotency-Key": "k" * 300}},
+    ),
+    (
+        "idempotency key control",
+        "POST",
+        JOBS,
+        {"json": BMI, "headers": {"Idempotency-Key": "a\tb"}},
+    ),
+    (
+        "idempotency on batch",
+        "POST",
+        BATCH,
+        {"json": {"jobs": [BMI]}, "headers": {"Idempotency-Key": "k"}},
+    ),  # fmt: skip
+    # batches refused whole
+    ("batch a list", "POST", BATCH, {"json": [BMI]}),
+    ("batch empty", "POST", BATCH, {"json": {"jobs": []}}),
+    ("batch too big", "POST", BATCH, {"json": {"jobs": [BMI] * 1001}}),
+    ("batch jobs an object", "POST", BATCH, {"json": {"jobs": {"$in": [BMI]}}}),
+    ("batch extra field", "POST", BATCH, {"json": {"jobs": [BMI], "owner": "root"}}),
+    ("batch not JSON", "POST", BATCH, {"data": "jobs", "headers": {"Content-Type": "text/plain"}}),
+    # job query strings
+    ("jobs status operator", "GET", JOBS + "?status[$ne]=x", {}),
+    ("jobs status junk", "GET", JOBS + "?status=$ne", {}),
+    ("jobs type operator", "GET", JOBS + "?type[$regex]=.*", {}),
+    ("jobs type huge", "GET", JOBS + "?type=" + "t" * 5000, {}),
+    ("jobs created junk", "GET", JOBS + "?created_after=yesterday", {}),
+    ("jobs created naive", "GET", JOBS + "?created_before=2030-01-01T00:00:00", {}),
+    ("jobs created operator", "GET", JOBS + "?created_after[$gt]=", {}),
+    ("jobs owner filter", "GET", JOBS + "?owner=alice", {}),
+    ("jobs limit zero", "GET", JOBS + "?limit=0", {}),
+    ("jobs cursor junk", "GET", JOBS + "?cursor=abc", {}),
+    # job ids and type names that are not ids or names
+    ("job operator id", "GET", JOBS + "/$ne", {}),
+    ("job regex id", "DELETE", JOBS + "/.*", {}),
+    ("job long id", "POST", JOBS + "/" + "a" * 3000 + "/cancel", {}),
+    ("job uppercase id", "POST", JOBS + "/{ID}/retry", {}),
+    ("job type operator name", "GET", TYPES + "/$ne", {}),
+    ("job type long name", "GET", TYPES + "/" + "n" * 3000, {}),
+    ("job types POST", "POST", TYPES, {"json": BMI}),
 ]
 
 

@@ -99,3 +99,22 @@ def test_submissions_to_a_queue_past_its_depth_get_503_with_retry_after(
     assert accepted >= 3
     assert store.jobs.count_documents({}) == accepted
     assert shallow.get(CALCS).status_code == 200  # reading is never refused
+
+
+def test_a_batch_for_a_full_queue_refuses_each_job_with_503_and_keeps_none(
+    shallow: Api, store: JobStore
+) -> None:
+    jobs = {"jobs": [{"type": "bmi", "params": ADA}] * 3}
+    first = shallow.post("/api/v1/jobs:batch", json=jobs).json()
+    assert first["accepted"] == 3
+    deadline = time.monotonic() + 30
+    while shallow.post(CALCS, json=ADA).status_code != 503:  # the depth is cached ~1 s
+        assert time.monotonic() < deadline, "the queue never counted as full"
+        time.sleep(0.2)
+    stored = store.jobs.count_documents({})
+    refused = shallow.post("/api/v1/jobs:batch", json=jobs)
+    assert refused.status_code == 200
+    body = refused.json()
+    assert body["accepted"] == 0
+    assert {r["status"] for r in body["results"]} == {503}
+    assert store.jobs.count_documents({}) == stored
