@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import ids, queue
+from jobline import ids, queue, scheduling, webhooks
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import Catalogue
 from jobline.settings import Settings
@@ -45,6 +45,8 @@ class Pipeline:
         """Validate, record and publish a job; StoreUnavailable or BrokerUnavailable on failure."""
         job_type = self.catalogue.get(type)
         model = job_type.validate_params(params)
+        if extra and extra.get("callback_url"):
+            webhooks.require_secret(self.settings)
         if delay_seconds is not None:
             run_at = now() + timedelta(seconds=delay_seconds)
         job = new_job(
@@ -55,7 +57,11 @@ class Pipeline:
             priority=priority,
         )
         job.update(extra or {})
+        if scheduling.holds(job, self.settings):
+            job["held"] = True  # published by the sweeper when due; see jobline.scheduling
         self.store.insert(job)
+        if job.get("held"):
+            return job
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
@@ -74,7 +80,10 @@ class Pipeline:
         before = self.store.cancel(job_id)
         if before["status"] == Status.RUNNING and before.get("task_id"):
             queue.revoke(self.celery, before["task_id"])
-        return self.store.get(job_id)
+        job = self.store.get(job_id)
+        if not Status(before["status"]).finished:
+            webhooks.notify(self.celery, job)
+        return job
 
     def retry(self, job_id: str) -> Job:
         """Run a failed or cancelled job again as a new attempt."""

@@ -46,6 +46,19 @@ JOB_SCHEMA: dict[str, Any] = {
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {**_NULLABLE_STRING, "format": "date-time"},
         "finished_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "schedule_id": {**_NULLABLE_STRING, "description": "the schedule that submitted it"},
+        "callback_url": {**_NULLABLE_STRING, "format": "uri"},
+        "webhook": {
+            "type": "object",
+            "x-nullable": True,
+            "description": "delivery of the job to callback_url once it ended",
+            "properties": {
+                "attempts": {"type": "integer"},
+                "last_status": {"type": "integer", "x-nullable": True},
+                "delivered_at": {**_NULLABLE_STRING, "format": "date-time"},
+                "last_error": _NULLABLE_STRING,
+            },
+        },
     },
 }
 

@@ -73,4 +73,19 @@ def job_view(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.get("created_at")),
         "started_at": _iso(job.get("started_at")),
         "finished_at": _iso(job.get("finished_at")),
+        "schedule_id": job.get("schedule_id"),
+        "callback_url": job.get("callback_url"),
+        "webhook": _webhook(job.get("webhook")),
+    }
+
+
+def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the job's webhook deliveries went, if it asked for one."""
+    if not record:
+        return None
+    return {
+        "attempts": record.get("attempts", 0),
+        "last_status": record.get("last_status"),
+        "delivered_at": _iso(record.get("delivered_at")),
+        "last_error": record.get("last_error"),
     }
