@@ -94,7 +94,11 @@ def queue_depth(app: Celery, queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker has reserved)."""
     try:
         with app.connection_for_read() as conn:
-            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+            try:
+                declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+            except conn.channel_errors:
+                return 0  # Redis keeps no key for an empty queue: passive declare says NOT_FOUND
+            return int(declared.message_count)
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
