@@ -132,6 +132,14 @@ def timing(record: Schedule, app: Celery | None = None) -> BaseSchedule:
     return schedule(run_every=timedelta(seconds=record["interval_seconds"]), app=app)
 
 
+def next_run(timing: BaseSchedule, last_run_at: datetime) -> datetime:
+    """The first time after ``last_run_at`` that ``timing`` falls due (RedBeat's due_at drifts)."""
+    if isinstance(timing, crontab):
+        start, ends_in, _ = timing.remaining_delta(last_run_at)
+        return start + ends_in  # type: ignore[no-any-return]
+    return last_run_at + timing.run_every  # type: ignore[attr-defined,no-any-return]
+
+
 @dataclass
 class Schedules:
     """Creating, listing and deleting schedules: the MongoDB record and the RedBeat entry."""
@@ -194,8 +202,7 @@ class Schedules:
             return None
         except RedisError as exc:
             raise SchedulerUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
-        due: datetime | None = entry.due_at
-        return due
+        return next_run(entry.schedule, entry.last_run_at)
 
     def sync(self) -> tuple[int, int]:
         """Make RedBeat's entries match MongoDB's records; returns (added, removed)."""
