@@ -45,8 +45,8 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> req
     while time.monotonic() < deadline:
         assert process.poll() is None, "jobline up exited early"
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):  # still starting, or a busy machine
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
