@@ -173,6 +173,17 @@ def test_failed_and_cancelled_jobs_are_posted_too(
         assert wait_job(store, job["_id"], delivered)["webhook"]["attempts"] == 1
 
 
+def test_a_job_killed_at_its_hard_time_limit_is_posted_as_failed(
+    pipeline: Pipeline, store: JobStore, worker: local.Process, receiver: Receiver
+) -> None:
+    job = pipeline.submit("test_hang", {"seconds": 30}, extra={"callback_url": receiver.url})
+    [hook] = receiver.wait_for(1, timeout=60)
+    sent = json.loads(hook.body)
+    assert sent["id"] == job["_id"]
+    assert sent["status"] == "failed"
+    assert sent["error"]["reason"] == "timeout"
+
+
 def test_a_job_without_a_callback_url_sends_nothing(
     pipeline: Pipeline, store: JobStore, worker: local.Process, receiver: Receiver
 ) -> None:
