@@ -10,6 +10,19 @@ setup: $(STAMP)
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@# Deployment tests: RabbitMQ as the other broker, docker-compose to validate
+	@# the compose file, iproute2 and util-linux for the multi-host namespaces.
+	@missing=""; \
+	for pair in rabbitmq-server:rabbitmq-server docker-compose:docker-compose \
+		ip:iproute2 unshare:util-linux; do \
+		command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
+			missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
