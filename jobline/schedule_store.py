@@ -16,7 +16,8 @@ from pymongo.database import Database
 
 from jobline import ids
 from jobline.errors import JoblineError
-from jobline.store import Page, _unavailable_as_error, decode_cursor, encode_cursor, now
+from jobline.paging import Page, decode_cursor, encode_cursor
+from jobline.store import _unavailable_as_error, now
 
 Schedule = dict[str, Any]
 

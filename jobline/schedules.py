@@ -34,11 +34,11 @@ from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 from redis.exceptions import RedisError
 
 from jobline.errors import Unavailable, UnknownJobType
+from jobline.paging import Page
 from jobline.pipeline import Pipeline
 from jobline.queue import DEFAULT_QUEUE
 from jobline.schedule_store import Schedule, ScheduleStore, new_schedule
 from jobline.settings import Settings
-from jobline.store import Page
 from jobline.webhooks import CallbackUrl, WebhooksNotConfigured, require_secret
 
 if TYPE_CHECKING:

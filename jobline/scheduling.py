@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The furthest ahead a job may be scheduled.
+# The furthest ahead a job may be scheduled: beyond a year it is a schedule's job.
 MAX_AHEAD = timedelta(days=366)
 
 

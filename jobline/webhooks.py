@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 DELIVER_TASK = "jobline.deliver_webhook"
 SIGNATURE_HEADER = "X-Jobline-Signature"
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = 2000
 # Answers that may go away on their own; any other 4xx is the receiver refusing for good.
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 

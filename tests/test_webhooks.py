@@ -219,7 +219,7 @@ class Hook(BaseModel):
         "http://example.com:99999/",
         "http://exa mple.com/",
         "http://example.com/\nX-Injected: 1",
-        "https://example.com/" + "a" * 2048,
+        "https://example.com/" + "a" * 2000,
         "",
     ],
 )

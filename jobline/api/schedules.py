@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from flask import Response, current_app, url_for
 from flask_restx import Namespace, Resource
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from jobline.api import docs
-from jobline.api.payloads import _iso, json_body, parse, query
+from jobline.api.payloads import ListQuery, _iso, json_body, parse, query
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
+from jobline.errors import UnknownJobType
 from jobline.schedule_store import Schedule
 from jobline.schedules import Schedules, ScheduleSpec, configure
 
@@ -49,13 +50,6 @@ page_model = ns.schema_model(
 )
 
 EXTENSION = "jobline.schedules"
-
-
-class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: Annotated[int, Field(ge=1, le=500)] = 50
-    cursor: Annotated[str, Field(max_length=200)] | None = None
 
 
 def schedules() -> Schedules:
@@ -116,6 +110,12 @@ class ScheduleList(Resource):
             record = service.create(spec)
         except ValidationError as exc:
             raise InvalidInput.from_validation(exc, ("params",)) from None
+        except UnknownJobType as exc:
+            known = ", ".join(service.pipeline.catalogue.names())
+            msg = f"unknown job type; one of {known}"
+            raise InvalidInput(
+                str(exc), [{"loc": ["type"], "msg": msg, "type": "job_type"}]
+            ) from None
         location = url_for("api.schedules_schedule_item", schedule_id=record["_id"])
         return schedule_view(record, service), 201, {"Location": location}
 

@@ -180,6 +180,7 @@ def test_an_unknown_job_type_is_refused_with_422(schedules_api: Api) -> None:
     assert response.status_code == 422
     assert response.headers["Content-Type"] == "application/problem+json"
     assert "no_such_type" in response.json()["detail"]
+    assert response.json()["errors"][0]["loc"] == ["type"]
     assert schedules_api.get(SCHEDULES).json()["items"] == []
 
 
