@@ -18,9 +18,10 @@ from jobline.queue import make_celery
 from jobline.scheduling import When, holds, horizon
 from jobline.settings import Settings
 from jobline.store import Job, JobStore, now
-from tests.conftest import TERMINAL, make_settings, start_worker
+from tests.conftest import TERMINAL, Api, make_settings, start_worker
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
+JOBS = "/api/v1/jobs"
 
 
 def make_pipeline(settings: Settings, store: JobStore) -> Pipeline:
@@ -153,6 +154,57 @@ def test_delayed_jobs_survive_a_worker_killed_while_they_wait(
             second.stop()
         store.jobs.drop()
         store.close()
+
+
+# -- over HTTP ------------------------------------------------------------------
+
+
+def test_a_job_posted_with_delay_seconds_waits_scheduled_then_runs(
+    pipeline: Pipeline, live_api: Api
+) -> None:
+    response = live_api.post(JOBS, json={"type": "noop", "delay_seconds": 4})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "scheduled"
+    run_at = datetime.fromisoformat(job["run_at"])
+    location = response.headers["Location"]
+    while datetime.now(UTC) < run_at - timedelta(seconds=0.3):
+        assert live_api.get(location).json()["status"] == "scheduled"
+        time.sleep(0.1)
+    final = live_api.wait_terminal(location, timeout=30)
+    assert final["status"] == "succeeded"
+    assert datetime.fromisoformat(final["started_at"]) >= run_at
+
+
+def test_a_batch_holds_its_far_jobs_and_publishes_its_near_ones(
+    pipeline: Pipeline, live_api: Api, store: JobStore
+) -> None:
+    response = live_api.post(
+        f"{JOBS}:batch",
+        json={"jobs": [{"type": "noop", "delay_seconds": 3600}, {"type": "noop"}]},
+    )
+    assert response.status_code == 200, response.text
+    far, near = (r["id"] for r in response.json()["results"])
+    assert store.get(far)["held"] is True and store.get(far)["status"] == "scheduled"
+    assert live_api.wait_terminal(f"{JOBS}/{near}")["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"type": "noop", "run_at": "2030-01-01T00:00:00"}, ["run_at"]),
+        ({"type": "noop", "run_at": "2999-01-01T00:00:00Z"}, ["run_at"]),
+        ({"type": "noop", "delay_seconds": -5}, ["delay_seconds"]),
+        ({"type": "noop", "delay_seconds": 400 * 86400}, ["delay_seconds"]),
+    ],
+)
+def test_a_bad_run_at_or_delay_over_http_is_a_422_naming_it(
+    idle_api: Api, body: dict[str, Any], loc: list[str]
+) -> None:
+    response = idle_api.post(JOBS, json=body)
+    assert response.status_code == 422
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert [e["loc"] for e in response.json()["errors"]] == [loc]
 
 
 # -- validation, as the API applies it ----------------------------------------

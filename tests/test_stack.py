@@ -117,7 +117,7 @@ def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Pat
         deadline = time.monotonic() + 60
         while not any(
             item["schedule_id"] == schedule["id"]
-            for item in requests.get(f"{up.base}/api/v1/calculations", timeout=5).json()["items"]
+            for item in requests.get(f"{up.base}/api/v1/jobs", timeout=5).json()["items"]
         ):
             assert time.monotonic() < deadline, "the schedule never fired"
             time.sleep(0.3)

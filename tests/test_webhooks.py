@@ -16,14 +16,17 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from jobline import jobs, local
+from jobline.api import create_app
 from jobline.api.payloads import job_view
 from jobline.pipeline import Pipeline
 from jobline.queue import make_celery
 from jobline.settings import Settings
 from jobline.store import Job, JobStore
 from jobline.webhooks import CallbackUrl, WebhooksNotConfigured, sign, verify
+from tests.conftest import Api, ServedApp
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
+JOBS = "/api/v1/jobs"
 
 
 @dataclass
@@ -201,6 +204,51 @@ def test_a_callback_url_is_refused_when_no_webhook_secret_is_configured(
         p.submit("bmi", ADA, extra={"callback_url": "http://127.0.0.1:9/"})
     assert caught.value.status == 422
     assert caught.value.errors[0]["loc"] == ["callback_url"]
+
+
+# -- over HTTP ------------------------------------------------------------------
+
+
+def test_a_job_posted_with_a_callback_url_is_delivered_as_get_shows_it(
+    live_api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    response = live_api.post(
+        JOBS, json={"type": "sleep", "params": {"seconds": 0.2}, "callback_url": receiver.url}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["callback_url"] == receiver.url
+    assert response.json()["webhook"] is None
+    [hook] = receiver.wait_for(1)
+    assert verify(secret(settings), hook.body, hook.headers["X-Jobline-Signature"])
+    location = response.headers["Location"]
+    shown = live_api.wait_for(
+        location, lambda j: bool(j["webhook"] and j["webhook"]["delivered_at"])
+    )
+    assert json.loads(hook.body) == {k: v for k, v in shown.items() if k != "webhook"}
+    assert shown["webhook"]["attempts"] == 1
+    assert shown["webhook"]["last_status"] == 200
+
+
+@pytest.fixture(scope="module")
+def unsigned_api(settings: Settings, store: JobStore) -> Iterator[Api]:
+    """The API of a server with no JOBLINE_WEBHOOK_SECRET."""
+    unsigned = Settings(**{**settings.model_dump(), "webhook_secret": None})
+    served = ServedApp(create_app(unsigned))
+    yield Api(served.base)
+    served.close()
+
+
+def test_a_callback_url_is_a_422_over_http_when_the_server_has_no_secret(
+    unsigned_api: Api, store: JobStore
+) -> None:
+    body = {"type": "noop", "callback_url": "http://127.0.0.1:9/hook"}
+    response = unsigned_api.post(JOBS, json=body)
+    assert response.status_code == 422
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["errors"][0]["loc"] == ["callback_url"]
+    assert "JOBLINE_WEBHOOK_SECRET" in response.json()["detail"]
+    batch = unsigned_api.post(f"{JOBS}:batch", json={"jobs": [body, {"type": "noop"}]}).json()
+    assert [r["status"] for r in batch["results"]] == [422, 202]
 
 
 class Hook(BaseModel):

@@ -79,8 +79,9 @@ def test_an_interval_schedule_fires_repeatedly_into_ordinary_jobs_that_succeed(
         assert job["status"] == "succeeded"
         assert job["type"] == "bmi"
         assert job["result"] == {"bmi": 19.03, "category": "normal"}
-        seen = schedules_api.get(f"/api/v1/calculations/{job['_id']}").json()
-        assert seen["schedule_id"] == schedule["id"]
+    listed = schedules_api.get("/api/v1/jobs?type=bmi&limit=500").json()["items"]
+    from_schedule = {j["id"] for j in listed if j["schedule_id"] == schedule["id"]}
+    assert {j["_id"] for j in done} <= from_schedule, "fired jobs are ordinary jobs in GET /jobs"
     created = sorted(j["created_at"] for j in done)
     assert created[-1] - created[0] >= timedelta(seconds=1.5), "fired every second, not at once"
     again = schedules_api.get(f"{SCHEDULES}/{schedule['id']}").json()
