@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import ids, metrics, queue
+from jobline import ids, metrics, queue, scheduling, webhooks
 from jobline.cache import TTLCache
 from jobline.errors import BrokerUnavailable, QueueFull, Unavailable
 from jobline.jobs import Catalogue, JobType
@@ -68,6 +68,8 @@ class Pipeline:
         )
         self.admit(job_type.queue)
         self.store.insert(job)
+        if job.get("held"):
+            return job
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
@@ -113,6 +115,9 @@ class Pipeline:
         self.store.insert_many([job for job, _ in built])
         outcomes: list[Job | BrokerUnavailable] = []
         for i, (job, job_type) in enumerate(built):
+            if job.get("held"):
+                outcomes.append(job)
+                continue
             try:
                 queue.publish(self.celery, job, job_type)
             except BrokerUnavailable as exc:
@@ -127,6 +132,8 @@ class Pipeline:
         """The record of a submission, not yet stored; raises on an unknown type or bad params."""
         job_type = self.catalogue.get(s.type)
         model = job_type.validate_params(s.params)
+        if s.extra and s.extra.get("callback_url"):
+            webhooks.require_secret(self.settings)
         run_at = s.run_at
         if s.delay_seconds is not None:
             run_at = now() + timedelta(seconds=s.delay_seconds)
@@ -139,6 +146,8 @@ class Pipeline:
             owner=s.owner,
         )
         job.update(s.extra or {})
+        if scheduling.holds(job, self.settings):
+            job["held"] = True  # published by the sweeper when due; see jobline.scheduling
         return job, job_type
 
     def _take_back(self, job_ids: list[str]) -> None:
@@ -157,7 +166,10 @@ class Pipeline:
             log.info("job cancelled", extra=job_fields(before))
         if before["status"] == Status.RUNNING and before.get("task_id"):
             queue.revoke(self.celery, before["task_id"])
-        return self.store.get(job_id, owner)
+        job = self.store.get(job_id, owner)
+        if not Status(before["status"]).finished:
+            webhooks.notify(self.celery, job)
+        return job
 
     def retry(self, job_id: str, owner: str | None = None) -> Job:
         """Run a failed or cancelled job again as a new attempt."""

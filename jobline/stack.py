@@ -54,6 +54,7 @@ class Stack:
                 for n, port in enumerate(self.worker_metrics, start=1)
             ],
             ("sweeper", ["sweep"], logs / "sweeper.log"),
+            ("beat", ["beat"], logs / "beat.log"),
             ("flower", ["flower", f"--port={self.flower_port}"], logs / "flower.log"),
             ("api", ["api", f"--port={self.api_port}"], logs / "api.log"),
         ]

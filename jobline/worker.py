@@ -21,7 +21,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.exceptions import Retry
 
-from jobline import jobs, logs, metrics
+from jobline import jobs, logs, metrics, schedules, webhooks
 from jobline.errors import JobCancelled, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
@@ -151,6 +151,7 @@ class JobTask(Task):  # type: ignore[misc]
                 job = store.get(args[0])
                 metrics.JOBS_FAILED.labels(job["type"]).inc()
                 log.warning("job killed at its time limit", extra=logs.job_fields(job))
+                webhooks.after_run(self.app, store, args[0], Status.FAILED)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
@@ -261,6 +262,10 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:
-        return run_job(self, runtime, job_id)
+        status = run_job(self, runtime, job_id)
+        webhooks.after_run(app, runtime.store, job_id, status)
+        return status
 
+    webhooks.register(app, runtime)
+    schedules.register(app, runtime)
     return app

@@ -32,7 +32,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, job_types
+    from jobline.api import calculations, docs, job_types, schedules
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
@@ -57,6 +57,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(jobs_api.ns, path="/jobs")
     api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
+    api.add_namespace(schedules.ns, path="/schedules")
     return bp
 
 

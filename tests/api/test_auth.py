@@ -250,3 +250,59 @@ def test_the_api_refuses_to_serve_without_keys_on_a_public_address(settings: Any
     )
     assert result.returncode != 0
     assert "JOBLINE_AUTH=off is only allowed on a loopback address" in result.stderr
+
+
+SCHEDULES = "/api/v1/schedules"
+HOURLY = {"type": "bmi", "params": ADA, "interval_seconds": 3600}
+
+
+def _schedule(api: Api) -> dict[str, Any]:
+    response = api.post(SCHEDULES, json=HOURLY)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("GET", ""), ("POST", ""), ("GET", "/{id}"), ("DELETE", "/{id}")]
+)
+def test_schedules_need_a_key(
+    keyed_api: dict[str, Api], store: JobStore, method: str, suffix: str
+) -> None:
+    made = _schedule(keyed_api["alice"])
+    before = list(store.db["schedules"].find())
+    url = SCHEDULES + suffix.replace("{id}", made["id"])
+    _assert_401(keyed_api["anonymous"].request(method, url, json=HOURLY), invalid=False)
+    assert list(store.db["schedules"].find()) == before
+
+
+def test_another_owners_schedule_is_404_unlisted_and_kept(
+    keyed_api: dict[str, Api], store: JobStore
+) -> None:
+    alice, bob, root = keyed_api["alice"], keyed_api["bob"], keyed_api["root"]
+    made = _schedule(alice)
+    assert store.db["schedules"].find_one({"_id": made["id"]})["owner"] == "alice"  # type: ignore[index]
+    assert bob.get(f"{SCHEDULES}/{made['id']}").status_code == 404
+    assert bob.delete(f"{SCHEDULES}/{made['id']}").status_code == 404
+    assert made["id"] not in {s["id"] for s in bob.get(SCHEDULES).json()["items"]}
+    assert alice.get(f"{SCHEDULES}/{made['id']}").status_code == 200
+    assert made["id"] in {s["id"] for s in root.get(SCHEDULES).json()["items"]}
+    assert root.delete(f"{SCHEDULES}/{made['id']}").status_code == 204
+
+
+def test_a_schedules_jobs_belong_to_the_schedules_owner(
+    keyed_api: dict[str, Api], store: JobStore, settings: Any
+) -> None:
+    from jobline import jobs
+    from jobline.pipeline import Pipeline
+    from jobline.queue import make_celery
+    from jobline.schedules import fire
+    from tests.conftest import idle_settings
+
+    made = _schedule(keyed_api["alice"])
+    idle = idle_settings(settings)
+    pipeline = Pipeline(idle, store, make_celery(idle), jobs.load(idle.job_module_list))
+    job_id = fire(pipeline, made["id"])
+    assert job_id is not None
+    assert keyed_api["alice"].get(f"{JOBS}/{job_id}").json()["schedule_id"] == made["id"]
+    assert keyed_api["bob"].get(f"{JOBS}/{job_id}").status_code == 404
+    keyed_api["alice"].delete(f"{SCHEDULES}/{made['id']}")

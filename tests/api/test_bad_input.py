@@ -17,8 +17,10 @@ CALCS = "/api/v1/calculations"
 JOBS = "/api/v1/jobs"
 BATCH = JOBS + ":batch"
 TYPES = "/api/v1/job-types"
+SCHEDULES = "/api/v1/schedules"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
 BMI = {"type": "bmi", "params": ADA}
+HOURLY = {**BMI, "interval_seconds": 3600}
 JSON = {"Content-Type": "application/json"}
 HUGE = 2_000_000  # past the 1 MB default body limit
 
@@ -111,6 +113,7 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     ("job run_at naive", "POST", JOBS, {"json": {**BMI, "run_at": "2030-01-01T00:00:00"}}),
     ("job run_at junk", "POST", JOBS, {"json": {**BMI, "run_at": "tomorrow"}}),
     ("job delay negative", "POST", JOBS, {"json": {**BMI, "delay_seconds": -1}}),
+    ("job delay a string", "POST", JOBS, {"json": {**BMI, "delay_seconds": "5"}}),
     (
         "job delay and run_at",
         "POST",
@@ -173,6 +176,26 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     ("job type operator name", "GET", TYPES + "/$ne", {}),
     ("job type long name", "GET", TYPES + "/" + "n" * 3000, {}),
     ("job types POST", "POST", TYPES, {"json": BMI}),
+    # schedules
+    ("schedule without timing", "POST", SCHEDULES, {"json": BMI}),
+    ("schedule cron and interval", "POST", SCHEDULES, {"json": {**HOURLY, "cron": "* * * * *"}}),
+    ("schedule bad cron", "POST", SCHEDULES, {"json": {**BMI, "cron": "61 * * * *"}}),
+    ("schedule cron operator", "POST", SCHEDULES, {"json": {**BMI, "cron": {"$ne": ""}}}),
+    ("schedule interval zero", "POST", SCHEDULES, {"json": {**BMI, "interval_seconds": 0}}),
+    ("schedule interval string", "POST", SCHEDULES, {"json": {**BMI, "interval_seconds": "60"}}),
+    ("schedule type operator", "POST", SCHEDULES, {"json": {**HOURLY, "type": {"$gt": ""}}}),
+    ("schedule bad params", "POST", SCHEDULES, {"json": {**HOURLY, "params": {"$where": "1"}}}),
+    ("schedule extra owner", "POST", SCHEDULES, {"json": {**HOURLY, "owner": "root"}}),
+    (
+        "schedule not JSON",
+        "POST",
+        SCHEDULES,
+        {"data": "x", "headers": {"Content-Type": "text/plain"}},
+    ),
+    ("schedules cursor operator", "GET", SCHEDULES + "?cursor[$ne]=", {}),
+    ("schedules owner filter", "GET", SCHEDULES + "?owner=alice", {}),
+    ("schedule operator id", "GET", SCHEDULES + "/$ne", {}),
+    ("schedule regex id", "DELETE", SCHEDULES + "/.*", {}),
 ]
 
 
@@ -183,7 +206,7 @@ def test_bad_input_gets_a_4xx_problem_and_changes_nothing(
     idle_api: Api, store: JobStore, method: str, path: str, kwargs: dict[str, Any]
 ) -> None:
     seeded = idle_api.post(CALCS, json=ADA).json()["id"]
-    before = list(store.jobs.find())
+    before = list(store.jobs.find()), list(store.db["schedules"].find())
     url = path.replace("{id}", seeded).replace("{ID}", seeded.upper())
     response = idle_api.request(method, url, **kwargs)
     assert 400 <= response.status_code < 500, response.text
@@ -192,7 +215,7 @@ def test_bad_input_gets_a_4xx_problem_and_changes_nothing(
     assert problem["status"] == response.status_code
     assert {"type", "title", "detail", "errors"} <= problem.keys()
     assert "Traceback" not in response.text and 'File "' not in response.text
-    assert list(store.jobs.find()) == before
+    assert (list(store.jobs.find()), list(store.db["schedules"].find())) == before
 
 
 def test_a_job_id_lookalike_never_reaches_a_query_as_an_operator(
