@@ -1,0 +1,78 @@
+"""Helpers for the reliability and fault tests: waiting on jobs in the store, reading journals."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from jobline import jobs
+from jobline.pipeline import Pipeline
+from jobline.queue import make_celery
+from jobline.settings import Settings
+from jobline.store import Job, JobStore
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def make_pipeline(settings: Settings, store: JobStore | None = None) -> Pipeline:
+    """A pipeline like the API's, for submitting job types the HTTP API does not expose."""
+    store = store or JobStore(settings)
+    return Pipeline(settings, store, make_celery(settings), jobs.load(settings.job_module_list))
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_job(
+    store: JobStore, job_id: str, until: Callable[[Job], bool] | None = None, timeout: float = 30
+) -> Job:
+    """The job once ``until(job)`` holds (by default: once it is terminal)."""
+    until = until or (lambda job: job["status"] in TERMINAL)
+    seen: list[Job] = []
+
+    def check() -> Job | None:
+        job = store.get(job_id)
+        seen[:] = [job]
+        return job if until(job) else None
+
+    try:
+        return wait_until(check, timeout, f"job {job_id}")  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen}") from None
+
+
+def wait_all_terminal(store: JobStore, job_ids: Iterable[str], timeout: float) -> list[Job]:
+    """Every job of ``job_ids`` once all are terminal, in the same order."""
+    wanted = list(job_ids)
+    ended = {"_id": {"$in": wanted}, "status": {"$in": sorted(TERMINAL)}}
+    # A count is cheap on the server; polling it slowly leaves the workers the store.
+    every = 0.1 if len(wanted) < 50 else 1.0
+    try:
+        wait_until(lambda: store.jobs.count_documents(ended) == len(wanted), timeout, "jobs", every)
+    except AssertionError:
+        left = Counter(store.get(i)["status"] for i in wanted)
+        raise AssertionError(f"not all of {len(wanted)} jobs ended in {timeout}s: {left}") from None
+    found = {job["_id"]: job for job in store.jobs.find({"_id": {"$in": wanted}})}
+    return [found[i] for i in wanted]
+
+
+def journal(path: Path) -> list[list[str]]:
+    """The lines a test job type noted, split into words."""
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def starts(path: Path) -> Counter[str]:
+    """How many attempts of each job started, by job id."""
+    return Counter(words[1] for words in journal(path) if words[0] == "start")
