@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import KombuError, OperationalError
+from kombu.exceptions import ChannelError, KombuError, OperationalError
 
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import JobType
@@ -95,6 +95,10 @@ def queue_depth(app: Celery, queue: str) -> int:
     try:
         with app.connection_for_read() as conn:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError as exc:
+        if str(getattr(exc, "reply_code", "")) == "404":  # a str from kombu's Redis transport
+            return 0  # Redis drops an empty list: no queue is an empty queue
+        raise BrokerUnavailable(f"broker refused: {exc}") from exc
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
@@ -109,8 +113,14 @@ def ping_broker(app: Celery) -> None:
 
 
 def revoke(app: Celery, task_id: str) -> None:
-    """Ask workers to stop the task now; best effort, the store already says cancelled."""
+    """Ask workers to stop the task now; best effort, the store already says cancelled.
+
+    Celery's broadcast retries forever while the broker is down, so it is sent
+    only to a broker that answers; if the broadcast is lost, the job's heartbeat
+    still finds the job cancelled and stops it.
+    """
     try:
+        ping_broker(app)
         app.control.revoke(task_id, terminate=True, signal="SIGTERM")
-    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+    except (BrokerUnavailable, OperationalError, KombuError, ConnectionError, OSError) as exc:
         log.warning("could not broadcast revoke of %s: %s", task_id, exc)

@@ -21,6 +21,7 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task
+from celery.worker.request import Request
 
 from jobline import jobs
 from jobline.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
@@ -179,18 +180,36 @@ def retry_delay(policy: jobs.RetryPolicy, attempt: int) -> float:
     return random.uniform(0, ceiling) if policy.jitter else ceiling
 
 
+class JobRequest(Request):  # type: ignore[misc]
+    """A delivery as the worker's main process sees it; records hard time limits.
+
+    The pool kills a job past its hard limit, so the job's own process cannot
+    record the timeout: the main process does, for the delivery that timed out
+    (its task id), once.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft or not self.args:
+            return
+        job_id = self.args[0]
+        exc = TimeLimitExceeded(f"hard time limit of {timeout:g}s exceeded")
+        try:
+            failed = JobTask.runtime.store.fail(
+                job_id, None, error_info(exc, reason="timeout"), task_id=self.id
+            )
+        except StoreUnavailable:
+            log.warning("job %s timed out while MongoDB is down; the sweeper will see it", job_id)
+            return
+        if failed:
+            log.warning("job %s passed its hard time limit of %gs; failed", job_id, timeout)
+
+
 class JobTask(Task):  # type: ignore[misc]
-    """Celery task class whose hard-time-limit hook records the timeout."""
+    """Celery task class running every job; its requests record hard time limits."""
 
+    Request = JobRequest
     runtime: Runtime
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
-        # Runs in the worker's main process after the hard limit killed the job's
-        # process; only the delivery that timed out (its task id) is failed, once.
-        if isinstance(exc, TimeLimitExceeded) and args:
-            error = error_info(exc, reason="timeout")
-            if self.runtime.store.fail(args[0], None, error, task_id=task_id):
-                log.warning("job %s passed its hard time limit; failed", args[0])
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:

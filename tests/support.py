@@ -76,3 +76,22 @@ def journal(path: Path) -> list[list[str]]:
 def starts(path: Path) -> Counter[str]:
     """How many attempts of each job started, by job id."""
     return Counter(words[1] for words in journal(path) if words[0] == "start")
+
+
+def ticks(path: Path, job_id: str) -> int:
+    """How many times the job ``test_deaf`` ticked so far."""
+    return sum(1 for words in journal(path) if words[:2] == ["tick", job_id])
+
+
+def wait_stopped_ticking(path: Path, job_id: str, timeout: float) -> float:
+    """When (time.monotonic()) the job last ticked, once it has been quiet for a second."""
+    last = [ticks(path, job_id), time.monotonic()]
+
+    def quiet_for_a_second() -> bool:
+        now, count = time.monotonic(), ticks(path, job_id)
+        if count != last[0]:
+            last[:] = [count, now]
+        return now - last[1] >= 1.0
+
+    wait_until(quiet_for_a_second, timeout, f"job {job_id} to stop", every=0.1)
+    return last[1]

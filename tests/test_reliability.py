@@ -19,7 +19,14 @@ from jobline.pipeline import Pipeline
 from jobline.settings import Settings
 from jobline.store import Job, JobStore, new_job
 from tests.conftest import Api
-from tests.support import journal, make_pipeline, wait_all_terminal, wait_job, wait_until
+from tests.support import (
+    make_pipeline,
+    ticks,
+    wait_all_terminal,
+    wait_job,
+    wait_stopped_ticking,
+    wait_until,
+)
 
 CALCS = "/api/v1/calculations"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
@@ -112,10 +119,6 @@ def test_a_job_past_its_hard_time_limit_fails_with_reason_timeout_and_the_worker
 # -- cancellation ----------------------------------------------------------------
 
 
-def _ticks(path: Path, job_id: str) -> int:
-    return sum(1 for words in journal(path) if words[:2] == ["tick", job_id])
-
-
 def _cancel_via_pipeline(pipeline: Pipeline, store: JobStore, job_id: str) -> None:
     pipeline.cancel(job_id)
 
@@ -140,20 +143,10 @@ def test_cancelling_a_running_job_that_never_reports_progress_stops_it_within_se
 ) -> None:
     path = tmp_path / "journal"
     job_id = pipeline.submit("test_deaf", {"seconds": 60, "journal": str(path)})["_id"]
-    wait_until(lambda: _ticks(path, job_id) >= 2, 30, "the job to run")
+    wait_until(lambda: ticks(path, job_id) >= 2, 30, "the job to run")
     cancelled_at = time.monotonic()
     cancel(pipeline, store, job_id)
-
-    last = [_ticks(path, job_id), time.monotonic()]
-
-    def quiet_for_a_second() -> bool:
-        now, ticks = time.monotonic(), _ticks(path, job_id)
-        if ticks != last[0]:
-            last[:] = [ticks, now]
-        return now - last[1] >= 1.0
-
-    wait_until(quiet_for_a_second, 15, "the job to stop ticking", every=0.1)
-    assert last[1] - cancelled_at < 10
+    assert wait_stopped_ticking(path, job_id, timeout=15) - cancelled_at < 10
     job = store.get(job_id)
     assert (job["status"], job["attempts"]) == ("cancelled", 1)
     # The worker goes on: its next jobs run on both processes.
