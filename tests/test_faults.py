@@ -20,7 +20,7 @@ import redis
 
 from jobline import local, queue, sweeper
 from jobline.api import create_app
-from jobline.store import JobStore
+from jobline.store import JobStore, new_job, now
 from tests.conftest import Api, ServedApp, make_settings, start_worker
 from tests.support import (
     make_pipeline,
@@ -234,6 +234,22 @@ def test_a_job_cancelled_while_queued_never_runs_even_across_a_worker_restart(
     assert (job["status"], job["attempts"], job["started_at"]) == ("cancelled", 0, None)
     assert victim not in starts(path)
     assert faults.store.get(blocker)["status"] == "succeeded"
+
+
+@pytest.mark.timeout(60)
+def test_a_retrying_job_whose_retry_message_was_lost_is_republished_by_the_sweeper(
+    faults: Faults,
+) -> None:
+    faults.worker("retrier", concurrency=1)
+    # A first attempt that failed and scheduled its retry, whose message never arrived.
+    job = faults.store.insert(new_job("test_slow", {"seconds": 0.1}))
+    claimed = faults.store.claim(job["_id"])
+    assert claimed is not None
+    error = {"reason": "retrying", "type": "TransientError", "message": "first try failed"}
+    assert faults.store.retry_later(job["_id"], claimed["attempts"], error, now())
+    assert faults.queue_depth() == 0
+    ended = wait_job(faults.store, job["_id"], timeout=45)
+    assert (ended["status"], ended["attempts"], ended["result"]) == ("succeeded", 2, {"attempt": 2})
 
 
 # -- Redis -----------------------------------------------------------------------------
