@@ -12,6 +12,7 @@ import re
 import sys
 from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from jobline.settings import Settings
@@ -23,6 +24,8 @@ _SECRETS = (
     (re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1[redacted]@"),
 )
 _HANDLER_NAME = "jobline"
+# Celery repeats each task message's fields as a "data" extra; the message says it once.
+_LEFT_OUT = [*RESERVED_ATTRS, "data"]
 
 
 def scrub(text: str) -> str:
@@ -63,6 +66,7 @@ def configure(settings: Settings | None = None) -> None:
                 "{asctime}{levelname}{name}{message}",
                 style="{",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                reserved_attrs=_LEFT_OUT,
             )
         )
     else:
