@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import ids, queue
+from jobline import events, ids, queue
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import Catalogue
 from jobline.settings import Settings
@@ -56,6 +56,7 @@ class Pipeline:
         )
         job.update(extra or {})
         self.store.insert(job)
+        events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
@@ -74,11 +75,15 @@ class Pipeline:
         before = self.store.cancel(job_id)
         if before["status"] == Status.RUNNING and before.get("task_id"):
             queue.revoke(self.celery, before["task_id"])
-        return self.store.get(job_id)
+        job = self.store.get(job_id)
+        if not Status(before["status"]).finished:
+            events.job_changed(self.settings, job, job["status"])
+        return job
 
     def retry(self, job_id: str) -> Job:
         """Run a failed or cancelled job again as a new attempt."""
         job = self.store.restart(job_id, task_id=ids.new_id())
+        events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, self.catalogue.get(job["type"]))
         except BrokerUnavailable:

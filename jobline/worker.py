@@ -7,12 +7,14 @@ conditional update. Celery's own task state is never consulted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from jobline import jobs
+from jobline import events, jobs
 from jobline.errors import JobCancelled, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
@@ -29,6 +31,9 @@ from jobline.settings import Settings
 from jobline.store import JobStore, Status, now
 
 log = logging.getLogger(__name__)
+
+# Publishes a change of the running job to live views (events.job_changed, bound).
+Notify = Callable[..., None]
 
 # Progress is written at most this often; a tight loop must not hammer MongoDB.
 PROGRESS_INTERVAL = 0.5
@@ -75,6 +80,8 @@ class Heartbeat:
     job_id: str
     attempt: int
     interval: float
+    # Called after each progress write this attempt still owns (live views).
+    on_progress: Callable[[float, str | None], None] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _pending: tuple[float, str | None] | None = None
@@ -114,6 +121,8 @@ class Heartbeat:
             return
         if not owned:
             self.lost.set()
+        elif fraction is not None and self.on_progress is not None:
+            self.on_progress(fraction, message)
 
     def _loop(self) -> None:
         while not self._stop.wait(min(self.interval, PROGRESS_INTERVAL * 2)):
@@ -144,7 +153,10 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
         # Runs in the worker's main process when the hard limit killed the job.
         if isinstance(exc, TimeLimitExceeded) and args:
-            self.runtime.store.fail(args[0], None, error_info(exc, reason="timeout"))
+            error = error_info(exc, reason="timeout")
+            if self.runtime.store.fail(args[0], None, error):
+                job = self.runtime.store.get(args[0])
+                events.job_changed(self.runtime.settings, job, "failed", error=error)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
@@ -154,40 +166,66 @@ def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
     if job is None:
         return _not_claimed(task, store, job_id)
     attempt = job["attempts"]
+    notify = functools.partial(events.job_changed, runtime.settings, job)
+    notify("running")
     try:
         job_type = runtime.catalogue.get(job["type"])
     except UnknownJobType as exc:
-        store.fail(job_id, attempt, error_info(exc, reason="unknown_type"))
+        _fail(store, notify, job_id, attempt, error_info(exc, reason="unknown_type"))
         return str(Status.FAILED)
-    beat = Heartbeat(store, job_id, attempt, interval=runtime.settings.lease_seconds / 3).start()
+    beat = Heartbeat(
+        store,
+        job_id,
+        attempt,
+        interval=runtime.settings.lease_seconds / 3,
+        on_progress=lambda fraction, message: notify(
+            "running", progress=fraction, progress_message=message
+        ),
+    ).start()
     ctx = Context(job_id=job_id, attempt=attempt, settings=runtime.settings, report=beat.report)
     try:
         result = job_type.run(ctx, job["params"])
     except JobCancelled:
         return str(Status.CANCELLED)
     except SoftTimeLimitExceeded as exc:
-        store.fail(job_id, attempt, error_info(exc, reason="timeout"))
+        _fail(store, notify, job_id, attempt, error_info(exc, reason="timeout"))
         return str(Status.FAILED)
     except Exception as exc:
-        return _failed(task, store, job_type, job_id, attempt, exc)
+        return _failed(task, store, notify, job_type, job_id, attempt, exc)
     finally:
         beat.stop()
-    store.succeed(job_id, attempt, result)
+    if store.succeed(job_id, attempt, result):
+        notify("succeeded", result=result, error=None)
     return str(Status.SUCCEEDED)
 
 
+def _fail(
+    store: JobStore, notify: Notify, job_id: str, attempt: int | None, error: dict[str, Any]
+) -> None:
+    if store.fail(job_id, attempt, error):
+        notify("failed", error=error)
+
+
 def _failed(
-    task: JobTask, store: JobStore, job_type: JobType, job_id: str, attempt: int, exc: Exception
+    task: JobTask,
+    store: JobStore,
+    notify: Notify,
+    job_type: JobType,
+    job_id: str,
+    attempt: int,
+    exc: Exception,
 ) -> str:
     policy = job_type.retry
     if isinstance(exc, policy.retry_on) and attempt <= policy.max_retries:
         delay = retry_delay(policy, attempt)
         at = now() + timedelta(seconds=delay)
-        if store.retry_later(job_id, attempt, error_info(exc, reason="retrying"), at):
+        error = error_info(exc, reason="retrying")
+        if store.retry_later(job_id, attempt, error, at):
+            notify("retrying", error=error)
             # Celery's retry publishes the next attempt's message with a countdown.
             raise task.retry(countdown=delay, max_retries=None, exc=exc)
         return str(Status.CANCELLED)
-    store.fail(job_id, attempt, error_info(exc))
+    _fail(store, notify, job_id, attempt, error_info(exc))
     return str(Status.FAILED)
 
 

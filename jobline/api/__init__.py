@@ -29,7 +29,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 
 def create_api_blueprint() -> Blueprint:
-    from jobline.api import calculations
+    from jobline.api import calculations, events
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
     api = JoblineApi(
@@ -41,6 +41,7 @@ def create_api_blueprint() -> Blueprint:
         doc="/docs",
     )
     api.add_namespace(calculations.ns, path="/calculations")
+    api.add_namespace(events.ns)
     return bp
 
 
