@@ -10,6 +10,9 @@ setup: $(STAMP)
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium (for the dashboard test) with apt-get"; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -66,9 +66,11 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
             log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
+    from jobline import dashboard
     from jobline.api import health
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(create_api_blueprint())
     app.register_error_handler(Exception, problems.from_exception)
     return app
