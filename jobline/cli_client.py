@@ -95,24 +95,33 @@ def submit(
 
 
 def _wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[str, Any]:
-    with click.progressbar(
-        length=100, label="waiting", file=sys.stderr, show_pos=False, show_percent=True
-    ) as bar:
-        shown = 0
+    """Follow the job, drawing a bar on a terminal and one line per change elsewhere."""
+    if not sys.stderr.isatty():
+        last = ""
+
+        def on_change(job: dict[str, Any]) -> None:
+            nonlocal last
+            line = f"{job.get('status')} {_percent(job)}%"
+            if line != last:
+                click.echo(line, err=True)
+                last = line
+
+        done = client.wait(job_id, timeout=timeout, on_progress=on_change)
+        on_change(done)
+        return done
+    with click.progressbar(length=100, label="queued", file=sys.stderr) as bar:
 
         def on_progress(job: dict[str, Any]) -> None:
-            nonlocal shown
-            percent = int(round(float(job.get("progress") or 0) * 100))
             bar.label = str(job.get("status", ""))
-            if percent > shown:
-                bar.update(percent - shown)
-                shown = percent
-            else:
-                bar.render_progress()
+            bar.update(_percent(job) - bar.pos)
 
         done = client.wait(job_id, timeout=timeout, on_progress=on_progress)
         on_progress(done)
     return done
+
+
+def _percent(job: dict[str, Any]) -> int:
+    return int(round(float(job.get("progress") or 0) * 100))
 
 
 @click.command()
