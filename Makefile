@@ -10,9 +10,20 @@ setup: $(STAMP)
 	@command -v redis-server >/dev/null || { \
 		echo "installing redis-server with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
-	@command -v chromium >/dev/null || { \
-		echo "installing chromium (for the dashboard test) with apt-get"; \
-		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@# Deployment tests: RabbitMQ as the other broker, docker-compose to validate
+	@# the compose file, iproute2 and util-linux for the multi-host namespaces;
+	@# chromium for the dashboard's browser test.
+	@missing=""; \
+	for pair in rabbitmq-server:rabbitmq-server docker-compose:docker-compose \
+		ip:iproute2 unshare:util-linux chromium:chromium; do \
+		command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
+			missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
@@ -23,12 +24,44 @@ DEFAULT_QUEUE = "default"
 # Longer than any job's hard time limit, so Redis does not hand a running job's
 # message to a second worker; lost workers are found sooner by their lease.
 VISIBILITY_TIMEOUT = 6 * 3600
+# Message priorities 0-9. Redis runs 0 first; RabbitMQ runs the highest number
+# first, so publish() turns a job's priority around on AMQP brokers.
+MAX_PRIORITY = 9
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def is_amqp(broker_url: str) -> bool:
+    """Whether the broker is RabbitMQ (or another AMQP 0-9-1 server) rather than Redis."""
+    return broker_url.split("://", 1)[0].lower() in AMQP_SCHEMES
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport settings that differ between Redis and RabbitMQ."""
+    timeout = settings.connect_timeout_seconds
+    if is_amqp(settings.broker):
+        return {
+            # RabbitMQ needs x-max-priority on a queue for priorities to count;
+            # Celery declares every queue it creates with it.
+            "task_queue_max_priority": MAX_PRIORITY,
+            "broker_connection_timeout": timeout,
+            # A submission is acknowledged only once RabbitMQ has the message.
+            "broker_transport_options": {"confirm_publish": True},
+        }
+    return {
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "socket_timeout": max(timeout, 5.0),
+            "socket_connect_timeout": timeout,
+            "priority_steps": list(range(MAX_PRIORITY + 1)),
+            "queue_order_strategy": "priority",
+            "sep": ":",
+        },
+    }
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the configured broker; JSON only, results kept in MongoDB."""
     app = Celery("jobline", broker=settings.broker, set_as_current=False)
-    timeout = settings.connect_timeout_seconds
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -45,14 +78,7 @@ def make_celery(settings: Settings) -> Celery:
         # Jobs are slow: a worker reserves no more than it is running.
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT,
-            "socket_timeout": max(timeout, 5.0),
-            "socket_connect_timeout": timeout,
-            "priority_steps": list(range(10)),
-            "queue_order_strategy": "priority",
-            "sep": ":",
-        },
+        **_broker_options(settings),
         # Fail a submission quickly when the broker is down, so the API can
         # answer 503 instead of hanging.
         task_publish_retry=True,
@@ -79,7 +105,7 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         "time_limit": job_type.time_limit,
     }
     if job.get("priority") is not None:
-        options["priority"] = job["priority"]
+        options["priority"] = broker_priority(app, job["priority"])
     if countdown is not None:
         options["countdown"] = countdown
     elif job.get("run_at") is not None:
@@ -90,11 +116,23 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
 
+def broker_priority(app: Celery, priority: int) -> int:
+    """The broker's number for a job priority (0 runs first, as on Redis)."""
+    priority = min(max(int(priority), 0), MAX_PRIORITY)
+    return MAX_PRIORITY - priority if is_amqp(app.conf.broker_url) else priority
+
+
 def queue_depth(app: Celery, queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker has reserved)."""
     try:
         with app.connection_for_read() as conn:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+    except ChannelError as exc:
+        # Redis drops an emptied queue's key and RabbitMQ may not have declared
+        # the queue yet: either way, nothing is waiting in it.
+        if str(getattr(exc, "reply_code", "")) == "404":
+            return 0
+        raise BrokerUnavailable(f"broker refused: {exc}") from exc
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
