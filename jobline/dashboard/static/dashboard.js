@@ -318,6 +318,14 @@ document.addEventListener("alpine:init", () => {
         .join(" · ")
         .slice(0, 120);
     },
+    // A result as a few key/value pairs, each short enough to read at a glance.
+    pairs(value) {
+      if (value === null || value === undefined) return [];
+      if (typeof value !== "object" || Array.isArray(value)) return [["", JSON.stringify(value)]];
+      return Object.entries(value)
+        .slice(0, 4)
+        .map(([k, v]) => [k, (typeof v === "object" ? JSON.stringify(v) : String(v)).slice(0, 24)]);
+    },
     errorText(job) {
       const error = job.error || {};
       return [error.type, error.message].filter(Boolean).join(": ");
