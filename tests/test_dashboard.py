@@ -203,6 +203,23 @@ def test_the_board_filters_by_status_and_type_and_links_to_flower_and_the_docs(
     assert board.get(docs).status_code == 200
 
 
+def test_an_api_key_entered_on_the_board_is_sent_with_its_requests(page: Page) -> None:
+    def with_key(path: str) -> Any:
+        return lambda r: (
+            r.url.split("/api/v1/")[-1].startswith(path)
+            and r.headers.get("authorization") == "Bearer k-123"
+        )
+
+    with (
+        page.expect_request(with_key("job-types")),
+        page.expect_request(with_key("events")),
+        page.expect_request(with_key("jobs?")),
+    ):
+        page.fill("[name=api-key]", "k-123")
+        page.keyboard.press("Tab")
+    assert page.evaluate("localStorage.getItem('jobline.apiKey')") == "k-123"
+
+
 def test_a_screenshot_of_the_board_is_saved(page: Page, board: Api) -> None:
     for body in (
         {"type": "bmi", "params": {"name": "Grace", "weight": 61, "height": 168}},

@@ -62,10 +62,18 @@ function valueOf(field, raw) {
   return raw;
 }
 
+const KEY_STORAGE = "jobline.apiKey";
+
+// Headers for every request: the API key, when one is set, as a Bearer token.
+function headers(extra = {}) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
 async function api(path, options = {}) {
   const response = await fetch(path, {
     ...options,
-    headers: { Accept: "application/json", ...(options.headers || {}) },
+    headers: headers({ Accept: "application/json", ...(options.headers || {}) }),
   });
   const body = response.status === 204 ? null : await response.json().catch(() => null);
   if (!response.ok) {
@@ -93,12 +101,23 @@ document.addEventListener("alpine:init", () => {
     loadError: "",
     now: Date.now(),
     fetching: new Map(), // job id -> whether it changed again while being fetched
+    apiKey: localStorage.getItem(KEY_STORAGE) || "",
+    stream: null, // the AbortController of the open event stream
+    retryMs: 1000,
     deferred: [],
 
     async start() {
       setInterval(() => (this.now = Date.now()), 1000);
       await this.loadTypes();
       this.follow();
+    },
+
+    // A new API key: load everything again with it.
+    async saveKey() {
+      if (this.apiKey) localStorage.setItem(KEY_STORAGE, this.apiKey);
+      else localStorage.removeItem(KEY_STORAGE);
+      if (this.stream) this.stream.abort();
+      await this.loadTypes();
     },
 
     get currentType() {
@@ -231,15 +250,57 @@ document.addEventListener("alpine:init", () => {
       }
     },
 
-    follow() {
-      const source = new EventSource(`${this.base}/events`);
-      // (Re)connected: load the list, then apply changes as they come.
-      source.onopen = () => {
-        this.live = true;
-        this.reload();
-      };
-      source.onerror = () => (this.live = false);
-      source.addEventListener("job", (event) => this.apply(JSON.parse(event.data)));
+    // Follow /events for as long as the page is open, reconnecting when a stream
+    // ends. fetch rather than EventSource, so that the API key can be sent.
+    async follow() {
+      for (;;) {
+        this.stream = new AbortController();
+        try {
+          const response = await fetch(`${this.base}/events`, {
+            headers: headers({ Accept: "text/event-stream" }),
+            signal: this.stream.signal,
+          });
+          if (!response.ok) throw new Error(`events: ${response.status}`);
+          this.live = true;
+          this.reload(); // (re)connected: the list as it is now, then its changes
+          await this.readEvents(response.body);
+        } catch (e) {
+          // Dropped, refused or aborted: try again shortly.
+        }
+        this.live = false;
+        await new Promise((resolve) => setTimeout(resolve, this.retryMs));
+      }
+    },
+
+    // The text/event-stream format: blocks separated by a blank line.
+    async readEvents(body) {
+      const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          this.onEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    },
+
+    onEvent(block) {
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        const colon = line.indexOf(":");
+        if (colon === 0) continue; // a comment: keep-alive
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") name = value;
+        else if (field === "data") data.push(value);
+        else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
+      }
+      if (name === "job" && data.length) this.apply(JSON.parse(data.join("\n")));
     },
 
     apply(change) {
