@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean bench bench-setup
 
 setup: $(STAMP)
 	@command -v redis-server >/dev/null || { \
@@ -35,16 +35,32 @@ run: setup
 	$(BIN)/jobline up
 
 lint: setup
-	$(BIN)/ruff check jobline tests
-	$(BIN)/ruff format --check jobline tests
+	$(BIN)/ruff check jobline tests bench
+	$(BIN)/ruff format --check jobline tests bench
 	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/pytest
 
+# Benchmarks: jobline beside raw Celery, RQ and Dramatiq; about 10 minutes on 2 cores.
+# BENCH_ARGS=--quick for a smoke run. Writes bench/results/latest.json and docs/bench.png.
+BENCH_STAMP := $(VENV)/.bench-installed
+bench-setup: setup $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk with apt-get"; \
+		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+
+$(BENCH_STAMP): pyproject.toml
+	$(BIN)/pip install -q -e '.[local,test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: bench-setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.plot
+
 format: setup
-	$(BIN)/ruff format jobline tests
-	$(BIN)/ruff check --fix jobline tests
+	$(BIN)/ruff format jobline tests bench
+	$(BIN)/ruff check --fix jobline tests bench
 
 clean:
 	rm -rf $(VENV) .jobline .pytest_cache .mypy_cache .ruff_cache

@@ -89,6 +89,10 @@ class Heartbeat:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        # The claim has just written the lease, so the first progress report waits
+        # out the throttle too: a job shorter than PROGRESS_INTERVAL costs no
+        # MongoDB write beyond its claim and its result.
+        self._last_write = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="jobline-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:

@@ -1,0 +1,154 @@
+"""`python -m bench`: run every workload side by side with its baseline; print and save."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import engines, report, workloads
+from bench.servers import Servers, tree_rss_mb, versions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+WORKLOADS = ("engine", "pipeline", "submit", "e2e", "read", "batch", "memory")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each workload does; `--quick` is for a smoke run, not for figures."""
+
+    engine_n: int = 10_000
+    rq_n: int = 2_000  # RQ forks a process per job: far slower, so fewer
+    pipeline_n: int = 10_000
+    clients: int = 8
+    submit_rate: float = 200
+    submit_seconds: float = 30
+    step_rates: tuple[float, ...] = (100, 200, 300, 400, 600, 800)
+    step_seconds: float = 8
+    e2e_n: int = 100
+    read_jobs: int = 100_000
+    read_seconds: float = 10
+    batch_n: int = 10_000
+    memory_jobs: int = 20_000  # jobs the worker has run when its RSS is read again
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    engine_n=300, rq_n=100, pipeline_n=300, clients=4, submit_rate=50, submit_seconds=3,
+    step_rates=(50, 100, 200), step_seconds=2, e2e_n=10, read_jobs=2_000, read_seconds=2,
+    batch_n=2_000, memory_jobs=600,
+)  # fmt: skip
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, short runs (smoke test)")
+    parser.add_argument("--only", default=",".join(WORKLOADS),
+                        help=f"comma-separated subset of: {', '.join(WORKLOADS)}")  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2,
+                        help="worker processes, the same for every engine [cores]")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON file")
+    return parser.parse_args(argv)
+
+
+def run_engines(servers: Servers, sizes: Sizes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for engine in engines.ENGINES:
+        n = sizes.rq_n if engine == "rq" else sizes.engine_n
+        print(f"· engine {engine}: {n} no-op tasks", file=sys.stderr, flush=True)
+        out[engine] = engines.run_engine(servers, engine, n)
+    return out
+
+
+def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -> dict[str, Any]:
+    """The pipeline workloads, on one API and one worker for the whole run."""
+    out: dict[str, Any] = {}
+    servers.reset_jobs()
+    b = workloads.Bench(servers, servers.start_api(), workloads.endpoints(), servers.store(),
+                        scratch)  # fmt: skip
+    worker = servers.start_worker()
+    api = servers.api_process
+    assert api is not None
+    out["endpoints"] = {"submit": b.ends.submit, "job_type": b.ends.job_type}
+    memory: dict[str, Any] = {
+        "api_start": tree_rss_mb(api.pid),
+        "worker_start": tree_rss_mb(worker.pid),
+    }
+
+    def step(name: str, what: str) -> bool:
+        if name in only:
+            print(f"· {what}", file=sys.stderr, flush=True)
+        return name in only
+
+    if step("e2e", f"end-to-end latency, {sizes.e2e_n} jobs one at a time"):
+        out["e2e"] = workloads.end_to_end(b, sizes.e2e_n)
+    if step("pipeline", f"pipeline throughput, {sizes.pipeline_n} jobs"):
+        out["pipeline"] = workloads.pipeline_throughput(b, sizes.pipeline_n, sizes.clients)
+        memory["api_after_pipeline"] = tree_rss_mb(api.pid)
+        memory["worker_after_pipeline"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
+    if step("submit", f"submit latency at {sizes.submit_rate:.0f}/s"):
+        out["submit"] = workloads.submit_at_rate(b, sizes.submit_rate, sizes.submit_seconds)
+        b.wait_drained(b.total_jobs(), timeout=900)
+        out["submit_max"] = workloads.highest_rate(b, list(sizes.step_rates), sizes.step_seconds,
+                                                   p99_ms=50)  # fmt: skip
+    if step("batch", f"batch submit of {sizes.batch_n} jobs"):
+        out["batch"] = workloads.batch_submit(b, sizes.batch_n)
+    if "memory" in only:
+        extra = sizes.memory_jobs - b.jobs_run
+        if extra > 0:
+            print(f"· memory: {extra} more jobs through the worker", file=sys.stderr, flush=True)
+            workloads.pipeline_throughput(b, extra, sizes.clients)
+        b.wait_drained(b.total_jobs(), timeout=1800)
+        memory["worker_end"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
+    if step("read", f"read path with {sizes.read_jobs} jobs in the store"):
+        out["read"] = workloads.read_path(b, sizes.read_jobs, sizes.read_seconds)
+    memory["api_end"] = {"jobs_submitted": b.jobs_run, **tree_rss_mb(api.pid)}
+    out["memory"] = memory
+    b.store.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = only - set(WORKLOADS)
+    if unknown:
+        raise SystemExit(f"unknown workloads: {', '.join(sorted(unknown))}")
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "cores": os.cpu_count(),
+        "concurrency": args.concurrency,
+        "load_average": os.getloadavg(),
+        "sizes": asdict(sizes),
+    }
+    with tempfile.TemporaryDirectory(prefix="jobline-bench-") as tmp:
+        scratch = Path(tmp)
+        servers = Servers(scratch, concurrency=args.concurrency).start()
+        try:
+            results["versions"] = versions(servers)
+            if "engine" in only:
+                results["engine"] = run_engines(servers, sizes)
+            if only - {"engine"}:
+                results.update(run_jobline(servers, sizes, only, scratch))
+        finally:
+            servers.stop()
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    results["ratios"] = report.ratios(results)
+    results["targets"] = report.targets(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(report.table(results))
+    print(f"\nresults written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

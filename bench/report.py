@@ -1,0 +1,164 @@
+"""Ratios, targets and the printed table, all computed from the results dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float | None]:
+    """Each figure against raw Celery's, in the same run."""
+    celery_done = _get(r, "engine", "celery", "processed_per_s")
+    celery_sent = _get(r, "engine", "celery", "enqueued_per_s")
+    return {
+        "pipeline_vs_celery_processed": _ratio(_get(r, "pipeline", "jobs_per_s"), celery_done),
+        "pipeline_submit_vs_celery_enqueued": _ratio(
+            _get(r, "pipeline", "submit", "per_s"), celery_sent
+        ),
+        "rq_vs_celery_processed": _ratio(_get(r, "engine", "rq", "processed_per_s"), celery_done),
+        "dramatiq_vs_celery_processed": _ratio(
+            _get(r, "engine", "dramatiq", "processed_per_s"), celery_done
+        ),
+    }
+
+
+def _worker_growth(r: dict[str, Any]) -> float | None:
+    first = _get(r, "memory", "worker_after_pipeline", "total_mb")
+    last = _get(r, "memory", "worker_end", "total_mb")
+    return round((last - first) / first, 3) if first and last else None
+
+
+def _read_p99(r: dict[str, Any]) -> float | None:
+    found = [_get(r, "read", k, "p99_ms") for k in ("get_one", "list_first", "list_deep")]
+    values = [v for v in found if v is not None]
+    return max(values) if values else None
+
+
+def _batch_10k(r: dict[str, Any]) -> float | None:
+    seconds, n = _get(r, "batch", "seconds"), _get(r, "batch", "n")
+    return round(seconds * 10_000 / n, 2) if seconds is not None and n else None
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the figure measured (None: not measured)."""
+    rate = _get(r, "submit", "target_per_s")
+    checks = [
+        ("pipeline ≥ 0.6 × raw Celery", "ratio", _get(r, "ratios", "pipeline_vs_celery_processed")
+         if "ratios" in r else ratios(r)["pipeline_vs_celery_processed"], ">=", 0.6),
+        (f"submit p50 ≤ 5 ms at {rate}/s", "ms", _get(r, "submit", "p50_ms"), "<=", 5),
+        (f"submit p99 ≤ 25 ms at {rate}/s", "ms", _get(r, "submit", "p99_ms"), "<=", 25),
+        ("end-to-end p50 ≤ 25 ms", "ms", _get(r, "e2e", "p50_ms"), "<=", 25),
+        ("reads p99 ≤ 20 ms", "ms", _read_p99(r), "<=", 20),
+        ("batch of 10,000 ≤ 3 s", "s", _batch_10k(r), "<=", 3),
+        ("API process RSS ≤ 100 MB", "MB", _get(r, "memory", "api_end", "largest_child_mb"),
+         "<=", 100),
+        ("worker RSS growth ≤ 10 %", "fraction", _worker_growth(r), "<=", 0.10),
+    ]  # fmt: skip
+    out = []
+    for name, unit, value, op, bound in checks:
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out.append({"target": name, "unit": unit, "value": value, "bound": bound, "met": met})
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+Row = tuple[str, str, Any, Any, Any]
+
+
+def _engine_rows(r: dict[str, Any], celery: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for engine in ("celery", "rq", "dramatiq"):
+        e = _get(r, "engine", engine) or {}
+        for key, measure in (("enqueued_per_s", "enqueued/s"), ("processed_per_s", "processed/s")):
+            if key in e:
+                base = celery.get(key)
+                out.append((f"engine: {engine}", measure, e[key], base, _ratio(e[key], base)))
+    p = _get(r, "pipeline")
+    if p:
+        base = celery.get("processed_per_s")
+        out.append(("pipeline (HTTP → store)", "jobs/s end to end", p["jobs_per_s"], base,
+                    _ratio(p["jobs_per_s"], base)))  # fmt: skip
+        base = celery.get("enqueued_per_s")
+        out.append(("pipeline (HTTP → store)", "submitted/s", p["submit"]["per_s"], base,
+                    _ratio(p["submit"]["per_s"], base)))  # fmt: skip
+    return out
+
+
+def _latency_rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    s = _get(r, "submit")
+    if s:
+        label = f"submit at {s['target_per_s']:.0f}/s (got {s['per_s']:.0f}/s)"
+        out += [(label, f"{q} ms", s[f"{q}_ms"], None, None) for q in ("p50", "p95", "p99")]
+    m = _get(r, "submit_max")
+    if m:
+        out.append(("submit, step search", "highest rate with p99 < 50 ms", m["held_per_s"],
+                    None, None))  # fmt: skip
+    e2e = _get(r, "e2e")
+    if e2e:
+        out += [("end to end, idle", f"{q} ms", e2e[f"{q}_ms"], None, None) for q in ("p50", "p99")]
+    read = _get(r, "read")
+    if read:
+        label = f"read at {read['jobs_in_store']:,} jobs"
+        for k in ("get_one", "list_first", "list_deep"):
+            out += [(label, f"{k} {q} ms", read[k][f"{q}_ms"], None, None) for q in ("p50", "p99")]
+    batch = _get(r, "batch")
+    if batch and "seconds" in batch:
+        out.append((f"batch of {batch['n']:,}", "seconds", batch["seconds"], None, None))
+    return out
+
+
+def _memory_rows(r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    mem = _get(r, "memory") or {}
+    for key in ("api_after_pipeline", "api_end", "worker_after_pipeline", "worker_end"):
+        if key in mem:
+            api = key.startswith("api")
+            jobs = mem[key].get("jobs", mem[key].get("jobs_submitted", "?"))
+            what = "API worker RSS MB" if api else "worker RSS MB (all processes)"
+            value = mem[key]["largest_child_mb" if api else "total_mb"]
+            out.append((f"memory ({key}, {jobs} jobs)", what, value, None, None))
+    return out
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    """(workload, measure, figure, raw Celery's figure, ratio) for the table."""
+    celery = _get(r, "engine", "celery") or {}
+    return _engine_rows(r, celery) + _latency_rows(r) + _memory_rows(r)
+
+
+def table(r: dict[str, Any]) -> str:
+    """The results as a Markdown table, with the targets after it."""
+    lines = [
+        f"jobline benchmarks ({r['mode']} run, {r['cores']} cores, concurrency "
+        f"{r['concurrency']}, load average at start {r['load_average'][0]:.2f})",
+        "",
+        "| workload | measure | figure | raw Celery | ratio |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for workload, measure, value, base, ratio in rows(r):
+        lines.append(f"| {workload} | {measure} | {_fmt(value)} | {_fmt(base)} | {_fmt(ratio)} |")
+    lines += ["", "| target | measured | met |", "| --- | ---: | :---: |"]
+    for t in r.get("targets", []):
+        met = {True: "yes", False: "no", None: "–"}[t["met"]]
+        lines.append(f"| {t['target']} | {_fmt(t['value'])} | {met} |")
+    return "\n".join(lines)

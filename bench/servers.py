@@ -1,0 +1,205 @@
+"""The servers and processes a benchmark run starts, and stops, itself.
+
+Everything listens on 127.0.0.1 on free ports and keeps its data in a scratch
+directory; nothing outside the run is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from jobline import local
+from jobline.queue import make_celery
+from jobline.settings import Settings
+from jobline.store import JobStore
+
+ROOT = Path(__file__).resolve().parent.parent
+# Redis databases: jobline's broker, then one per peer engine, so queues never mix.
+JOBLINE_DB, CELERY_DB, RQ_DB, DRAMATIQ_DB = 0, 1, 2, 3
+
+
+def redis_db_url(base: str, db: int) -> str:
+    return base.rsplit("/", 1)[0] + f"/{db}"
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of one process, in KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of a process."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def tree_rss_mb(pid: int) -> dict[str, float]:
+    """RSS of a process and its children: the parent, the largest child and the sum."""
+    kids = [rss_kb(c) for c in children(pid)]
+    parent = rss_kb(pid)
+    return {
+        "parent_mb": round(parent / 1024, 1),
+        "largest_child_mb": round(max(kids, default=0) / 1024, 1),
+        "total_mb": round((parent + sum(kids)) / 1024, 1),
+    }
+
+
+@dataclass
+class Servers:
+    """redis-server and SecantusDB for the whole run, and jobline's own processes."""
+
+    data_dir: Path
+    concurrency: int
+    api_workers: int = 2
+    api_threads: int = 8
+    redis_url: str = ""
+    mongo_url: str = ""
+    processes: list[local.Process] = field(default_factory=list)
+    api_port: int = 0
+    api_process: local.Process | None = None
+    worker_process: local.Process | None = None
+
+    def start(self) -> Servers:
+        redis_proc, self.redis_url = local.start_redis(self.data_dir / "redis", aof=True)
+        self.processes.append(redis_proc)
+        mongo_proc, self.mongo_url = local.start_mongo(self.data_dir / "mongodb")
+        self.processes.append(mongo_proc)
+        return self
+
+    def settings(self) -> Settings:
+        return Settings(
+            redis_url=redis_db_url(self.redis_url, JOBLINE_DB),
+            mongo_url=self.mongo_url,
+            mongo_db="jobline_bench",
+            bmi_seconds=0,
+        )
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a child process: these servers, auth off, the demo's sleep off."""
+        env = dict(os.environ)
+        env.update(
+            JOBLINE_REDIS_URL=redis_db_url(self.redis_url, JOBLINE_DB),
+            JOBLINE_MONGO_URL=self.mongo_url,
+            JOBLINE_MONGO_DB="jobline_bench",
+            JOBLINE_BMI_SECONDS="0",
+            JOBLINE_AUTH="off",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(extra)
+        return env
+
+    def store(self) -> JobStore:
+        store = JobStore(self.settings())
+        store.ensure_indexes()
+        return store
+
+    def reset_jobs(self) -> None:
+        """An empty job collection and an empty broker database between workloads."""
+        store = self.store()
+        store.jobs.drop()
+        store.ensure_indexes()
+        store.close()
+        redis.Redis.from_url(redis_db_url(self.redis_url, JOBLINE_DB)).flushdb()
+
+    # -- jobline's API and worker ------------------------------------------------
+
+    def start_api(self) -> str:
+        """`jobline api` under gunicorn; returns its base URL once it answers."""
+        self.api_port = local.free_port()
+        argv = local.jobline_argv(
+            "api",
+            f"--port={self.api_port}",
+            f"--workers={self.api_workers}",
+            f"--threads={self.api_threads}",
+        )
+        # Access logs off: writing a line per request is not what is measured.
+        env = self.env(GUNICORN_CMD_ARGS="--access-logfile=/dev/null")
+        self.api_process = local.Process("api", argv, env=env, log=self.data_dir / "api.log")
+        self.api_process.start()
+        base = f"http://127.0.0.1:{self.api_port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not self.api_process.alive():
+                raise local.ServerError(f"the API exited at start; see {self.data_dir}/api.log")
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return base
+            except OSError:
+                time.sleep(0.1)
+        raise local.ServerError("the API did not become ready within 60s")
+
+    def start_worker(self) -> local.Process:
+        """`jobline worker` with the run's fixed concurrency, once it answers a ping."""
+        argv = local.jobline_argv(
+            "worker", "--loglevel=WARNING", f"--concurrency={self.concurrency}"
+        )
+        self.worker_process = start_celery_worker(
+            "worker", argv, self.env(), self.data_dir / "worker.log", make_celery(self.settings())
+        )
+        return self.worker_process
+
+    def stop_jobline(self) -> None:
+        for process in (self.worker_process, self.api_process):
+            if process is not None:
+                process.stop()
+        self.worker_process = self.api_process = None
+
+    def stop(self) -> None:
+        self.stop_jobline()
+        for process in reversed(self.processes):
+            process.stop()
+
+
+def start_celery_worker(
+    name: str, argv: list[str], env: dict[str, str], log: Path, app: Celery
+) -> local.Process:
+    """Start a Celery worker process and wait until it answers a ping."""
+    process = local.Process(name, argv, env=env, log=log).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise local.ServerError(f"{name} exited at start; see {log}")
+        if app.control.ping(timeout=0.5):
+            return process
+    process.stop()
+    raise local.ServerError(f"{name} did not answer within 60s; see {log}")
+
+
+def python_argv(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def versions(servers: Servers | None = None) -> dict[str, Any]:
+    """Versions of everything measured, for the results file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, Any] = {"python": sys.version.split()[0]}
+    for package in ("jobline", "celery", "kombu", "redis", "pymongo", "secantusdb", "rq",
+                    "dramatiq", "gunicorn", "flask"):  # fmt: skip
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    if servers is not None:
+        info = redis.Redis.from_url(servers.redis_url).info("server")
+        found["redis-server"] = info.get("redis_version")
+    return found

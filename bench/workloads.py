@@ -1,0 +1,230 @@
+"""The pipeline's workloads, each measured over real HTTP against `jobline api`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.http import wrk
+from bench.servers import Servers
+from jobline import jobs
+from jobline.store import TERMINAL, JobStore, Status, encode_cursor, new_job, now
+
+API = "/api/v1"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where jobs are submitted and read: the generic jobs API, or the seed's as a stand-in."""
+
+    job_type: str
+    submit: str
+    params: dict[str, Any]
+    body: dict[str, Any]
+    one: str  # GET prefix for one job by id
+    listing: str  # GET path of the first page of succeeded jobs
+    batch: str | None
+
+    def list_page(self, cursor: str) -> str:
+        return f"{self.listing}&cursor={cursor}"
+
+
+def endpoints() -> Endpoints:
+    """The generic `noop` jobs when the catalogue has them, else BMI calculations taking 0 s."""
+    if "noop" in jobs.load():
+        return Endpoints(
+            job_type="noop",
+            submit=f"{API}/jobs",
+            params={},
+            body={"type": "noop", "params": {}},
+            one=f"{API}/jobs/",
+            listing=f"{API}/jobs?status=succeeded&limit=50",
+            batch=f"{API}/jobs:batch",
+        )
+    params = {"name": "bench", "weight": 70, "height": 175}
+    return Endpoints(
+        job_type="bmi",
+        submit=f"{API}/calculations",
+        params=params,
+        body=params,
+        one=f"{API}/calculations/",
+        listing=f"{API}/calculations?limit=50",
+        batch=None,
+    )
+
+
+@dataclass
+class Bench:
+    """A running jobline (API and worker) and what every workload needs of it."""
+
+    servers: Servers
+    base: str
+    ends: Endpoints
+    store: JobStore
+    scratch: Path
+    jobs_run: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def body_file(self, name: str, body: Any) -> Path:
+        path = self.scratch / name
+        path.write_text(json.dumps(body))
+        return path
+
+    def terminal(self) -> int:
+        return self.store.jobs.count_documents({"status": {"$in": [str(s) for s in TERMINAL]}})
+
+    def wait_drained(self, expected: int, timeout: float) -> float:
+        """Wait until ``expected`` jobs are terminal in the store; the monotonic time it was so."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.terminal() >= expected:
+                return time.monotonic()
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.terminal()} of {expected} jobs terminal after {timeout:.0f}s")
+
+    def total_jobs(self) -> int:
+        return self.store.jobs.count_documents({})
+
+
+def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
+    """N jobs over HTTP by several clients, until all are terminal in the store."""
+    before_total, before_done = b.total_jobs(), b.terminal()
+    body = b.body_file("one.json", b.ends.body)
+    start = time.monotonic()
+    load = wrk(b.base, "post", b.ends.submit, body, connections=clients, seconds=600, limit=n)
+    accepted = b.total_jobs() - before_total
+    done = b.wait_drained(before_done + accepted, timeout=900)
+    b.jobs_run += accepted
+    return {
+        "n": accepted,
+        "clients": clients,
+        "jobs_per_s": round(accepted / (done - start), 1),
+        "submit": load.summary(),
+    }
+
+
+def submit_at_rate(b: Bench, rate: float, seconds: float) -> dict[str, Any]:
+    """POST at a fixed rate: the latency each submission sees."""
+    body = b.body_file("one.json", b.ends.body)
+    connections = max(4, int(rate // 25))
+    load = wrk(b.base, "post", b.ends.submit, body, connections=connections, seconds=seconds,
+               rate=rate)  # fmt: skip
+    b.jobs_run += load.requests
+    return {"target_per_s": rate, **load.summary()}
+
+
+def highest_rate(b: Bench, rates: list[float], seconds: float, p99_ms: float) -> dict[str, Any]:
+    """The highest of ``rates`` held (achieved ≥ 90 %) with p99 under ``p99_ms``."""
+    steps, held = [], 0.0
+    for rate in rates:
+        step = submit_at_rate(b, rate, seconds)
+        steps.append(step)
+        if step["per_s"] < 0.9 * rate or step["p99_ms"] >= p99_ms or step["errors"]:
+            break
+        held = rate
+        b.wait_drained(b.total_jobs(), timeout=600)  # each step starts on an idle worker
+    return {"p99_limit_ms": p99_ms, "held_per_s": held, "steps": steps}
+
+
+class Client:
+    """One keep-alive HTTP connection, for the single-client measurements."""
+
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        payload = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload else {}
+        self.conn.request(method, path, body=payload, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99), "max_ms": ordered[-1]}
+
+
+def end_to_end(b: Bench, n: int) -> dict[str, Any]:
+    """On an idle system: submit, then poll GET until it says succeeded."""
+    client = Client(b.base)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        status, job = client.call("POST", b.ends.submit, b.ends.body)
+        assert status == 202, job
+        while True:
+            status, seen = client.call("GET", b.ends.one + job["id"])
+            if seen["status"] in TERMINAL:
+                break
+            time.sleep(0.001)
+        samples.append((time.perf_counter() - start) * 1000)
+        assert seen["status"] == Status.SUCCEEDED, seen
+    b.jobs_run += n
+    return {"n": n, "poll_interval_ms": 1, **percentiles(samples)}
+
+
+def fill_store(b: Bench, total: int, chunk: int = 1000) -> tuple[list[str], float]:
+    """Insert ``total`` succeeded jobs directly, in the store's own format; their ids."""
+    start = time.monotonic()
+    ids: list[str] = []
+    for offset in range(0, total, chunk):
+        docs = []
+        for _ in range(min(chunk, total - offset)):
+            job = new_job(b.ends.job_type, b.ends.params)
+            t = now()
+            job.update(status=str(Status.SUCCEEDED), attempts=1, started_at=t, finished_at=t,
+                       progress=1.0, result={})  # fmt: skip
+            docs.append(job)
+        b.store.jobs.insert_many(docs, ordered=False)
+        ids.extend(d["_id"] for d in docs)
+    return ids, time.monotonic() - start
+
+
+def read_path(b: Bench, total: int, seconds: float) -> dict[str, Any]:
+    """GET one job and list pages, with ``total`` jobs in the store."""
+    b.servers.reset_jobs()
+    ids, fill_s = fill_store(b, total)
+    id_file = b.scratch / "ids.txt"
+    id_file.write_text("\n".join(ids) + "\n")
+    ordered = sorted(ids, reverse=True)  # newest first, as pages are
+    deep = b.ends.list_page(encode_cursor(ordered[len(ordered) // 2]))
+    loads = {
+        "get_one": wrk(b.base, "get", b.ends.one, id_file, connections=4, seconds=seconds),
+        "list_first": wrk(b.base, "get", b.ends.listing, connections=4, seconds=seconds),
+        "list_deep": wrk(b.base, "get", deep, connections=4, seconds=seconds),
+    }
+    return {
+        "jobs_in_store": total,
+        "insert_many_s": round(fill_s, 1),
+        **{name: load.summary() for name, load in loads.items()},
+    }
+
+
+def batch_submit(b: Bench, n: int, size: int = 1000) -> dict[str, Any]:
+    """``n`` jobs through the batch endpoint, ``size`` a request, one client."""
+    if b.ends.batch is None:
+        return {"skipped": "no batch endpoint in this build"}
+    client = Client(b.base)
+    body = {"jobs": [b.ends.body] * size}
+    start = time.perf_counter()
+    accepted = 0
+    for _ in range(0, n, size):
+        status, answer = client.call("POST", b.ends.batch, body)
+        assert status == 200, answer
+        accepted += answer["accepted"]
+    seconds = time.perf_counter() - start
+    b.jobs_run += accepted
+    return {"n": accepted, "batch_size": size, "seconds": round(seconds, 2),
+            "jobs_per_s": round(accepted / seconds, 1)}  # fmt: skip

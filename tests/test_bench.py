@@ -1,0 +1,50 @@
+"""The benchmark harness runs and reports: a smoke run, no timing asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_a_quick_engine_run_writes_results_with_versions_and_figures(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "engine", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick"
+    assert results["cores"] == os.cpu_count()
+    for package in ("python", "celery", "redis-server", "secantusdb", "jobline"):
+        assert results["versions"][package], package
+    celery = results["engine"]["celery"]
+    assert celery["n"] == 300
+    assert celery["enqueued_per_s"] > 0 and celery["processed_per_s"] > 0
+    for peer in ("rq", "dramatiq"):
+        assert "processed_per_s" in results["engine"][peer] or "skipped" in results["engine"][peer]
+    assert {t["target"] for t in results["targets"]} >= {"reads p99 ≤ 20 ms"}
+    assert "| engine: celery | processed/s |" in done.stdout
+
+
+def test_targets_say_met_not_met_or_not_measured() -> None:
+    results = {
+        "engine": {"celery": {"enqueued_per_s": 1000.0, "processed_per_s": 500.0}},
+        "pipeline": {"jobs_per_s": 400.0, "submit": {"per_s": 450.0}},
+        "e2e": {"p50_ms": 40.0},
+    }
+    met = {t["target"]: t["met"] for t in report.targets(results)}
+    assert met["pipeline ≥ 0.6 × raw Celery"] is True
+    assert met["end-to-end p50 ≤ 25 ms"] is False
+    assert met["reads p99 ≤ 20 ms"] is None
