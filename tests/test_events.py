@@ -115,7 +115,7 @@ def test_progress_arrives_on_the_stream_before_the_result(
     progress = [d["progress"] for d in received if d["status"] == "running"]
     assert progress == sorted(progress)
     assert any(0 < p < 1 for p in progress), "progress should be published while it runs"
-    assert any(d.get("progress_message", "").startswith("step ") for d in received[1:-1])
+    assert any((d.get("progress_message") or "").startswith("step ") for d in received[1:-1])
     assert received[-1]["status"] == "succeeded"
     assert received[-1]["progress"] == 1.0 and received[-1]["result"]["slept"] >= 1.5
 
