@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -102,15 +102,19 @@ class Publisher:
                 self._pid = os.getpid()
             return self._client
 
-    def publish(self, change: Mapping[str, Any]) -> bool:
-        """Publish one change on the job's channel and the global one; False if it was dropped."""
+    def publish(self, *changes: Mapping[str, Any]) -> bool:
+        """Publish changes on their jobs' channels and the global one, in one round trip.
+
+        False if they were dropped.
+        """
         if time.monotonic() < self._quiet_until:
             return False
-        data = json.dumps(change, default=_default)
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.publish(job_channel(str(change["id"])), data)
-                pipe.publish(GLOBAL_CHANNEL, data)
+                for change in changes:
+                    data = json.dumps(change, default=_default)
+                    pipe.publish(job_channel(str(change["id"])), data)
+                    pipe.publish(GLOBAL_CHANNEL, data)
                 pipe.execute()
         except Exception as exc:  # best effort: a live view misses one change
             self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
@@ -144,3 +148,11 @@ def job_changed(settings: Settings, job: Mapping[str, Any], status: str, **field
         publisher(settings).publish(message(job, status, **fields))
     except Exception:  # pragma: no cover - message() on a malformed record
         log.warning("could not build a job change for %r", job.get("_id"), exc_info=True)
+
+
+def jobs_submitted(settings: Settings, jobs: Iterable[Mapping[str, Any]]) -> None:
+    """Tell live views about newly stored jobs (a batch), in one round trip; never raises."""
+    try:
+        publisher(settings).publish(*(message(job, job["status"]) for job in jobs))
+    except Exception:  # pragma: no cover - a malformed record
+        log.warning("could not build the changes of a batch", exc_info=True)
