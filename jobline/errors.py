@@ -31,6 +31,13 @@ class InvalidTransition(JoblineError):
     title = "Invalid state transition"
 
 
+class KeyInUse(JoblineError):
+    """An Idempotency-Key already names a job submitted with another request."""
+
+    status = 409
+    title = "Idempotency key in use"
+
+
 class Unavailable(JoblineError):
     """A backing server (MongoDB or the broker) cannot be reached."""
 

@@ -16,11 +16,24 @@ from celery import Celery
 
 from jobline import events, ids, queue
 from jobline.errors import BrokerUnavailable
-from jobline.jobs import Catalogue
+from jobline.jobs import Catalogue, JobType
 from jobline.settings import Settings
 from jobline.store import Job, JobStore, Status, new_job, now
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One job to submit: its type, its params, and when and how urgently to run it."""
+
+    type: str
+    params: Any
+    run_at: datetime | None = None
+    delay_seconds: float | None = None
+    priority: int | None = None
+    # Further fields stored on the job (callback_url, idempotency_key…).
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -43,32 +56,62 @@ class Pipeline:
         extra: dict[str, Any] | None = None,
     ) -> Job:
         """Validate, record and publish a job; StoreUnavailable or BrokerUnavailable on failure."""
-        job_type = self.catalogue.get(type)
-        model = job_type.validate_params(params)
-        if delay_seconds is not None:
-            run_at = now() + timedelta(seconds=delay_seconds)
-        job = new_job(
-            type,
-            model.model_dump(mode="json"),
-            queue=job_type.queue,
-            run_at=run_at,
-            priority=priority,
+        job, job_type = self._record(
+            Submission(type, params, run_at, delay_seconds, priority, extra)
         )
-        job.update(extra or {})
         self.store.insert(job)
         events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
-            self._take_back(job["_id"])
+            self._take_back([job["_id"]])
             raise
         return job
 
-    def _take_back(self, job_id: str) -> None:
+    def submit_many(self, submissions: list[Submission]) -> list[Job | BrokerUnavailable]:
+        """Record many jobs in one insert, then publish each; in order, each job or why not.
+
+        Once the broker refuses one message the rest are taken back unpublished
+        rather than each waiting out its own publish retries.
+        """
+        built = [self._record(s) for s in submissions]
+        self.store.insert_many([job for job, _ in built])
+        events.jobs_submitted(self.settings, [job for job, _ in built])
+        outcomes: list[Job | BrokerUnavailable] = []
+        for i, (job, job_type) in enumerate(built):
+            try:
+                queue.publish(self.celery, job, job_type)
+            except BrokerUnavailable as exc:
+                unpublished = [job["_id"] for job, _ in built[i:]]
+                self._take_back(unpublished)
+                return outcomes + [exc] * len(unpublished)
+            outcomes.append(job)
+        return outcomes
+
+    def _record(self, s: Submission) -> tuple[Job, JobType]:
+        """The record of a submission, not yet stored; raises on an unknown type or bad params."""
+        job_type = self.catalogue.get(s.type)
+        model = job_type.validate_params(s.params)
+        run_at = s.run_at
+        if s.delay_seconds is not None:
+            run_at = now() + timedelta(seconds=s.delay_seconds)
+        job = new_job(
+            s.type,
+            model.model_dump(mode="json"),
+            queue=job_type.queue,
+            run_at=run_at,
+            priority=queue.DEFAULT_PRIORITY if s.priority is None else s.priority,
+        )
+        job.update(s.extra or {})
+        return job, job_type
+
+    def _take_back(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
         try:
-            self.store.discard(job_id)
-        except Exception:  # the sweeper publishes it later, so it still runs
-            log.exception("could not take back unpublished job %s", job_id)
+            self.store.discard(job_ids)
+        except Exception:  # the sweeper publishes them later, so they still run
+            log.exception("could not take back %d unpublished jobs", len(job_ids))
 
     def cancel(self, job_id: str) -> Job:
         """Cancel an unfinished job (a running one is stopped); returns it as it is now."""

@@ -27,6 +27,8 @@ VISIBILITY_TIMEOUT = 6 * 3600
 # Message priorities 0-9. Redis runs 0 first; RabbitMQ runs the highest number
 # first, so publish() turns a job's priority around on AMQP brokers.
 MAX_PRIORITY = 9
+# A job submitted without a priority: more urgent ones can still overtake it.
+DEFAULT_PRIORITY = 5
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
@@ -104,8 +106,7 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         "soft_time_limit": job_type.soft_time_limit,
         "time_limit": job_type.time_limit,
     }
-    if job.get("priority") is not None:
-        options["priority"] = broker_priority(app, job["priority"])
+    options["priority"] = broker_priority(app, job.get("priority"))
     if countdown is not None:
         options["countdown"] = countdown
     elif job.get("run_at") is not None:
@@ -116,9 +117,9 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
 
-def broker_priority(app: Celery, priority: int) -> int:
+def broker_priority(app: Celery, priority: int | None) -> int:
     """The broker's number for a job priority (0 runs first, as on Redis)."""
-    priority = min(max(int(priority), 0), MAX_PRIORITY)
+    priority = DEFAULT_PRIORITY if priority is None else min(max(int(priority), 0), MAX_PRIORITY)
     return MAX_PRIORITY - priority if is_amqp(app.conf.broker_url) else priority
 
 

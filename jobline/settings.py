@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(default=120.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
 
+    # Seconds a finished job (and its result) is kept before MongoDB removes it; 0 keeps it.
+    result_ttl: int = Field(default=7 * 86400, ge=0)
+
     # Extra modules that register job types, comma-separated (e.g. "myteam.jobs").
     job_modules: str = ""
 

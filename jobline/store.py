@@ -8,22 +8,20 @@ changes nothing: a job reaches a terminal state once.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import socket
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from jobline import ids
-from jobline.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from jobline.errors import InvalidTransition, JobNotFound, KeyInUse, StoreUnavailable
+from jobline.paging import Page, Span, Window, at_ms, encode_cursor, windows
 from jobline.settings import Settings
 
 
@@ -47,6 +45,17 @@ UNFINISHED = (*WAITING, Status.RUNNING)
 
 Job = dict[str, Any]
 P = ParamSpec("P")
+
+# A list query with type or status is equality on an index's prefix and a range
+# on _id (a UUIDv7: {_id: -1} is newest first). One without is a created_at
+# range: SecantusDB scans the collection for a range on _id alone.
+LIST_INDEXES = (
+    [("type", ASCENDING), ("_id", DESCENDING)],
+    [("status", ASCENDING), ("_id", DESCENDING)],
+    [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+    [("created_at", DESCENDING), ("_id", DESCENDING)],
+)
+NEWEST_FIRST = [("_id", DESCENDING)]
 R = TypeVar("R")
 
 
@@ -69,28 +78,6 @@ def _unavailable_as_error(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Job]
-    next_cursor: str | None
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The id a page continues after; ValueError if the cursor is not one of ours."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        before = json.loads(raw)["before"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError("invalid cursor") from exc
-    if not isinstance(before, str) or not ids.is_id(before):
-        raise ValueError("invalid cursor")
-    return before
-
-
 class JobStore:
     """Jobs in one MongoDB collection, and the named transitions between states."""
 
@@ -106,6 +93,7 @@ class JobStore:
         self.db = self.client[settings.mongo_db]
         self.jobs: Collection[Job] = self.db["jobs"]
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.result_ttl = timedelta(seconds=settings.result_ttl) if settings.result_ttl else None
 
     # -- set-up and health -------------------------------------------------
 
@@ -113,11 +101,12 @@ class JobStore:
     def ensure_indexes(self) -> None:
         """Create the indexes listing, filtering and the sweeper rely on."""
         # _id is a UUIDv7, so {_id: -1} is newest first.
-        self.jobs.create_index([("status", ASCENDING), ("_id", DESCENDING)])
-        self.jobs.create_index([("type", ASCENDING), ("_id", DESCENDING)])
-        self.jobs.create_index([("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)])
+        for keys in LIST_INDEXES:
+            self.jobs.create_index(keys)
         # Finished jobs carry expires_at when retention is configured.
         self.jobs.create_index("expires_at", expireAfterSeconds=0)
+        # Two concurrent requests with one Idempotency-Key: the second insert fails.
+        self.jobs.create_index("idempotency_key", unique=True, sparse=True)
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless MongoDB answers."""
@@ -128,6 +117,10 @@ class JobStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def _expiry(self, finished: datetime) -> datetime | None:
+        """When a job finished at ``finished`` is removed by the TTL index (None: never)."""
+        return finished + self.result_ttl if self.result_ttl else None
 
     # -- reads ---------------------------------------------------------------
 
@@ -150,40 +143,60 @@ class JobStore:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
     ) -> Page:
-        """Jobs newest first, one page at a time (keyset pagination on the id)."""
-        query: dict[str, Any] = {}
+        """Jobs newest first, one page at a time; see jobline.paging for how."""
+        equal: dict[str, Any] = {}
         if type is not None:
-            query["type"] = type
+            equal["type"] = type
         if status is not None:
-            query["status"] = str(status)
-        id_range: dict[str, str] = {}
-        if cursor is not None:
-            id_range["$lt"] = decode_cursor(cursor)
-        if created_before is not None:
-            bound = ids.boundary_id(int(created_before.timestamp() * 1000), upper=False)
-            id_range["$lt"] = min(bound, id_range.get("$lt", bound))
-        if created_after is not None:
-            id_range["$gt"] = ids.boundary_id(int(created_after.timestamp() * 1000), upper=True)
-        if id_range:
-            query["_id"] = id_range
-        items = list(self.jobs.find(query).sort("_id", DESCENDING).limit(limit + 1))
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, encode_cursor(items[-1]["_id"]) if more else None)
+            equal["status"] = str(status)
+        span = Span.of(cursor, created_after, created_before)
+        items: list[Job] = []
+        if not equal:
+            below = span.below
+            inside, span = span.split_millisecond()
+            if inside is not None and below is not None:
+                same = self.jobs.find({"created_at": at_ms(inside)}).sort(NEWEST_FIRST)
+                items += [job for job in same if job["_id"] < below][: limit + 1]
+        for window in windows(span, int(now().timestamp() * 1000)):
+            if len(items) > limit:
+                break
+            query, order = _window_query(equal, window)
+            items += self.jobs.find(query).sort(order).limit(limit + 1 - len(items))
+        if len(items) > limit:
+            return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
+        return Page(items, None)
 
     # -- transitions -----------------------------------------------------------
 
     @_unavailable_as_error
     def insert(self, job: Job) -> Job:
-        """Record a newly accepted job."""
-        self.jobs.insert_one(job)
+        """Record a newly accepted job; KeyInUse if its idempotency key is taken."""
+        try:
+            self.jobs.insert_one(job)
+        except DuplicateKeyError as exc:
+            if job.get("idempotency_key") is None:
+                raise
+            raise KeyInUse(job["idempotency_key"]) from exc
         return job
 
     @_unavailable_as_error
-    def discard(self, job_id: str) -> bool:
-        """Remove a job that was never published (its submission was refused)."""
-        result = self.jobs.delete_one({"_id": job_id, "status": {"$in": list(WAITING)}})
-        return result.deleted_count == 1
+    def insert_many(self, jobs: Sequence[Job]) -> None:
+        """Record many newly accepted jobs in one round trip."""
+        if jobs:
+            self.jobs.insert_many(jobs, ordered=False)
+
+    @_unavailable_as_error
+    def find_by_key(self, key: str) -> Job | None:
+        """The job submitted with this idempotency key, if it is still kept."""
+        return self.jobs.find_one({"idempotency_key": key})
+
+    @_unavailable_as_error
+    def discard(self, job_ids: Sequence[str]) -> int:
+        """Remove jobs that were never published (their submission was refused)."""
+        result = self.jobs.delete_many(
+            {"_id": {"$in": list(job_ids)}, "status": {"$in": [str(s) for s in WAITING]}}
+        )
+        return result.deleted_count
 
     @_unavailable_as_error
     def claim(self, job_id: str, task_id: str | None = None) -> Job | None:
@@ -263,6 +276,7 @@ class JobStore:
                     "finished_at": t,
                     "updated_at": t,
                     "lease_until": None,
+                    "expires_at": self._expiry(t),
                 }
             },
         )
@@ -281,6 +295,7 @@ class JobStore:
                     "finished_at": t,
                     "updated_at": t,
                     "lease_until": None,
+                    "expires_at": self._expiry(t),
                 }
             },
         )
@@ -319,6 +334,7 @@ class JobStore:
                         "finished_at": t,
                         "updated_at": t,
                         "lease_until": None,
+                        "expires_at": self._expiry(t),
                     }
                 },
             )
@@ -412,6 +428,16 @@ class JobStore:
         return done.modified_count == 1
 
 
+def _window_query(equal: dict[str, Any], window: Window) -> tuple[dict[str, Any], list[Any]]:
+    """The filter and order that read one window of a list (see LIST_INDEXES)."""
+    if equal:
+        id_range = window.id_range()
+        return {**equal, "_id": id_range} if id_range else dict(equal), NEWEST_FIRST
+    created = window.created_range()
+    order = [("created_at", DESCENDING), *NEWEST_FIRST]
+    return ({"created_at": created} if created else {}), order
+
+
 def new_job(
     type: str,
     params: dict[str, Any],
@@ -421,10 +447,12 @@ def new_job(
     priority: int | None = None,
 ) -> Job:
     """A job record as it is first stored."""
-    t = now()
+    job_id = ids.new_id()
+    # created_at is the id's own millisecond: lists window on either (see paging).
+    t = at_ms(ids.timestamp_ms(job_id))
     scheduled = run_at is not None and run_at > t
     return {
-        "_id": ids.new_id(),
+        "_id": job_id,
         "type": type,
         "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
         "params": params,

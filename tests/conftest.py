@@ -206,3 +206,12 @@ def idle_api(idle_served: ServedApp, store: JobStore) -> Api:
     """The API with no worker behind it, on an empty job collection."""
     store.jobs.delete_many({})
     return Api(idle_served.base)
+
+
+@pytest.fixture
+def brokerless_api(mongo_url: str) -> Iterator[Api]:
+    """The API with a broker address nothing listens on: every publish fails."""
+    dead = f"redis://127.0.0.1:{local.free_port()}/0"
+    served = ServedApp(create_app(make_settings(dead, mongo_url)))
+    yield Api(served.base)
+    served.close()

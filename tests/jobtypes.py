@@ -61,3 +61,31 @@ def hang(ctx: Context, params: Hang) -> None:
             time.sleep(params.seconds)
         except BaseException:  # swallow the soft time limit on purpose
             continue
+
+
+class Greeting(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    times: int = 1
+
+
+class Greeted(BaseModel):
+    text: str
+
+
+@job_type("test_greet", params=Greeting, result=Greeted, soft_time_limit=5, time_limit=10)
+def greet(ctx: Context, params: Greeting) -> Greeted:
+    """A type a team might add: one model in, one model out."""
+    ctx.progress(0.5, "greeting")
+    return Greeted(text=" ".join([f"hello {params.name}"] * params.times))
+
+
+class Ordered(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = ""
+
+
+@job_type("test_ordered", params=Ordered, queue="test_priority", soft_time_limit=5, time_limit=10)
+def ordered(ctx: Context, params: Ordered) -> None:
+    """Runs on its own queue, which only the priority test's worker consumes."""
+    time.sleep(0.02)

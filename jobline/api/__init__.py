@@ -8,9 +8,10 @@ from typing import Any
 from flask import Blueprint, Flask
 from flask_restx import Api
 
-from jobline import jobs
 from jobline.api import problems
 from jobline.api.services import EXTENSION
+from jobline.jobs import Catalogue
+from jobline.jobs import load as load_catalogue
 from jobline.pipeline import Pipeline
 from jobline.queue import make_celery
 from jobline.settings import Settings
@@ -28,8 +29,10 @@ class JoblineApi(Api):  # type: ignore[misc]
         return problems.from_exception(e)
 
 
-def create_api_blueprint() -> Blueprint:
-    from jobline.api import calculations, events
+def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
+    """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
+    from jobline.api import calculations, docs, events, job_types
+    from jobline.api import jobs as jobs_api
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
     api = JoblineApi(
@@ -40,6 +43,9 @@ def create_api_blueprint() -> Blueprint:
         "and result.",
         doc="/docs",
     )
+    docs.describe_catalogue(jobs_api.ns, jobs_api.request_model, catalogue)
+    api.add_namespace(jobs_api.ns, path="/jobs")
+    api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
     api.add_namespace(events.ns)
     return bp
@@ -53,12 +59,14 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         RESTX_ERROR_404_HELP=False,
         RESTX_MASK_SWAGGER=False,
+        # Each job type's models are referenced from the generic request, not an operation.
+        RESTX_INCLUDE_ALL_MODELS=True,
         JSON_SORT_KEYS=False,
     )
     if pipeline is None:
         store = JobStore(settings)
         pipeline = Pipeline(
-            settings, store, make_celery(settings), jobs.load(settings.job_module_list)
+            settings, store, make_celery(settings), load_catalogue(settings.job_module_list)
         )
         try:
             store.ensure_indexes()
@@ -71,6 +79,6 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
 
     app.register_blueprint(health.bp)
     app.register_blueprint(dashboard.bp)
-    app.register_blueprint(create_api_blueprint())
+    app.register_blueprint(create_api_blueprint(pipeline.catalogue))
     app.register_error_handler(Exception, problems.from_exception)
     return app

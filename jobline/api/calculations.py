@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from flask import Response, url_for
 from flask_restx import Namespace, Resource
-from pydantic import BaseModel, ConfigDict, Field
 
-from jobline.api import docs
-from jobline.api.payloads import job_view, json_body, parse, query
-from jobline.api.services import pipeline
-from jobline.errors import JobNotFound
+from jobline.api import access, docs
+from jobline.api.payloads import (
+    JobRequest,
+    ListQuery,
+    idempotency_key,
+    job_view,
+    json_body,
+    query,
+    submitted,
+)
 from jobline.jobs.bmi import BmiParams
 from jobline.store import Job
 
@@ -23,23 +28,9 @@ job_model = docs.job_model(ns)
 page_model = docs.page_model(ns, job_model)
 
 
-class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    limit: Annotated[int, Field(ge=1, le=500)] = 50
-    cursor: Annotated[str, Field(max_length=200)] | None = None
-
-
 def calculation_view(job: Job) -> dict[str, Any]:
     """A job as the seed's clients expect it: with ``pid`` equal to ``id``."""
     return {"pid": job["_id"], **job_view(job)}
-
-
-def _get(pid: str) -> Job:
-    job = pipeline().store.get(pid)
-    if job["type"] != TYPE:
-        raise JobNotFound(f"no calculation with pid {pid!r}")
-    return job
 
 
 @ns.route("")
@@ -48,24 +39,17 @@ class Calculations(Resource):
     @ns.response(200, "Calculations, newest first", page_model)
     def get(self) -> Any:
         """List calculations, newest first, one page at a time."""
-        q = query(ListQuery)
-        try:
-            page = pipeline().store.list(limit=q.limit, cursor=q.cursor, type=TYPE)
-        except ValueError as exc:
-            raise docs.bad_cursor(exc) from None
+        page = access.page(query(ListQuery), type=TYPE)
         return {"items": [calculation_view(j) for j in page.items], "next_cursor": page.next_cursor}
 
-    @ns.doc("create_calculation")
-    @ns.expect(params_model)
-    @ns.response(202, "Accepted: the job, queued", job_model)
-    @ns.response(422, "Invalid input")
-    @ns.response(503, "MongoDB or the broker is unavailable; retry later")
+    @docs.submission(ns, "create_calculation", params_model, job_model)
     def post(self) -> Any:
         """Submit a calculation; answers at once with the job to poll."""
-        params = parse(BmiParams, json_body())
-        job = pipeline().submit(TYPE, params.model_dump())
+        # The same request as POST /jobs {"type": "bmi", "params": body}, errors named as fields.
+        req = JobRequest(type=TYPE, params=json_body())
+        job, repeat = access.submit(req, idempotency_key(), params_loc=())
         location = url_for("api.calculations_calculation", pid=job["_id"])
-        return calculation_view(job), 202, {"Location": location}
+        return submitted(calculation_view(job), location, repeat)
 
 
 @ns.route("/<string:pid>")
@@ -75,13 +59,13 @@ class Calculation(Resource):
     @ns.response(200, "The calculation", job_model)
     def get(self, pid: str) -> Any:
         """A calculation with its status, progress and result."""
-        return calculation_view(_get(pid))
+        return calculation_view(access.get(pid, TYPE))
 
     @ns.doc("delete_calculation")
     @ns.response(204, "Deleted (cancelled first if unfinished)")
     def delete(self, pid: str) -> Any:
         """Delete a calculation, cancelling it first if it has not finished."""
-        pipeline().delete(_get(pid)["_id"])
+        access.delete(pid, TYPE)
         return Response(status=204)
 
 
@@ -92,7 +76,7 @@ class CancelCalculation(Resource):
     @ns.response(200, "The calculation, cancelled (or already finished)", job_model)
     def post(self, pid: str) -> Any:
         """Cancel a calculation without deleting it; a running one is stopped."""
-        return calculation_view(pipeline().cancel(_get(pid)["_id"]))
+        return calculation_view(access.cancel(pid, TYPE))
 
 
 @ns.route("/<string:pid>/retry")
@@ -103,4 +87,4 @@ class RetryCalculation(Resource):
     @ns.response(409, "Only failed or cancelled calculations can be retried")
     def post(self, pid: str) -> Any:
         """Run a failed or cancelled calculation again."""
-        return calculation_view(pipeline().retry(_get(pid)["_id"])), 202
+        return calculation_view(access.retry(pid, TYPE)), 202

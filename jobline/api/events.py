@@ -23,9 +23,10 @@ from flask import Response, stream_with_context
 from flask_restx import Namespace, Resource
 
 from jobline import events
+from jobline.api import access
 from jobline.api.payloads import job_view
 from jobline.api.services import pipeline
-from jobline.errors import JobNotFound, Unavailable
+from jobline.errors import Unavailable
 from jobline.settings import Settings
 
 # Mounted at the API root: its routes sit beside the jobs they describe.
@@ -45,10 +46,11 @@ class EventsUnavailable(Unavailable):
     title = "Live events unavailable"
 
 
-def can_see(job: Mapping[str, Any]) -> bool:
-    """Whether the caller may see this job (a record or a change message).
+def can_see(change: Mapping[str, Any]) -> bool:
+    """Whether the caller may see the job a change message is about (it carries ``owner``).
 
-    The one check both streams apply: owner isolation belongs here.
+    The one check the all-jobs stream applies; a job's own stream finds its job
+    through ``access.get`` like every other endpoint.
     """
     return True
 
@@ -187,9 +189,7 @@ class JobEvents(Resource):
         # Subscribe first, then read: a change between the two is not lost.
         sub = Subscription(p.settings, events.job_channel(job_id))
         try:
-            job = p.store.get(job_id)
-            if not can_see(job):
-                raise JobNotFound(f"no job with id {job_id!r}")
+            job = access.get(job_id)  # the API's one rule for which jobs a caller sees
         except BaseException:
             sub.close()
             raise

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
-from jobline.store import Job
+from jobline.store import Job, Status
+
+MAX_BATCH = 1000
+# A year: further than that is a schedule's job, not a delay's.
+MAX_DELAY_SECONDS = 366 * 86400
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,4 +89,81 @@ def job_view(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.get("created_at")),
         "started_at": _iso(job.get("started_at")),
         "finished_at": _iso(job.get("finished_at")),
+        "expires_at": _iso(job.get("expires_at")),
+        "callback_url": job.get("callback_url"),
     }
+
+
+class ListQuery(BaseModel):
+    """A page of a job list: its size and where it continues."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+    cursor: Annotated[str, Field(max_length=200)] | None = None
+
+
+class JobListQuery(ListQuery):
+    """GET /jobs: a page, and the filters that narrow it."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    status: Status | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+
+
+CallbackUrl = Annotated[HttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
+
+
+class JobRequest(BaseModel):
+    """A job to run: its type, its params (checked by the type's model) and when."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    params: Any = Field(default_factory=dict)
+    run_at: AwareDatetime | None = None
+    delay_seconds: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    priority: (
+        Annotated[int, Field(ge=0, le=9, strict=True, description="0 runs first; default 5")] | None
+    ) = None
+    callback_url: CallbackUrl | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_delay(self) -> JobRequest:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+    def fingerprint(self) -> str:
+        """A digest of the request as sent, to tell a repeat from a different request."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class BatchRequest(BaseModel):
+    """POST /jobs:batch; each item is checked on its own, so only the envelope is strict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+def idempotency_key() -> str | None:
+    """The Idempotency-Key header, if sent; 400 when it is empty, too long or not printable."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise BadRequest(
+            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+        )
+    return key
+
+
+def submitted(view: dict[str, Any], location: str, repeat: bool) -> tuple[Any, int, dict[str, str]]:
+    """202 with the job and its Location; 200 when an idempotent request is repeated."""
+    headers = {"Location": location}
+    if repeat:
+        headers["Idempotent-Replayed"] = "true"
+    return view, 200 if repeat else 202, headers

@@ -8,8 +8,9 @@ Nothing in the API or the worker changes.
 from __future__ import annotations
 
 import importlib
+import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,10 @@ from pydantic import BaseModel
 
 from jobline.errors import TransientError, UnknownJobType
 from jobline.settings import Settings
+
+# Type names appear in URLs, queue routing and metrics labels.
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+DEFAULT_QUEUE = "default"
 
 
 @dataclass(frozen=True)
@@ -29,9 +34,22 @@ class RetryPolicy:
     backoff_max_seconds: float = 600.0
     jitter: bool = True
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "retry_on": [exc.__name__ for exc in self.retry_on],
+            "max_retries": self.max_retries,
+            "backoff_seconds": self.backoff_seconds,
+            "backoff_max_seconds": self.backoff_max_seconds,
+            "jitter": self.jitter,
+        }
+
 
 class ProgressReporter(Protocol):
     def __call__(self, fraction: float, message: str | None = None) -> None: ...
+
+
+def _ignore_progress(fraction: float, message: str | None = None) -> None:
+    """The reporter of a context that runs outside a worker (tests, scripts)."""
 
 
 @dataclass
@@ -41,10 +59,13 @@ class Context:
     job_id: str
     attempt: int
     settings: Settings
-    report: ProgressReporter = field(default=lambda fraction, message=None: None)
+    report: ProgressReporter = field(default=_ignore_progress)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report progress in [0, 1]; raises JobCancelled if the job was cancelled."""
+        """Report progress in [0, 1]; raises JobCancelled if the job was cancelled.
+
+        Cheap to call in a tight loop: the worker stores it at most twice a second.
+        """
         self.report(min(max(float(fraction), 0.0), 1.0), message)
 
 
@@ -60,11 +81,19 @@ class JobType:
     function: JobFunction
     result: type[BaseModel] | None = None
     description: str = ""
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     # Seconds; soft raises inside the job, hard kills its process.
     soft_time_limit: float = 300.0
     time_limit: float = 330.0
     retry: RetryPolicy = RetryPolicy()
+
+    def __post_init__(self) -> None:
+        if not NAME.match(self.name):
+            raise ValueError(f"job type name {self.name!r} must match {NAME.pattern}")
+        if not NAME.match(self.queue):
+            raise ValueError(f"queue name {self.queue!r} must match {NAME.pattern}")
+        if not 0 < self.soft_time_limit < self.time_limit:
+            raise ValueError(f"{self.name}: need 0 < soft_time_limit < time_limit")
 
     def validate_params(self, raw: Any) -> BaseModel:
         """Parse raw params with the type's model; raises pydantic.ValidationError."""
@@ -92,10 +121,7 @@ class JobType:
                 "queue": self.queue,
                 "soft_time_limit": self.soft_time_limit,
                 "time_limit": self.time_limit,
-                "max_retries": self.retry.max_retries,
-                "retry_on": [exc.__name__ for exc in self.retry.retry_on],
-                "backoff_seconds": self.retry.backoff_seconds,
-                "backoff_max_seconds": self.retry.backoff_max_seconds,
+                "retry": self.retry.describe(),
             },
         }
 
@@ -108,45 +134,85 @@ class Catalogue:
         self._lock = threading.Lock()
 
     def add(self, job: JobType) -> JobType:
+        """Register ``job``; a second, different type under the same name is refused."""
         with self._lock:
+            known = self._types.get(job.name)
+            if known is not None and _qualname(known.function) != _qualname(job.function):
+                raise ValueError(f"job type {job.name!r} is already registered")
             self._types[job.name] = job
         return job
 
     def get(self, name: str) -> JobType:
+        """The type called ``name``; UnknownJobType if there is none."""
         try:
             return self._types[name]
         except KeyError:
-            raise UnknownJobType(f"unknown job type {name!r}") from None
+            raise UnknownJobType(
+                f"unknown job type {name!r}; known types: {', '.join(self.names())}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[JobType]:
         return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._types)
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+
+def _qualname(function: JobFunction) -> str:
+    # A module imported again (e.g. as __main__) registers the same function anew.
+    return f"{function.__module__}.{function.__qualname__}"
 
 
 catalogue = Catalogue()
 
 
 def job_type(
-    name: str, *, params: type[BaseModel], **policy: Any
+    name: str,
+    *,
+    params: type[BaseModel],
+    result: type[BaseModel] | None = None,
+    description: str | None = None,
+    queue: str = DEFAULT_QUEUE,
+    soft_time_limit: float = 300.0,
+    time_limit: float = 330.0,
+    retry: RetryPolicy | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
-    """Decorator that registers a function as the job type ``name``."""
+    """Decorator that registers a function as the job type ``name``.
+
+    The description defaults to the function's docstring.
+    """
 
     def register(function: JobFunction) -> JobFunction:
-        description = policy.pop("description", None) or (function.__doc__ or "").strip()
         catalogue.add(
-            JobType(name=name, params=params, function=function, description=description, **policy)
+            JobType(
+                name=name,
+                params=params,
+                function=function,
+                result=result,
+                description=description or (function.__doc__ or "").strip(),
+                queue=queue,
+                soft_time_limit=soft_time_limit,
+                time_limit=time_limit,
+                retry=retry or RetryPolicy(),
+            )
         )
         return function
 
     return register
 
 
-BUILTIN_MODULES = ("jobline.jobs.bmi",)
+BUILTIN_MODULES = (
+    "jobline.jobs.bmi",
+    "jobline.jobs.align",
+    "jobline.jobs.sleep",
+    "jobline.jobs.noop",
+)
 
 
 def load(extra_modules: Iterable[str] = ()) -> Catalogue:

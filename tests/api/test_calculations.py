@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from jobline import ids
 from tests.conftest import Api
 
 CALCS = "/api/v1/calculations"
@@ -133,19 +132,6 @@ def test_cancelling_a_queued_calculation_keeps_it_cancelled(idle_api: Api) -> No
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert idle_api.get(f"{CALCS}/{job['id']}").json()["status"] == "cancelled"
-
-
-@pytest.mark.parametrize("pid", [ids.new_id(), "nope", "1" * 36, "../../etc", "%24ne"])
-@pytest.mark.parametrize(
-    ("method", "suffix"), [("GET", ""), ("DELETE", ""), ("POST", "/cancel"), ("POST", "/retry")]
-)
-def test_unknown_calculations_are_404_problems(
-    idle_api: Api, pid: str, method: str, suffix: str
-) -> None:
-    response = idle_api.request(method, f"{CALCS}/{pid}{suffix}")
-    assert response.status_code == 404
-    assert response.headers["Content-Type"] == "application/problem+json"
-    assert response.json()["title"]
 
 
 BAD_BODIES: list[tuple[str, Any, list[str]]] = [

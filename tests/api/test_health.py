@@ -64,18 +64,12 @@ def test_submitting_while_mongodb_is_down_answers_503_with_retry_after(
 
 
 def test_submitting_while_the_broker_is_down_answers_503_and_keeps_nothing(
-    redis_url: str, mongo_url: str, store: JobStore
+    brokerless_api: Api, store: JobStore
 ) -> None:
-    dead = f"redis://127.0.0.1:{local.free_port()}/0"
-    served = ServedApp(create_app(make_settings(dead, mongo_url)))
     before = store.jobs.count_documents({})
-    try:
-        api = Api(served.base)
-        response = api.post(
-            "/api/v1/calculations", json={"name": "Ada", "weight": 55, "height": 170}
-        )
-        assert response.status_code == 503
-        assert int(response.headers["Retry-After"]) > 0
-        assert store.jobs.count_documents({}) == before
-    finally:
-        served.close()
+    response = brokerless_api.post(
+        "/api/v1/calculations", json={"name": "Ada", "weight": 55, "height": 170}
+    )
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    assert store.jobs.count_documents({}) == before

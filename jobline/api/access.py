@@ -1,0 +1,118 @@
+"""The one place the API finds, submits and changes jobs.
+
+Every resource (jobs, calculations) goes through these functions, so a rule
+about which jobs a caller may see or touch is written once, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from jobline.api import docs
+from jobline.api.payloads import JobRequest, ListQuery, parse
+from jobline.api.problems import InvalidInput
+from jobline.api.services import pipeline
+from jobline.errors import JoblineError, JobNotFound, KeyInUse
+from jobline.paging import Page
+from jobline.pipeline import Submission
+from jobline.store import Job
+
+Loc = tuple[str | int, ...]
+
+
+def get(job_id: str, type: str | None = None) -> Job:
+    """The job with this id (of this type, if given); JobNotFound otherwise."""
+    job = pipeline().store.get(job_id)
+    if type is not None and job["type"] != type:
+        raise JobNotFound(f"no {type} job with id {job_id!r}")
+    return job
+
+
+def page(q: ListQuery, **filters: Any) -> Page:
+    """One page of jobs, newest first; 400 for a cursor that is not ours."""
+    try:
+        return pipeline().store.list(limit=q.limit, cursor=q.cursor, **filters)
+    except ValueError as exc:
+        raise docs.bad_cursor(exc) from None
+
+
+def cancel(job_id: str, type: str | None = None) -> Job:
+    return pipeline().cancel(get(job_id, type)["_id"])
+
+
+def delete(job_id: str, type: str | None = None) -> None:
+    pipeline().delete(get(job_id, type)["_id"])
+
+
+def retry(job_id: str, type: str | None = None) -> Job:
+    return pipeline().retry(get(job_id, type)["_id"])
+
+
+def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
+    """Check a request against the catalogue; InvalidInput naming each bad field."""
+    catalogue = pipeline().catalogue
+    if req.type not in catalogue:
+        known = ", ".join(catalogue.names())
+        raise InvalidInput(
+            f"unknown job type {req.type!r}",
+            [{"loc": ["type"], "msg": f"unknown job type; one of {known}", "type": "job_type"}],
+        )
+    params = parse(catalogue.get(req.type).params, req.params, prefix=params_loc)
+    extra = {"callback_url": str(req.callback_url)} if req.callback_url else {}
+    return Submission(req.type, params, req.run_at, req.delay_seconds, req.priority, extra)
+
+
+def submit(req: JobRequest, key: str | None, params_loc: Loc = ("params",)) -> tuple[Job, bool]:
+    """Submit one job; returns it and whether it is a repeat of an earlier request.
+
+    With an idempotency key, the same key and the same request give the job the
+    first request made; another request under that key is KeyInUse (409). The
+    unique index on the key settles two concurrent first requests.
+    """
+    s = submission(req, params_loc)
+    if key is None:
+        return _submit(s), False
+    fingerprint = req.fingerprint()
+    store = pipeline().store
+    existing = store.find_by_key(key)
+    if existing is None:
+        extra = {**(s.extra or {}), "idempotency_key": key, "request_fingerprint": fingerprint}
+        try:
+            return _submit(replace(s, extra=extra)), False
+        except KeyInUse:
+            existing = store.find_by_key(key)
+        if existing is None:  # the other request's job was refused and taken back
+            raise KeyInUse(f"a request with Idempotency-Key {key!r} is in progress; retry")
+    if existing.get("request_fingerprint") != fingerprint:
+        raise KeyInUse(f"Idempotency-Key {key!r} was used for a different request")
+    return existing, True
+
+
+def _submit(s: Submission) -> Job:
+    return pipeline().submit(
+        s.type,
+        s.params,
+        run_at=s.run_at,
+        delay_seconds=s.delay_seconds,
+        priority=s.priority,
+        extra=s.extra,
+    )
+
+
+def submit_batch(items: list[Any]) -> list[Job | JoblineError]:
+    """Submit many jobs: in order, each one's job or the error that refused it.
+
+    Valid items are stored with one insert; an invalid one refuses only itself.
+    """
+    outcomes: list[Job | JoblineError | None] = [None] * len(items)
+    accepted: list[tuple[int, Submission]] = []
+    for i, raw in enumerate(items):
+        try:
+            accepted.append((i, submission(parse(JobRequest, raw))))
+        except InvalidInput as exc:
+            outcomes[i] = exc
+    published = pipeline().submit_many([s for _, s in accepted]) if accepted else []
+    for (i, _), outcome in zip(accepted, published, strict=True):
+        outcomes[i] = outcome
+    return [o for o in outcomes if o is not None]

@@ -1,0 +1,177 @@
+"""Global pairwise alignment of two DNA, RNA or protein sequences (Biopython)."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from jobline.jobs import Context, job_type
+
+if TYPE_CHECKING:
+    from Bio.Align import PairwiseAligner
+
+# Biopython (and numpy) are imported when first needed, not when the API loads
+# the catalogue: the API only needs them to check a matrix name.
+
+# One job stays bounded: 5,000 x 5,000 cells align in well under a second and
+# the traceback needs about 60 MB.
+MAX_LENGTH = 5000
+
+Alphabet = Literal["dna", "rna", "protein"]
+LETTERS: dict[str, frozenset[str]] = {
+    "dna": frozenset("ACGTRYSWKMBDHVN"),  # IUPAC nucleotide codes
+    "rna": frozenset("ACGURYSWKMBDHVN"),
+    "protein": frozenset("ACDEFGHIKLMNPQRSTVWYBZXJUO*"),
+}
+
+Sequence = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=MAX_LENGTH),
+    Field(description=f"letters of the alphabet, case-insensitive, at most {MAX_LENGTH}"),
+]
+Score = Annotated[float, Field(ge=-1000, le=1000)]
+GapScore = Annotated[float, Field(ge=-1000, le=0)]
+
+
+@cache
+def matrix_names() -> tuple[str, ...]:
+    """The substitution matrices Biopython ships."""
+    from Bio.Align import substitution_matrices
+
+    return tuple(substitution_matrices.load())
+
+
+@cache
+def matrix_letters(name: str) -> frozenset[str]:
+    """The letters a substitution matrix has scores for."""
+    from Bio.Align import substitution_matrices
+
+    return frozenset(substitution_matrices.load(name).alphabet)
+
+
+class Scoring(BaseModel):
+    """Match and mismatch scores, or a substitution matrix by name; gap scores (<= 0)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    match: Score | None = None
+    mismatch: Score | None = None
+    matrix: Annotated[
+        str | None,
+        Field(description="a name from Bio.Align.substitution_matrices, e.g. BLOSUM62"),
+    ] = None
+    open_gap: GapScore | None = None
+    extend_gap: GapScore | None = None
+
+    @field_validator("matrix")
+    @classmethod
+    def _known_matrix(cls, name: str | None) -> str | None:
+        if name is not None and name not in matrix_names():
+            raise ValueError(f"unknown substitution matrix; one of {', '.join(matrix_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _matrix_or_scores(self) -> Scoring:
+        if self.matrix is not None and (self.match is not None or self.mismatch is not None):
+            raise ValueError("give either a matrix or match/mismatch scores, not both")
+        return self
+
+
+class AlignParams(BaseModel):
+    """Two sequences of one alphabet, and optional scoring (Biopython's defaults without)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    alphabet: Alphabet = "dna"
+    seq_a: Sequence
+    seq_b: Sequence
+    scoring: Scoring | None = None
+
+    @field_validator("seq_a", "seq_b")
+    @classmethod
+    def _in_alphabet(cls, seq: str, info: ValidationInfo) -> str:
+        alphabet = info.data.get("alphabet", "dna")
+        wrong = sorted(set(seq) - LETTERS[alphabet])
+        if wrong:
+            raise ValueError(f"letters not in the {alphabet} alphabet: {''.join(wrong[:20])}")
+        return seq
+
+    @field_validator("scoring")
+    @classmethod
+    def _matrix_covers_sequences(
+        cls, scoring: Scoring | None, info: ValidationInfo
+    ) -> Scoring | None:
+        if scoring is None or scoring.matrix is None:
+            return scoring
+        letters = matrix_letters(scoring.matrix)
+        for name in ("seq_a", "seq_b"):
+            missing = sorted(set(info.data.get(name, "")) - letters)
+            if missing:
+                raise ValueError(
+                    f"matrix {scoring.matrix} has no score for {''.join(missing)} in {name}"
+                )
+        return scoring
+
+
+class AlignResult(BaseModel):
+    score: float
+    aligned_a: str = Field(description="seq_a with gaps (-) inserted")
+    aligned_b: str = Field(description="seq_b with gaps (-) inserted")
+    length: int
+    identities: int
+    mismatches: int
+    gaps: int
+
+
+def aligner(scoring: Scoring | None) -> PairwiseAligner:
+    """A global aligner with the given scoring over Biopython's defaults."""
+    from Bio.Align import PairwiseAligner, substitution_matrices
+
+    aln = PairwiseAligner(mode="global")
+    if scoring is None:
+        return aln
+    if scoring.matrix is not None:
+        aln.substitution_matrix = substitution_matrices.load(scoring.matrix)
+    if scoring.match is not None:
+        aln.match_score = scoring.match
+    if scoring.mismatch is not None:
+        aln.mismatch_score = scoring.mismatch
+    if scoring.open_gap is not None:
+        aln.open_gap_score = scoring.open_gap
+    if scoring.extend_gap is not None:
+        aln.extend_gap_score = scoring.extend_gap
+    return aln
+
+
+@job_type("align", params=AlignParams, result=AlignResult, soft_time_limit=120, time_limit=150)
+def align(ctx: Context, params: AlignParams) -> AlignResult:
+    """Global pairwise alignment (Biopython PairwiseAligner): score and one optimal alignment.
+
+    Pure: safe to run twice.
+    """
+    aln = aligner(params.scoring)
+    ctx.progress(0.05, "aligner ready")
+    score = aln.score(params.seq_a, params.seq_b)
+    ctx.progress(0.5, "score computed")
+    best = aln.align(params.seq_a, params.seq_b)[0]
+    counts = best.counts()
+    ctx.progress(0.95, "alignment traced")
+    return AlignResult(
+        score=float(score),
+        aligned_a=best[0],
+        aligned_b=best[1],
+        length=best.length,
+        identities=counts.identities,
+        mismatches=counts.mismatches,
+        gaps=counts.gaps,
+    )

@@ -1,0 +1,137 @@
+"""Pages of job lists: opaque cursors, and the time windows a page is gathered from.
+
+A page is newest first and continues below the last id it showed (keyset
+pagination; ids are UUIDv7, so id order is creation order, and a job's
+created_at is its id's millisecond). The store reads a page from a series of
+time windows, newest first and each four times wider than the one before,
+until the page is full. Each window is one index range scan on every server;
+this matters on the embedded SecantusDB, which fetches and sorts every
+document a query matches before it applies the limit (and scans the whole
+collection for a range on _id alone), so one unbounded query would cost as
+much as the collection.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jobline import ids
+
+FIRST_WINDOW_MS = 1000
+GROWTH = 4
+# 1 s, 4 s, 16 s … the 16th window ends some 45 years back; then one without bound.
+WINDOWS = 16
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The id a page continues after; ValueError if the cursor is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        before = json.loads(raw)["before"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(before, str) or not ids.is_id(before):
+        raise ValueError("invalid cursor")
+    return before
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def at_ms(ms: int) -> datetime:
+    """The UTC time of a Unix millisecond, exactly (no float rounding)."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Which ids a list may show: below an id (exclusive), from a millisecond on."""
+
+    below: str | None = None
+    from_ms: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        cursor: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> Span:
+        bounds = []
+        if cursor is not None:
+            bounds.append(decode_cursor(cursor))
+        if created_before is not None:
+            bounds.append(ids.boundary_id(_ms(created_before), upper=False))
+        from_ms = _ms(created_after) + 1 if created_after is not None else None
+        return cls(min(bounds) if bounds else None, from_ms)
+
+    def split_millisecond(self) -> tuple[int | None, Span]:
+        """The millisecond a cursor stops inside, if it does, and the span below it.
+
+        A cursor's millisecond may hold more jobs (a batch): the store reads
+        that one millisecond by itself, then the rest of the span in windows.
+        """
+        if self.below is None:
+            return None, self
+        ms = ids.timestamp_ms(self.below)
+        if self.below == ids.boundary_id(ms, upper=False):
+            return None, self
+        inside = ms if self.from_ms is None or ms >= self.from_ms else None
+        return inside, Span(ids.boundary_id(ms, upper=False), self.from_ms)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Ids below ``below`` (None: any) made at or after ``from_ms`` (None: any time)."""
+
+    below: str | None
+    from_ms: int | None
+
+    def id_range(self) -> dict[str, str]:
+        bounds: dict[str, str] = {}
+        if self.below is not None:
+            bounds["$lt"] = self.below
+        if self.from_ms is not None:
+            bounds["$gte"] = ids.boundary_id(self.from_ms, upper=False)
+        return bounds
+
+    def created_range(self) -> dict[str, datetime]:
+        """The same window as created_at bounds; only for a span split by millisecond."""
+        bounds: dict[str, datetime] = {}
+        if self.below is not None:
+            bounds["$lt"] = at_ms(ids.timestamp_ms(self.below))
+        if self.from_ms is not None:
+            bounds["$gte"] = at_ms(self.from_ms)
+        return bounds
+
+
+def windows(span: Span, now_ms: int) -> Iterator[Window]:
+    """The windows that cover ``span``, newest first, each wider than the last."""
+    top = ids.timestamp_ms(span.below) if span.below is not None else now_ms
+    below, width = span.below, FIRST_WINDOW_MS
+    for _ in range(WINDOWS):
+        start = top - width
+        if span.from_ms is not None and start <= span.from_ms:
+            break
+        yield Window(below, start)
+        below, top, width = ids.boundary_id(start, upper=False), start, width * GROWTH
+    yield Window(below, span.from_ms)

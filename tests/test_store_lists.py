@@ -1,0 +1,92 @@
+"""How the store reads a page: time windows, each served by an index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobline import ids
+from jobline.paging import Span, Window, at_ms, encode_cursor, windows
+from jobline.store import JobStore, Status, _window_query, new_job
+
+NOW_MS = 1_800_000_000_000
+
+
+def test_windows_cover_the_span_newest_first_without_gaps() -> None:
+    cursor = ids.new_id(NOW_MS)
+    after = datetime.fromtimestamp((NOW_MS - 3_600_000) / 1000, UTC)
+    span = Span.of(encode_cursor(cursor), created_after=after)
+    ws = list(windows(span, NOW_MS + 10))
+    assert ws[0].below == cursor
+    for newer, older in zip(ws, ws[1:], strict=False):
+        assert newer.from_ms is not None
+        assert older.below == ids.boundary_id(newer.from_ms, upper=False)
+    assert ws[-1].from_ms == span.from_ms
+    widths = [ids.timestamp_ms(w.below) - w.from_ms for w in ws[1:-1] if w.below and w.from_ms]
+    assert widths == sorted(widths)
+
+
+def test_without_a_lower_bound_the_last_window_is_open() -> None:
+    ws = list(windows(Span(), NOW_MS))
+    assert ws[0] == Window(None, NOW_MS - 1000)
+    assert ws[-1].from_ms is None
+    assert len(ws) == 17
+
+
+def test_a_cursor_inside_a_millisecond_is_read_by_itself_first() -> None:
+    cursor = ids.new_id(NOW_MS)
+    inside, rest = Span.of(encode_cursor(cursor)).split_millisecond()
+    assert inside == NOW_MS
+    assert rest.below == ids.boundary_id(NOW_MS, upper=False)
+    before = Span.of(created_before=datetime.fromtimestamp(NOW_MS / 1000, UTC))
+    assert before.split_millisecond() == (None, before)
+
+
+def test_created_at_is_the_id_s_own_millisecond() -> None:
+    job = new_job("noop", {})
+    assert job["created_at"] == at_ms(ids.timestamp_ms(job["_id"]))
+
+
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"type": "noop"},
+    {"status": str(Status.QUEUED)},
+    {"type": "noop", "status": str(Status.QUEUED)},
+]
+
+
+def _plan_stages(plan: dict[str, Any]) -> set[str]:
+    stages = {plan["stage"]}
+    for child in [plan.get("inputStage"), *plan.get("inputStages", [])]:
+        if child:
+            stages |= _plan_stages(child)
+    return stages
+
+
+@pytest.mark.parametrize("equal", FILTERS, ids=lambda f: "+".join(f) or "unfiltered")
+@pytest.mark.parametrize("bounded", [False, True], ids=["open", "cursor-and-created-after"])
+def test_every_window_of_every_filter_is_an_index_scan(
+    store: JobStore, equal: dict[str, Any], bounded: bool
+) -> None:
+    store.jobs.delete_many({})
+    store.insert_many([new_job(t, {}) for t in ("noop", "sleep", "bmi") * 20])
+    span = Span()
+    if bounded:
+        newest = store.jobs.find_one(sort=[("_id", -1)])
+        assert newest is not None
+        after = newest["created_at"] - timedelta(days=30)
+        span = Span.of(encode_cursor(newest["_id"]), created_after=after)
+        if not equal:
+            span = span.split_millisecond()[1]
+    queries = [
+        _window_query(equal, w) for w in windows(span, int(datetime.now(UTC).timestamp() * 1000))
+    ]
+    if not equal:  # the cursor's own millisecond
+        queries.append(({"created_at": at_ms(NOW_MS)}, [("_id", -1)]))
+    for query, order in queries:
+        assert query
+        plan = store.jobs.find(query).sort(order).limit(51).explain()["queryPlanner"]
+        stages = _plan_stages(plan["winningPlan"])
+        assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])

@@ -1,0 +1,80 @@
+"""Retention: finished jobs carry expires_at, and MongoDB's TTL index removes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+
+from jobline.settings import Settings
+from jobline.store import Job, JobStore, new_job
+from tests.conftest import make_settings
+
+DAY = 86400
+
+
+@pytest.fixture
+def store_with_ttl(settings: Settings, store: JobStore) -> Iterator[Callable[[int], JobStore]]:
+    """A store on the session's database with the given JOBLINE_RESULT_TTL."""
+    made: list[JobStore] = []
+
+    def make(ttl: int) -> JobStore:
+        s = make_settings(settings.redis_url, settings.mongo_url, result_ttl=ttl)
+        made.append(JobStore(s))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def running(store: JobStore) -> Job:
+    job = store.insert(new_job("noop", {}))
+    claimed = store.claim(job["_id"])
+    assert claimed is not None
+    return claimed
+
+
+FINISH: dict[str, Callable[[JobStore, Job], object]] = {
+    "succeeded": lambda s, j: s.succeed(j["_id"], j["attempts"], None),
+    "failed": lambda s, j: s.fail(j["_id"], j["attempts"], {"message": "x"}),
+    "cancelled": lambda s, j: s.cancel(j["_id"]),
+}
+
+
+@pytest.mark.parametrize("status", FINISH)
+def test_a_finished_job_expires_result_ttl_after_it_finished(
+    store_with_ttl: Callable[[int], JobStore], status: str
+) -> None:
+    store = store_with_ttl(3 * DAY)
+    job = running(store)
+    assert store.get(job["_id"]).get("expires_at") is None
+    FINISH[status](store, job)
+    done = store.get(job["_id"])
+    assert done["status"] == status
+    assert done["expires_at"] - done["finished_at"] == timedelta(days=3)
+
+
+@pytest.mark.parametrize("status", FINISH)
+def test_a_ttl_of_zero_keeps_finished_jobs_forever(
+    store_with_ttl: Callable[[int], JobStore], status: str
+) -> None:
+    store = store_with_ttl(0)
+    job = running(store)
+    FINISH[status](store, job)
+    assert store.get(job["_id"])["expires_at"] is None
+
+
+def test_a_retried_job_no_longer_expires(store_with_ttl: Callable[[int], JobStore]) -> None:
+    store = store_with_ttl(DAY)
+    job = running(store)
+    store.fail(job["_id"], job["attempts"], {"message": "x"})
+    store.restart(job["_id"], task_id="t")
+    assert store.get(job["_id"])["expires_at"] is None
+
+
+def test_the_ttl_index_is_on_expires_at(store: JobStore) -> None:
+    indexes = store.jobs.index_information()
+    ttl = [i for i in indexes.values() if "expireAfterSeconds" in i]
+    assert [(i["key"], i["expireAfterSeconds"]) for i in ttl] == [([("expires_at", 1)], 0)]
