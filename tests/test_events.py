@@ -182,6 +182,20 @@ def test_the_global_stream_carries_changes_to_every_job(live_api: Api) -> None:
         assert "owner" not in json.dumps(seen)
 
 
+def test_a_batch_announces_each_of_its_jobs_on_the_global_stream(idle_api: Api) -> None:
+    response = stream(idle_api, "/api/v1/events")
+    batch = {"jobs": [{"type": "noop", "params": {}} for _ in range(3)]}
+    answer = idle_api.post("/api/v1/jobs:batch", json=batch).json()
+    submitted = [result["id"] for result in answer["results"]]
+    announced = []
+    for _, data in read_events(response):
+        announced.append((data["id"], data["status"]))
+        if len(announced) == len(submitted):
+            break
+    response.close()
+    assert announced == [(job_id, "queued") for job_id in submitted]
+
+
 @pytest.fixture(scope="module")
 def short_streams(settings: Settings, store: JobStore) -> Iterator[Api]:
     """The API with event streams that last one second."""
