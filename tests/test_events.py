@@ -16,7 +16,7 @@ from jobline.api.events import Subscription
 from jobline.pipeline import Pipeline
 from jobline.settings import Settings
 from jobline.store import JobStore
-from tests.conftest import Api, ServedApp
+from tests.conftest import Api, ServedApp, start_worker
 
 Event = tuple[str, dict[str, Any]]
 
@@ -215,6 +215,42 @@ def test_streams_end_after_their_lifetime_so_clients_reconnect(
         assert time.monotonic() - started < 8
         assert text.startswith("retry: 1000\n")
     assert [d["status"] for _, d in read_events(io_of(text))] == ["queued"]
+
+
+@pytest.fixture(scope="module")
+def no_events(
+    settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """An API and a worker whose pub/sub Redis is down while the broker works."""
+    broken = Settings(
+        **{
+            **settings.model_dump(),
+            "redis_url": f"redis://127.0.0.1:{local.free_port()}/0",
+            "broker_url": settings.redis_url[:-1] + "5",
+        }
+    )
+    log = tmp_path_factory.mktemp("no-events") / "worker.log"
+    worker = start_worker(broken, log, "--concurrency=1", "--hostname=noevents@%h")
+    served = ServedApp(create_app(broken))
+    yield Api(served.base)
+    served.close()
+    worker.stop()
+
+
+def test_jobs_run_as_usual_when_events_cannot_be_published(no_events: Api) -> None:
+    started = time.monotonic()
+    job = no_events.submit_and_wait("/api/v1/jobs", {"type": "sleep", "params": {"seconds": 1}})
+    assert job["status"] == "succeeded" and job["progress"] == 1.0
+    assert time.monotonic() - started < 20
+
+
+def test_a_stream_without_redis_is_a_503_problem(no_events: Api, store: JobStore) -> None:
+    job_id = no_events.post("/api/v1/jobs", json={"type": "noop", "params": {}}).json()["id"]
+    for path in (f"/api/v1/jobs/{job_id}/events", "/api/v1/events"):
+        response = no_events.get(path)
+        assert response.status_code == 503
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert response.headers["Retry-After"]
 
 
 def test_publishing_to_an_unreachable_redis_neither_raises_nor_waits() -> None:
