@@ -129,6 +129,20 @@ def sweep(interval: float | None) -> None:
     sweeper.run(_pipeline(settings), interval or settings.sweep_interval_seconds, stop)
 
 
+@main.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat (RedBeat): fires recurring schedules; several may run, one leads."""
+    from jobline.schedules import Schedules, configure
+
+    settings = _settings()
+    p = _pipeline(settings)
+    configure(p.celery, settings, retry_forever=True)
+    added, removed = Schedules(p).sync()
+    click.echo(f"beat: schedules in step with MongoDB ({added} added, {removed} removed)")
+    p.celery.start(["beat", f"--loglevel={loglevel}"])
+
+
 def _pipeline(settings: Settings) -> Any:
     from jobline import jobs
     from jobline.pipeline import Pipeline

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import events, ids, queue
+from jobline import events, ids, queue, scheduling, webhooks
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import Catalogue, JobType
 from jobline.settings import Settings
@@ -61,6 +61,8 @@ class Pipeline:
         )
         self.store.insert(job)
         events.job_changed(self.settings, job, job["status"])
+        if job.get("held"):
+            return job
         try:
             queue.publish(self.celery, job, job_type)
         except BrokerUnavailable:
@@ -79,6 +81,9 @@ class Pipeline:
         events.jobs_submitted(self.settings, [job for job, _ in built])
         outcomes: list[Job | BrokerUnavailable] = []
         for i, (job, job_type) in enumerate(built):
+            if job.get("held"):
+                outcomes.append(job)
+                continue
             try:
                 queue.publish(self.celery, job, job_type)
             except BrokerUnavailable as exc:
@@ -92,6 +97,8 @@ class Pipeline:
         """The record of a submission, not yet stored; raises on an unknown type or bad params."""
         job_type = self.catalogue.get(s.type)
         model = job_type.validate_params(s.params)
+        if s.extra and s.extra.get("callback_url"):
+            webhooks.require_secret(self.settings)
         run_at = s.run_at
         if s.delay_seconds is not None:
             run_at = now() + timedelta(seconds=s.delay_seconds)
@@ -103,6 +110,8 @@ class Pipeline:
             priority=queue.DEFAULT_PRIORITY if s.priority is None else s.priority,
         )
         job.update(s.extra or {})
+        if scheduling.holds(job, self.settings):
+            job["held"] = True  # published by the sweeper when due; see jobline.scheduling
         return job, job_type
 
     def _take_back(self, job_ids: list[str]) -> None:
@@ -121,6 +130,7 @@ class Pipeline:
         job = self.store.get(job_id)
         if not Status(before["status"]).finished:
             events.job_changed(self.settings, job, job["status"])
+            webhooks.notify(self.celery, job)
         return job
 
     def retry(self, job_id: str) -> Job:

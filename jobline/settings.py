@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything the API, the workers and the CLI are configured by."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBLINE_", extra="ignore")
+    # No value is echoed in a validation error: some are secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="JOBLINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Defaults to redis_url; RabbitMQ (amqp://) also works.
@@ -37,6 +40,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, gt=0)
     # How long the API waits for the broker or MongoDB before answering 503.
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # Signs webhook bodies (HMAC-SHA256). Unset: a job with a callback_url is
+    # refused with 422 rather than sent unsigned, so receivers can always verify.
+    webhook_secret: SecretStr | None = Field(default=None, min_length=16)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Failed deliveries are retried with exponential backoff, capped at 10 minutes.
+    webhook_max_retries: int = Field(default=10, ge=0, le=50)
+    # How often beat looks for schedules added or removed since its last look.
+    beat_max_loop_seconds: float = Field(default=5.0, gt=0, le=300)
 
     # Live views: where the dashboard links to Flower, and how long one event
     # stream lasts before the client is told to reconnect (each open stream

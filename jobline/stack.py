@@ -50,6 +50,7 @@ class Stack:
                 for n in range(1, self.workers + 1)
             ],
             ("sweeper", ["sweep"], logs / "sweeper.log"),
+            ("beat", ["beat"], logs / "beat.log"),
             ("flower", ["flower", f"--port={self.flower_port}"], logs / "flower.log"),
             ("api", ["api", f"--port={self.api_port}"], logs / "api.log"),
         ]

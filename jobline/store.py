@@ -427,6 +427,47 @@ class JobStore:
         )
         return done.modified_count == 1
 
+    # -- delayed jobs and webhooks (see jobline.scheduling, jobline.webhooks) ---
+
+    @_unavailable_as_error
+    def held_until(self, until: datetime, limit: int = 500) -> Iterator[Job]:
+        """Scheduled jobs held back from the broker that are due by ``until``."""
+        return self.jobs.find(
+            {"status": str(Status.SCHEDULED), "held": True, "run_at": {"$lte": until}}
+        ).limit(limit)
+
+    @_unavailable_as_error
+    def release(self, job: Job, task_id: str) -> Job | None:
+        """Mark a held job as handed to the broker (queued if already due); None if it moved."""
+        t = now()
+        changes: dict[str, Any] = {"held": False, "task_id": task_id, "updated_at": t}
+        if job["run_at"] <= t:
+            changes["status"] = str(Status.QUEUED)
+        done = self.jobs.update_one(
+            {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True},
+            {"$set": changes},
+        )
+        return {**job, **changes} if done.modified_count == 1 else None
+
+    @_unavailable_as_error
+    def record_webhook(
+        self,
+        job_id: str,
+        *,
+        last_status: int | None,
+        last_error: str | None,
+        delivered: bool,
+    ) -> None:
+        """Count one webhook delivery attempt on the job and note how it went."""
+        changes: dict[str, Any] = {
+            "webhook.last_status": last_status,
+            "webhook.last_error": last_error,
+            "webhook.last_attempt_at": now(),
+        }
+        if delivered:
+            changes["webhook.delivered_at"] = changes["webhook.last_attempt_at"]
+        self.jobs.update_one({"_id": job_id}, {"$set": changes, "$inc": {"webhook.attempts": 1}})
+
 
 def _window_query(equal: dict[str, Any], window: Window) -> tuple[dict[str, Any], list[Any]]:
     """The filter and order that read one window of a list (see LIST_INDEXES)."""

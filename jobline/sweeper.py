@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from jobline import events, ids, queue
+from jobline import events, ids, queue, scheduling
 from jobline.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
 from jobline.pipeline import Pipeline
 from jobline.store import Job
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 def sweep_once(p: Pipeline) -> Counter[str]:
     """One pass; returns how many jobs were requeued and republished."""
     done: Counter[str] = Counter()
+    if released := scheduling.release_due(p):  # delayed jobs now due
+        done["released"] = released
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()
         if p.store.requeue(job, task_id):

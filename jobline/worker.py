@@ -23,7 +23,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task
 from celery.utils.time import get_exponential_backoff_interval
 
-from jobline import events, jobs
+from jobline import events, jobs, schedules, webhooks
 from jobline.errors import JobCancelled, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
@@ -157,10 +157,11 @@ class JobTask(Task):  # type: ignore[misc]
     def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
         # Runs in the worker's main process when the hard limit killed the job.
         if isinstance(exc, TimeLimitExceeded) and args:
+            store = self.runtime.store
             error = error_info(exc, reason="timeout")
-            if self.runtime.store.fail(args[0], None, error):
-                job = self.runtime.store.get(args[0])
-                events.job_changed(self.runtime.settings, job, "failed", error=error)
+            if store.fail(args[0], None, error):
+                events.job_changed(self.runtime.settings, store.get(args[0]), "failed", error=error)
+                webhooks.after_run(self.app, store, args[0], Status.FAILED)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
@@ -254,6 +255,10 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:
-        return run_job(self, runtime, job_id)
+        status = run_job(self, runtime, job_id)
+        webhooks.after_run(app, runtime.store, job_id, status)
+        return status
 
+    webhooks.register(app, runtime)
+    schedules.register(app, runtime)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from pydantic import SecretStr
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from jobline import local
@@ -49,6 +50,7 @@ def make_settings(redis_url: str, mongo_url: str, **overrides: Any) -> Settings:
         "sweep_interval_seconds": 1,
         "connect_timeout_seconds": 1,
         "job_modules": "tests.jobtypes",
+        "webhook_secret": "test-webhook-secret-not-for-production",
     }
     values.update(overrides)
     return Settings(**values)
@@ -58,6 +60,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"JOBLINE_{name.upper()}"] = str(value)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)

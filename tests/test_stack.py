@@ -45,8 +45,8 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> req
     while time.monotonic() < deadline:
         assert process.poll() is None, "jobline up exited early"
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):  # still starting, or a busy machine
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
@@ -107,8 +107,23 @@ def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Pat
             job = requests.get(location, timeout=5).json()
         assert job["status"] == "succeeded"
         assert job["result"] == {"bmi": 19.03, "category": "normal"}
+        # beat runs too: a schedule fires into an ordinary job.
+        schedule = requests.post(
+            f"{up.base}/api/v1/schedules",
+            json={"type": "bmi", "params": {"name": "Bo", "weight": 60, "height": 180},
+                  "interval_seconds": 1},
+            timeout=10,
+        ).json()  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not any(
+            item["schedule_id"] == schedule["id"]
+            for item in requests.get(f"{up.base}/api/v1/jobs", timeout=5).json()["items"]
+        ):
+            assert time.monotonic() < deadline, "the schedule never fired"
+            time.sleep(0.3)
+        requests.delete(f"{up.base}/api/v1/schedules/{schedule['id']}", timeout=5)
         children = descendants(up.process.pid)
-        assert len(children) >= 5  # redis, mongodb, worker (+pool), sweeper, flower, api
+        assert len(children) >= 6  # redis, mongodb, worker (+pool), sweeper, beat, flower, api
         output = up.terminate()
         assert f"http://127.0.0.1:{up.api_port}/api/v1/docs" in output
     finally:

@@ -31,7 +31,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, events, job_types
+    from jobline.api import calculations, docs, events, job_types, schedules
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
@@ -47,6 +47,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(jobs_api.ns, path="/jobs")
     api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
+    api.add_namespace(schedules.ns, path="/schedules")
     api.add_namespace(events.ns)
     return bp
 

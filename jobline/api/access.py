@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from jobline import webhooks
 from jobline.api import docs
 from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
@@ -59,6 +60,11 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
             [{"loc": ["type"], "msg": f"unknown job type; one of {known}", "type": "job_type"}],
         )
     params = parse(catalogue.get(req.type).params, req.params, prefix=params_loc)
+    if req.callback_url:
+        try:
+            webhooks.require_secret(pipeline().settings)
+        except webhooks.WebhooksNotConfigured as exc:  # refuses this job alone in a batch
+            raise InvalidInput(str(exc), exc.errors) from None
     extra = {"callback_url": str(req.callback_url)} if req.callback_url else {}
     return Submission(req.type, params, req.run_at, req.delay_seconds, req.priority, extra)
 

@@ -65,6 +65,18 @@ JOB_SCHEMA: dict[str, Any] = {
         "finished_at": {**_NULLABLE_STRING, "format": "date-time"},
         "expires_at": {**_NULLABLE_STRING, "format": "date-time"},
         "callback_url": {**_NULLABLE_STRING, "format": "uri"},
+        "schedule_id": {**_NULLABLE_STRING, "description": "the schedule that submitted it"},
+        "webhook": {
+            "type": "object",
+            "x-nullable": True,
+            "description": "delivery of the job to callback_url once it ended",
+            "properties": {
+                "attempts": {"type": "integer"},
+                "last_status": {"type": "integer", "x-nullable": True},
+                "delivered_at": {**_NULLABLE_STRING, "format": "date-time"},
+                "last_error": _NULLABLE_STRING,
+            },
+        },
     },
 }
 

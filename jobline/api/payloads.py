@@ -14,18 +14,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    HttpUrl,
-    UrlConstraints,
     ValidationError,
     model_validator,
 )
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
+from jobline.scheduling import DelaySeconds, RunAt
 from jobline.store import Job, Status
+from jobline.webhooks import CallbackUrl
 
 MAX_BATCH = 1000
-# A year: further than that is a schedule's job, not a delay's.
-MAX_DELAY_SECONDS = 366 * 86400
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -91,6 +89,20 @@ def job_view(job: Job) -> dict[str, Any]:
         "finished_at": _iso(job.get("finished_at")),
         "expires_at": _iso(job.get("expires_at")),
         "callback_url": job.get("callback_url"),
+        "schedule_id": job.get("schedule_id"),
+        "webhook": _webhook(job.get("webhook")),
+    }
+
+
+def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the job's webhook deliveries went, if it asked for one."""
+    if not record:
+        return None
+    return {
+        "attempts": record.get("attempts", 0),
+        "last_status": record.get("last_status"),
+        "delivered_at": _iso(record.get("delivered_at")),
+        "last_error": record.get("last_error"),
     }
 
 
@@ -112,9 +124,6 @@ class JobListQuery(ListQuery):
     created_before: AwareDatetime | None = None
 
 
-CallbackUrl = Annotated[HttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
-
-
 class JobRequest(BaseModel):
     """A job to run: its type, its params (checked by the type's model) and when."""
 
@@ -122,8 +131,8 @@ class JobRequest(BaseModel):
 
     type: Annotated[str, Field(min_length=1, max_length=64)]
     params: Any = Field(default_factory=dict)
-    run_at: AwareDatetime | None = None
-    delay_seconds: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    run_at: RunAt | None = None
+    delay_seconds: DelaySeconds | None = None
     priority: (
         Annotated[int, Field(ge=0, le=9, strict=True, description="0 runs first; default 5")] | None
     ) = None

@@ -1,0 +1,118 @@
+"""Delayed jobs: when a job may start (``run_at`` / ``delay_seconds``) and who publishes it.
+
+Why jobs far in the future are not published with a Celery ETA: on the Redis
+transport a worker holds ETA messages in its own memory, and with late
+acknowledgement a killed worker's ETA messages come back only after the
+broker's visibility timeout (six hours here); an ETA beyond that timeout is even
+delivered twice. So a job due later than :func:`horizon` is stored ``scheduled``
+and ``held``, with no message at all, and :func:`release_due` (called by the
+sweeper on every pass) publishes it shortly before its time, with an ETA of
+``run_at``. A worker restart while a job waits therefore loses nothing: the
+record in MongoDB is the only copy. Only a job within the horizon sits in a
+worker's memory, and if that worker dies the sweeper republishes the job once it
+is overdue. A job never starts early either way: the store's ``claim`` refuses a
+scheduled job before its ``run_at``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Self
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+
+from jobline import ids, queue
+from jobline.errors import BrokerUnavailable, UnknownJobType
+from jobline.settings import Settings
+from jobline.store import Job, Status, now
+
+if TYPE_CHECKING:
+    from jobline.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+# The furthest ahead a job may be scheduled: beyond a year it is a schedule's job.
+MAX_AHEAD = timedelta(days=366)
+
+
+def _within_reach(value: datetime) -> datetime:
+    value = value.astimezone(UTC)
+    if value - datetime.now(UTC) > MAX_AHEAD:
+        raise ValueError(f"run_at may be at most {MAX_AHEAD.days} days ahead")
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+# ISO 8601 with a time zone ("2030-01-01T12:00:00Z"); a time in the past means now.
+RunAt = Annotated[
+    AwareDatetime,
+    Field(description="When the job may start: ISO 8601 with a time zone"),
+    AfterValidator(_within_reach),
+]
+DelaySeconds = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=MAX_AHEAD.total_seconds(),
+        allow_inf_nan=False,
+        description="Seconds from now before the job may start",
+    ),
+]
+
+
+class When(BaseModel):
+    """When a job may start: ``run_at`` or ``delay_seconds`` (not both), or now.
+
+    Request models inherit it to accept both fields, validated the same everywhere.
+    """
+
+    run_at: RunAt | None = None
+    delay_seconds: DelaySeconds | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+    def start_at(self) -> datetime | None:
+        """The UTC time the job may start, or None for now."""
+        if self.delay_seconds is not None:
+            return now() + timedelta(seconds=self.delay_seconds)
+        return self.run_at
+
+
+def horizon(settings: Settings) -> timedelta:
+    """How far ahead a delayed job is handed to the broker: two sweeps and a second."""
+    return timedelta(seconds=2 * settings.sweep_interval_seconds + 1)
+
+
+def holds(job: Job, settings: Settings) -> bool:
+    """Whether a new job is too far in the future to publish now (see the module doc)."""
+    run_at = job.get("run_at")
+    return (
+        job["status"] == Status.SCHEDULED
+        and run_at is not None
+        and run_at > now() + horizon(settings)
+    )
+
+
+def release_due(p: Pipeline) -> int:
+    """Publish held jobs due within the horizon; returns how many. Safe to run concurrently."""
+    released = 0
+    for job in list(p.store.held_until(now() + horizon(p.settings))):
+        task_id = ids.new_id()
+        released_job = p.store.release(job, task_id)
+        if released_job is None:
+            continue  # cancelled, or another sweeper released it first
+        try:
+            queue.publish(p.celery, released_job, p.catalogue.get(job["type"]))
+        except UnknownJobType:
+            log.error("job %s has unknown type %s; left for an operator", job["_id"], job["type"])
+            continue
+        except BrokerUnavailable as exc:
+            # The sweeper republishes waiting jobs whose message went missing.
+            log.warning("could not publish due job %s: %s", job["_id"], exc)
+            continue
+        released += 1
+    return released

@@ -1,0 +1,183 @@
+"""Webhooks: when a job with a ``callback_url`` ends, POST it there, signed.
+
+The body is the job exactly as ``GET /api/v1/jobs/<id>`` shows it, rendered
+once when the job ends; every attempt sends the same bytes, signed with
+HMAC-SHA256 under ``JOBLINE_WEBHOOK_SECRET`` as ``X-Jobline-Signature:
+sha256=<hex>``. Delivery is a Celery task retried with exponential backoff, so
+it is at least once: a receiver should treat a repeat of the same job id and
+``finished_at`` as one event. Each attempt is counted on the job's ``webhook``
+field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
+
+import requests
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from pydantic import AfterValidator, StringConstraints
+
+from jobline.errors import JoblineError
+from jobline.queue import DEFAULT_QUEUE
+from jobline.settings import Settings
+from jobline.store import Job, JobStore, Status
+
+if TYPE_CHECKING:
+    from jobline.worker import Runtime
+
+log = logging.getLogger(__name__)
+
+DELIVER_TASK = "jobline.deliver_webhook"
+SIGNATURE_HEADER = "X-Jobline-Signature"
+MAX_URL_LENGTH = 2000
+# Answers that may go away on their own; any other 4xx is the receiver refusing for good.
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+def _http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("only http and https URLs are allowed")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("the URL contains whitespace or control characters")
+    return value
+
+
+# An http(s) URL jobline POSTs the finished job to.
+CallbackUrl = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_URL_LENGTH),
+    AfterValidator(_http_url),
+]
+
+
+class WebhooksNotConfigured(JoblineError):
+    """A callback_url was given but this server has no secret to sign webhooks with."""
+
+    status = 422
+    title = "Webhooks not configured"
+
+    def __init__(self) -> None:
+        msg = "set JOBLINE_WEBHOOK_SECRET on the server to use callback_url"
+        super().__init__(f"this server does not send webhooks: {msg}")
+        self.errors = [{"loc": ["callback_url"], "msg": msg, "type": "webhooks_not_configured"}]
+
+
+class DeliveryFailed(Exception):
+    """The receiver did not take the webhook, in a way worth trying again."""
+
+
+def require_secret(settings: Settings) -> None:
+    """Refuse a callback_url when webhooks cannot be signed."""
+    if settings.webhook_secret is None:
+        raise WebhooksNotConfigured()
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Jobline-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, signature: str) -> bool:
+    """What a receiver does: compare the signature in constant time."""
+    return hmac.compare_digest(sign(secret, body), signature)
+
+
+def render(job: Job) -> str:
+    """The webhook body: the job as the API shows it, without its delivery record."""
+    from jobline.api.payloads import job_view  # the API package imports the pipeline
+
+    view = job_view(job)
+    view.pop("webhook", None)
+    return json.dumps(view, separators=(",", ":"))
+
+
+def notify(app: Celery, job: Job) -> bool:
+    """Queue the webhook of a finished job that asked for one; False if none was sent."""
+    url = job.get("callback_url")
+    if not url or not Status(job["status"]).finished:
+        return False
+    try:
+        app.send_task(DELIVER_TASK, args=[job["_id"], url, render(job)], queue=DEFAULT_QUEUE)
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        log.warning("could not queue the webhook of job %s: %s", job["_id"], exc)
+        return False
+    return True
+
+
+def after_run(app: Celery, store: JobStore, job_id: str, status: str) -> None:
+    """After a worker's run reached ``status``: send the webhook if the store agrees it ended so."""
+    if status not in (Status.SUCCEEDED, Status.FAILED):
+        return  # cancelled jobs are notified by whoever cancelled them
+    try:
+        job = store.get(job_id)
+    except JoblineError:
+        return
+    if job["status"] == status:
+        notify(app, job)
+
+
+def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: str) -> int:
+    """POST one attempt and record it; the answer's status, or DeliveryFailed to retry."""
+    if settings.webhook_secret is None:
+        store.record_webhook(
+            job_id, last_status=None, last_error="no JOBLINE_WEBHOOK_SECRET", delivered=False
+        )
+        raise DeliveryFailed("no JOBLINE_WEBHOOK_SECRET on this worker")
+    raw = body.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "jobline-webhook/1",
+        SIGNATURE_HEADER: sign(settings.webhook_secret.get_secret_value(), raw),
+    }
+    try:
+        answer = requests.post(
+            url,
+            data=raw,
+            headers=headers,
+            timeout=settings.webhook_timeout_seconds,
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: could not reach the receiver"
+        store.record_webhook(job_id, last_status=None, last_error=error, delivered=False)
+        raise DeliveryFailed(error) from None
+    code = answer.status_code
+    if 200 <= code < 300:
+        store.record_webhook(job_id, last_status=code, last_error=None, delivered=True)
+        return code
+    error = f"receiver answered {code}"
+    store.record_webhook(job_id, last_status=code, last_error=error, delivered=False)
+    if 400 <= code < 500 and code not in RETRYABLE_4XX:
+        log.warning("webhook of job %s refused with %s; not retried", job_id, code)
+        return code
+    raise DeliveryFailed(error)
+
+
+def register(app: Celery, runtime: Runtime) -> None:
+    """Register the delivery task on a worker's Celery app."""
+
+    @app.task(
+        name=DELIVER_TASK,
+        autoretry_for=(DeliveryFailed,),
+        retry_backoff=True,
+        retry_backoff_max=600,
+        retry_jitter=True,
+        max_retries=runtime.settings.webhook_max_retries,
+    )
+    def deliver_webhook(job_id: str, url: str, body: str) -> int:
+        return deliver(runtime.settings, runtime.store, job_id, url, body)
+
+    _ = deliver_webhook
