@@ -148,8 +148,14 @@ def ping_broker(app: Celery) -> None:
 
 
 def revoke(app: Celery, task_id: str) -> None:
-    """Ask workers to stop the task now; best effort, the store already says cancelled."""
+    """Ask workers to stop the task now; best effort, the store already says cancelled.
+
+    Celery's broadcast retries forever while the broker is down, so it is sent
+    only to a broker that answers; if the broadcast is lost, the job's heartbeat
+    still finds the job cancelled and stops it.
+    """
     try:
+        ping_broker(app)
         app.control.revoke(task_id, terminate=True, signal="SIGTERM")
-    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+    except (BrokerUnavailable, OperationalError, KombuError, ConnectionError, OSError) as exc:
         log.warning("could not broadcast revoke of %s: %s", task_id, exc)

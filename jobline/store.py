@@ -283,11 +283,24 @@ class JobStore:
         return done.modified_count == 1
 
     @_unavailable_as_error
-    def fail(self, job_id: str, attempt: int | None, error: dict[str, Any]) -> bool:
-        """Record the final failure of a running attempt (``attempt`` None: whichever runs)."""
+    def fail(
+        self,
+        job_id: str,
+        attempt: int | None,
+        error: dict[str, Any],
+        *,
+        task_id: str | None = None,
+    ) -> bool:
+        """Record the final failure of a running attempt.
+
+        ``attempt`` None means whichever attempt the delivery ``task_id`` is running.
+        """
+        query = self._running(job_id, attempt)
+        if task_id is not None:
+            query["task_id"] = task_id
         t = now()
         done = self.jobs.update_one(
-            self._running(job_id, attempt),
+            query,
             {
                 "$set": {
                     "status": str(Status.FAILED),

@@ -67,4 +67,6 @@ def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> No
                 log.info("sweep: %s", dict(counts))
         except (StoreUnavailable, BrokerUnavailable) as exc:
             log.warning("sweep skipped: %s", exc)
+        except Exception:  # the sweeper is the safety net: it must outlive any one pass
+            log.exception("sweep failed; trying again")
         stop.wait(interval)

@@ -7,10 +7,10 @@ conditional update. Celery's own task state is never consulted.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import traceback
@@ -21,22 +21,23 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task
-from celery.utils.time import get_exponential_backoff_interval
+from celery.worker.request import Request
 
 from jobline import events, jobs, schedules, webhooks
-from jobline.errors import JobCancelled, UnknownJobType
+from jobline.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
 from jobline.settings import Settings
-from jobline.store import JobStore, Status, now
+from jobline.store import Job, JobStore, Status, now
 
 log = logging.getLogger(__name__)
 
-# Publishes a change of the running job to live views (events.job_changed, bound).
-Notify = Callable[..., None]
-
 # Progress is written at most this often; a tight loop must not hammer MongoDB.
 PROGRESS_INTERVAL = 0.5
+# A delivery that finds MongoDB down is put back for this long, not dropped.
+STORE_DOWN_RETRY_SECONDS = 5.0
+# The signal the heartbeat sends to a job that lost its job, to stop it where it stands.
+STOP_SIGNAL = signal.SIGUSR2
 
 
 @dataclass
@@ -73,13 +74,15 @@ class Heartbeat:
     """Renews a running attempt's lease and writes its progress, throttled.
 
     Notices when the attempt no longer owns the job (it was cancelled, or the
-    sweeper handed it on) and makes the next progress report raise JobCancelled.
+    sweeper handed it on): the next progress report raises JobCancelled, and
+    ``on_lost`` is called so that a job which never reports is stopped too.
     """
 
     store: JobStore
     job_id: str
     attempt: int
     interval: float
+    on_lost: Callable[[], None] | None = None
     # Called after each progress write this attempt still owns (live views).
     on_progress: Callable[[float, str | None], None] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
@@ -96,6 +99,9 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._loop, name="jobline-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
+        # The claim has just written the lease: a job that ends within the first
+        # interval costs no write besides its outcome.
+        self._last_write = time.monotonic()
         self._thread.start()
         return self
 
@@ -135,116 +141,210 @@ class Heartbeat:
                 dirty = self._pending is not None
             if idle >= self.interval or (dirty and idle >= PROGRESS_INTERVAL):
                 self._write()
+            if self.lost.is_set() and self.on_lost is not None:
+                self.on_lost()  # again each round, until the job gives way
+
+
+class Interrupter:
+    """Raises JobCancelled in the thread running a job, from the heartbeat's thread.
+
+    A signal interrupts even a blocking call (a sleep, a socket read), where an
+    exception set from another thread would wait for the call to return. Works
+    when the job runs in a process's main thread, as in Celery's prefork pool;
+    elsewhere the job only stops at its next progress report.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.armed = False
+        self.usable = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> Interrupter:
+        if self.usable:
+            # Left installed afterwards: a late signal must find a handler, not kill the process.
+            signal.signal(STOP_SIGNAL, self._handle)
+        self.armed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.armed = False
+
+    def fire(self) -> None:
+        if self.armed and self.usable:
+            signal.pthread_kill(threading.main_thread().ident or 0, STOP_SIGNAL)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.armed:
+            raise JobCancelled(self.job_id)
 
 
 def retry_delay(policy: jobs.RetryPolicy, attempt: int) -> float:
-    """Exponential backoff with full jitter, as Celery's autoretry computes it."""
-    return float(
-        get_exponential_backoff_interval(
-            factor=policy.backoff_seconds,
-            retries=attempt - 1,
-            maximum=policy.backoff_max_seconds,
-            full_jitter=policy.jitter,
-        )
-    ) or random.uniform(0, policy.backoff_seconds)
+    """Seconds before the next try: exponential backoff, capped, with full jitter.
+
+    Celery's autoretry does the same in whole seconds; jobs here may back off
+    for less than one.
+    """
+    ceiling = min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1))
+    return random.uniform(0, ceiling) if policy.jitter else ceiling
+
+
+class JobRequest(Request):  # type: ignore[misc]
+    """A delivery as the worker's main process sees it; records hard time limits.
+
+    The pool kills a job past its hard limit, so the job's own process cannot
+    record the timeout: the main process does, for the delivery that timed out
+    (its task id), once.
+    """
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if soft or not self.args:
+            return
+        job_id = self.args[0]
+        exc = TimeLimitExceeded(f"hard time limit of {timeout:g}s exceeded")
+        try:
+            failed = JobTask.runtime.store.fail(
+                job_id, None, error_info(exc, reason="timeout"), task_id=self.id
+            )
+        except StoreUnavailable:
+            log.warning("job %s timed out while MongoDB is down; the sweeper will see it", job_id)
+            return
+        if failed:
+            log.warning("job %s passed its hard time limit of %gs; failed", job_id, timeout)
+            announce(JobTask.runtime, job_id, Status.FAILED)
+            webhooks.after_run(self.task.app, JobTask.runtime.store, job_id, Status.FAILED)
 
 
 class JobTask(Task):  # type: ignore[misc]
-    """Celery task class whose hard-time-limit hook records the timeout."""
+    """Celery task class running every job; its requests record hard time limits."""
 
+    Request = JobRequest
     runtime: Runtime
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
-        # Runs in the worker's main process when the hard limit killed the job.
-        if isinstance(exc, TimeLimitExceeded) and args:
-            store = self.runtime.store
-            error = error_info(exc, reason="timeout")
-            if store.fail(args[0], None, error):
-                events.job_changed(self.runtime.settings, store.get(args[0]), "failed", error=error)
-                webhooks.after_run(self.app, store, args[0], Status.FAILED)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
-    """Claim the job, run it, and record how it ended; returns the status it reached."""
+    """Claim the job, run it, and record how it ended; returns a line for the worker's log."""
     store = runtime.store
-    job = store.claim(job_id, task_id=task.request.id)
+    try:
+        job = store.claim(job_id, task_id=task.request.id)
+    except StoreUnavailable:
+        # Acknowledging now would drop a job nobody ran: send the message round again.
+        raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None
     if job is None:
-        return _not_claimed(task, store, job_id)
-    attempt = job["attempts"]
-    notify = functools.partial(events.job_changed, runtime.settings, job)
-    notify("running")
+        return f"job {job_id}: {_not_claimed(task, store, job_id)}"
+    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job)}"
+
+
+def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
+    """Run one claimed attempt while the heartbeat holds the lease; say how it ended."""
+    store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
+    patience = runtime.settings.lease_seconds
+    events.job_changed(runtime.settings, job, "running")
     try:
         job_type = runtime.catalogue.get(job["type"])
     except UnknownJobType as exc:
-        _fail(store, notify, job_id, attempt, error_info(exc, reason="unknown_type"))
-        return str(Status.FAILED)
+        error = error_info(exc, reason="unknown_type")
+        return _ended(
+            task, store, job_id, persist(store.fail, patience, job_id, attempt, error), "failed"
+        )
+    interrupter = Interrupter(job_id)
     beat = Heartbeat(
         store,
         job_id,
         attempt,
         interval=runtime.settings.lease_seconds / 3,
-        on_progress=lambda fraction, message: notify(
-            "running", progress=fraction, progress_message=message
+        on_lost=interrupter.fire,
+        on_progress=lambda fraction, message: events.job_changed(
+            runtime.settings, job, "running", progress=fraction, progress_message=message
         ),
     ).start()
     ctx = Context(job_id=job_id, attempt=attempt, settings=runtime.settings, report=beat.report)
     try:
-        result = job_type.run(ctx, job["params"])
+        with interrupter:
+            result = job_type.run(ctx, job["params"])
     except JobCancelled:
-        return str(Status.CANCELLED)
+        return "stopped: cancelled, or handed to another worker"
     except SoftTimeLimitExceeded as exc:
-        _fail(store, notify, job_id, attempt, error_info(exc, reason="timeout"))
-        return str(Status.FAILED)
+        error = error_info(exc, reason="timeout")
+        recorded = persist(store.fail, patience, job_id, attempt, error)
+        return _ended(task, store, job_id, recorded, "failed", "failed: timeout")
     except Exception as exc:
-        return _failed(task, store, notify, job_type, job_id, attempt, exc)
+        return _failed(task, store, job_type, job, exc, patience)
     finally:
         beat.stop()
-    if store.succeed(job_id, attempt, result):
-        notify("succeeded", result=result, error=None)
-    return str(Status.SUCCEEDED)
+    recorded = persist(store.succeed, patience, job_id, attempt, result)
+    return _ended(task, store, job_id, recorded, "succeeded")
 
 
-def _fail(
-    store: JobStore, notify: Notify, job_id: str, attempt: int | None, error: dict[str, Any]
-) -> None:
-    if store.fail(job_id, attempt, error):
-        notify("failed", error=error)
+def announce(runtime: Runtime, job_id: str, status: str) -> None:
+    """Publish a recorded terminal state, with the result or error, to live views."""
+    try:
+        job = runtime.store.get(job_id)
+    except Exception:  # best effort: the record is the truth, and it is written
+        log.warning("could not read job %s to announce it", job_id, exc_info=True)
+        return
+    events.job_changed(
+        runtime.settings, job, status, result=job.get("result"), error=job.get("error")
+    )
+
+
+def persist(write: Callable[..., bool], patience: float, *args: Any) -> bool:
+    """A store write that waits out a MongoDB outage of up to ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return write(*args)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise  # the lease runs out and the sweeper hands the job on
+            time.sleep(1.0)
+
+
+def _outcome(recorded: bool, what: str) -> str:
+    return what if recorded else f"{what}, but not recorded: the job was cancelled or handed on"
+
+
+def _ended(
+    task: JobTask, store: JobStore, job_id: str, recorded: bool, status: str, what: str = ""
+) -> str:
+    """An attempt's terminal write: once recorded, live views hear and the webhook goes out."""
+    if recorded:
+        announce(task.runtime, job_id, status)
+        webhooks.after_run(task.app, store, job_id, status)
+    return _outcome(recorded, what or status)
 
 
 def _failed(
-    task: JobTask,
-    store: JobStore,
-    notify: Notify,
-    job_type: JobType,
-    job_id: str,
-    attempt: int,
-    exc: Exception,
+    task: JobTask, store: JobStore, job_type: JobType, job: Job, exc: Exception, patience: float
 ) -> str:
-    policy = job_type.retry
+    job_id, attempt, policy = job["_id"], job["attempts"], job_type.retry
     if isinstance(exc, policy.retry_on) and attempt <= policy.max_retries:
         delay = retry_delay(policy, attempt)
         at = now() + timedelta(seconds=delay)
         error = error_info(exc, reason="retrying")
-        if store.retry_later(job_id, attempt, error, at):
-            notify("retrying", error=error)
-            # Celery's retry publishes the next attempt's message with a countdown.
-            raise task.retry(countdown=delay, max_retries=None, exc=exc)
-        return str(Status.CANCELLED)
-    _fail(store, notify, job_id, attempt, error_info(exc))
-    return str(Status.FAILED)
+        if not persist(store.retry_later, patience, job_id, attempt, error, at):
+            return _outcome(False, "retrying")
+        events.job_changed(task.runtime.settings, job, "retrying", error=error)
+        # Celery's retry publishes the next attempt's message with a countdown;
+        # should that message be lost, the sweeper republishes the job after run_at.
+        raise task.retry(countdown=delay, max_retries=None, exc=exc)
+    error = error_info(exc)
+    return _ended(
+        task, store, job_id, persist(store.fail, patience, job_id, attempt, error), "failed"
+    )
 
 
 def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
     """A delivery that may not run the job: early, duplicate, or for a finished job."""
     try:
         job = store.get(job_id)
-    except Exception:
-        return "missing"
+    except JobNotFound:
+        return "skipped: no such job"
     run_at = job.get("run_at")
     if job["status"] in (Status.SCHEDULED, Status.RETRYING) and run_at and run_at > now():
         # Delivered before its time: put it back until then.
         raise task.retry(eta=run_at, max_retries=None)
-    return f"skipped:{job['status']}"
+    return f"skipped: {job['status']}"
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -255,9 +355,7 @@ def create_worker_app(settings: Settings) -> Celery:
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:
-        status = run_job(self, runtime, job_id)
-        webhooks.after_run(app, runtime.store, job_id, status)
-        return status
+        return run_job(self, runtime, job_id)
 
     webhooks.register(app, runtime)
     schedules.register(app, runtime)

@@ -92,7 +92,10 @@ def start_worker(settings: Settings, log: Path, *args: str, name: str = "worker"
     while time.monotonic() < deadline:
         if not process.alive():
             raise RuntimeError(f"worker exited at start; see {log}")
-        replies = app.control.ping(timeout=0.5)
+        try:
+            replies = app.control.ping(timeout=0.5)
+        except Exception:  # a broker that has just restarted may drop the first reply
+            replies = []
         if any(
             hostname is None or name.startswith(hostname.split("%")[0])
             for reply in replies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from pydantic import BaseModel, ConfigDict
@@ -61,6 +62,50 @@ def hang(ctx: Context, params: Hang) -> None:
             time.sleep(params.seconds)
         except BaseException:  # swallow the soft time limit on purpose
             continue
+
+
+def note(journal: str | None, *words: object) -> None:
+    """Append one line to a journal file the test reads back (one write, so lines never mix)."""
+    if journal:
+        with open(journal, "a") as f:
+            f.write(" ".join(str(w) for w in words) + "\n")
+
+
+class Slow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = 1.0
+    journal: str | None = None
+
+
+@job_type("test_slow", params=Slow)
+def slow(ctx: Context, params: Slow) -> dict[str, int]:
+    """Works for ``seconds``, reporting progress; notes each attempt's start and end. Pure."""
+    note(params.journal, "start", ctx.job_id, ctx.attempt, os.getpid())
+    steps = max(1, int(params.seconds * 10))
+    for step in range(steps):
+        time.sleep(params.seconds / steps)
+        ctx.progress((step + 1) / steps)
+    note(params.journal, "end", ctx.job_id, ctx.attempt)
+    return {"attempt": ctx.attempt}
+
+
+@job_type("test_deaf", params=Slow)
+def deaf(ctx: Context, params: Slow) -> None:
+    """Ticks into its journal for ``seconds``; never reports progress, so never hears a cancel."""
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline:
+        note(params.journal, "tick", ctx.job_id, os.getpid())
+        time.sleep(0.2)
+
+
+@job_type(
+    "test_fails_slowly",
+    params=Nothing,
+    retry=RetryPolicy(max_retries=2, backoff_seconds=1.5, backoff_max_seconds=3, jitter=False),
+)
+def fails_slowly(ctx: Context, params: Nothing) -> None:
+    """Always fails with a transient error, waiting long enough between tries to be seen."""
+    raise TransientError(f"attempt {ctx.attempt} failed on purpose")
 
 
 class Greeting(BaseModel):

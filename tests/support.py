@@ -1,0 +1,104 @@
+"""Helpers for the reliability and fault tests: waiting on jobs in the store, reading journals."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from jobline import jobs
+from jobline.pipeline import Pipeline
+from jobline.queue import make_celery
+from jobline.settings import Settings
+from jobline.store import Job, JobStore
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def make_pipeline(settings: Settings, store: JobStore | None = None) -> Pipeline:
+    """A pipeline like the API's, for submitting job types the HTTP API does not expose."""
+    store = store or JobStore(settings)
+    return Pipeline(settings, store, make_celery(settings), jobs.load(settings.job_module_list))
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """Poll ``check`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_job(
+    store: JobStore, job_id: str, until: Callable[[Job], bool] | None = None, timeout: float = 30
+) -> Job:
+    """The job once ``until(job)`` holds (by default: once it is terminal)."""
+    until = until or (lambda job: job["status"] in TERMINAL)
+    seen: list[Job] = []
+
+    def check() -> Job | None:
+        job = store.get(job_id)
+        seen[:] = [job]
+        return job if until(job) else None
+
+    try:
+        return wait_until(check, timeout, f"job {job_id}")  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen}") from None
+
+
+def wait_all_terminal(store: JobStore, job_ids: Iterable[str], timeout: float) -> list[Job]:
+    """Every job of ``job_ids`` once all are terminal, in the same order."""
+    wanted = list(job_ids)
+    # Ids grow with time: a range on _id uses its index, where {$in: [2,000 ids]}
+    # makes the embedded server scan for seconds, starving the workers.
+    span = {"$gte": min(wanted), "$lte": max(wanted)}
+    ended = {"_id": span, "status": {"$in": sorted(TERMINAL)}}
+    every = 0.1 if len(wanted) < 50 else 2.0
+
+    def all_ended() -> bool:
+        done = {job["_id"] for job in store.jobs.find(ended, {"_id": 1})}
+        return done.issuperset(wanted)
+
+    try:
+        wait_until(all_ended, timeout, "jobs", every)
+    except AssertionError:
+        left = Counter(job["status"] for job in store.jobs.find({"_id": span}))
+        raise AssertionError(f"not all of {len(wanted)} jobs ended in {timeout}s: {left}") from None
+    found = {job["_id"]: job for job in store.jobs.find({"_id": span})}
+    return [found[i] for i in wanted]
+
+
+def journal(path: Path) -> list[list[str]]:
+    """The lines a test job type noted, split into words."""
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def starts(path: Path) -> Counter[str]:
+    """How many attempts of each job started, by job id."""
+    return Counter(words[1] for words in journal(path) if words[0] == "start")
+
+
+def ticks(path: Path, job_id: str) -> int:
+    """How many times the job ``test_deaf`` ticked so far."""
+    return sum(1 for words in journal(path) if words[:2] == ["tick", job_id])
+
+
+def wait_stopped_ticking(path: Path, job_id: str, timeout: float) -> float:
+    """When (time.monotonic()) the job last ticked, once it has been quiet for a second."""
+    last = [ticks(path, job_id), time.monotonic()]
+
+    def quiet_for_a_second() -> bool:
+        now, count = time.monotonic(), ticks(path, job_id)
+        if count != last[0]:
+            last[:] = [count, now]
+        return now - last[1] >= 1.0
+
+    wait_until(quiet_for_a_second, timeout, f"job {job_id} to stop", every=0.1)
+    return last[1]

@@ -1,0 +1,342 @@
+"""Faults: workers killed or stopped, Redis and MongoDB stopped, crashed and restarted.
+
+Each test gets servers, workers and a sweeper of its module's own, so the
+session's shared ones are never disturbed. Nothing accepted may be lost, and
+nothing may end twice.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from jobline import local, queue, sweeper
+from jobline.api import create_app
+from jobline.store import JobStore, new_job, now
+from tests.conftest import Api, ServedApp, make_settings, start_worker
+from tests.support import (
+    make_pipeline,
+    starts,
+    ticks,
+    wait_all_terminal,
+    wait_job,
+    wait_stopped_ticking,
+    wait_until,
+)
+
+pytestmark = pytest.mark.fault
+
+CALCS = "/api/v1/calculations"
+ADA = {"name": "Ada", "weight": 55, "height": 170}
+
+
+@dataclass
+class Server:
+    """A local server a test may stop, crash and start again, on the same port and data."""
+
+    starter: Callable[[Path, int | None], tuple[local.Process, str]]
+    data_dir: Path
+    port: int | None = None
+    process: local.Process | None = None
+    url: str = ""
+
+    def start(self) -> Server:
+        self.process, self.url = self.starter(self.data_dir, self.port)
+        self.port = int(self.url.split(":")[2].split("/")[0])
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def crash(self) -> None:
+        """SIGKILL: no chance to flush anything."""
+        if self.process is not None:
+            self.process.kill_group(signal.SIGKILL)
+            self.process.stop()
+
+    def ensure_up(self) -> None:
+        if self.process is None or not self.process.alive():
+            self.start()
+
+
+class Faults:
+    """Redis, MongoDB, the API, a sweeper and workers, all of this module's own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis = Server(local.start_redis, tmp / "redis").start()
+        self.mongo = Server(local.start_mongo, tmp / "mongo").start()
+        self.settings = make_settings(
+            self.redis.url,
+            self.mongo.url,
+            mongo_db="jobline_faults",
+            bmi_seconds=0.5,
+            requeue_after_seconds=5,
+        )
+        self.store = JobStore(self.settings)
+        self.store.ensure_indexes()
+        self.pipeline = make_pipeline(self.settings, self.store)
+        self.served = ServedApp(create_app(self.settings))
+        self.api = Api(self.served.base)
+        self.workers: list[local.Process] = []
+        self._stop_sweeping = threading.Event()
+        self._sweeper = threading.Thread(
+            target=sweeper.run,
+            args=(make_pipeline(self.settings), self.settings.sweep_interval_seconds),
+            kwargs={"stop": self._stop_sweeping},
+            daemon=True,
+        )
+        self._sweeper.start()
+
+    def worker(self, name: str, concurrency: int = 2) -> local.Process:
+        """A `jobline worker` of this module's, ready to take jobs."""
+        log = self.tmp / "workers" / f"{name}.log"
+        process = start_worker(
+            self.settings, log, f"--concurrency={concurrency}", f"--hostname={name}@%h"
+        )
+        self.workers.append(process)
+        return process
+
+    def worker_logs(self) -> str:
+        return "".join(w.log.read_text() for w in self.workers if w.log and w.log.exists())
+
+    def queue_depth(self) -> int:
+        return queue.queue_depth(self.pipeline.celery, queue.DEFAULT_QUEUE)
+
+    def reset(self) -> None:
+        """Servers up, no worker running, no job and no message left from the last test."""
+        for process in self.workers:
+            process.stop()
+        self.workers.clear()
+        self.redis.ensure_up()
+        self.mongo.ensure_up()
+        redis.Redis.from_url(self.redis.url).flushdb()
+        self.store.jobs.delete_many({})
+
+    def close(self) -> None:
+        self._stop_sweeping.set()
+        for process in self.workers:
+            process.stop()
+        self.served.close()
+        self._sweeper.join(10)
+        self.store.close()
+        self.mongo.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    stack = Faults(tmp_path_factory.mktemp("faults"))
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def faults(stack: Faults) -> Faults:
+    """The module's servers, running and empty, with no worker yet."""
+    stack.reset()
+    return stack
+
+
+def succeeded_once(logs: str, job_id: str) -> int:
+    """How many attempts of ``job_id`` recorded a success, by the workers' own logs."""
+    return len(re.findall(rf"job {job_id} attempt \d+: succeeded'", logs))
+
+
+# -- workers -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+def test_twenty_slow_jobs_all_succeed_once_when_their_worker_is_killed_mid_run(
+    faults: Faults, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal"
+    doomed = faults.worker("doomed")
+    ids = [
+        faults.pipeline.submit("test_slow", {"seconds": 1, "journal": str(path)})["_id"]
+        for _ in range(20)
+    ]
+    jobs = faults.store.jobs
+    wait_until(
+        lambda: (
+            jobs.count_documents({"status": "succeeded"}) >= 2
+            and jobs.count_documents({"status": "running", "progress": {"$gt": 0.2}}) >= 1
+        ),
+        60,
+        "the worker to be mid-run",
+    )
+    doomed.kill_group(signal.SIGKILL)
+    doomed.stop()
+    cut_short = [job["_id"] for job in jobs.find({"status": "running"})]
+    assert cut_short
+
+    faults.worker("heir")
+    ended = wait_all_terminal(faults.store, ids, 90)
+    assert [job["status"] for job in ended] == ["succeeded"] * 20
+    started = starts(path)
+    logs = faults.worker_logs()
+    for job in ended:
+        # attempts tells the truth, and the result is the last attempt's, written once
+        assert job["attempts"] == started[job["_id"]]
+        assert job["result"] == {"attempt": job["attempts"]}
+        assert succeeded_once(logs, job["_id"]) == 1
+    assert all(faults.store.get(job_id)["attempts"] == 2 for job_id in cut_short)
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_lets_the_running_job_finish_and_leaves_the_rest_to_the_next_worker(
+    faults: Faults, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal"
+    leaving = faults.worker("leaving", concurrency=1)
+    ids = [
+        faults.pipeline.submit("test_slow", {"seconds": 2, "journal": str(path)})["_id"]
+        for _ in range(3)
+    ]
+    wait_job(faults.store, ids[0], lambda job: job["progress"] > 0, timeout=30)
+    leaving.send(signal.SIGTERM)
+    wait_until(lambda: not leaving.alive(), 30, "the worker to shut down")
+    assert faults.store.get(ids[0])["status"] == "succeeded"
+    assert [faults.store.get(i)["status"] for i in ids[1:]] == ["queued", "queued"]
+
+    faults.worker("arriving", concurrency=1)
+    ended = wait_all_terminal(faults.store, ids, 30)
+    assert [(job["status"], job["attempts"]) for job in ended] == [("succeeded", 1)] * 3
+    assert starts(path) == {job_id: 1 for job_id in ids}
+
+
+@pytest.mark.timeout(90)
+def test_a_job_cancelled_while_queued_never_runs_even_across_a_worker_restart(
+    faults: Faults, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal"
+    before = faults.worker("before", concurrency=1)
+    blocker = faults.pipeline.submit("test_slow", {"seconds": 1.5, "journal": str(path)})["_id"]
+    victim = faults.pipeline.submit("test_slow", {"seconds": 0.2, "journal": str(path)})["_id"]
+    wait_job(faults.store, blocker, lambda job: job["status"] == "running", timeout=30)
+    assert faults.pipeline.cancel(victim)["status"] == "cancelled"
+    before.stop()  # SIGTERM: the blocker finishes, the victim's message stays in Redis
+
+    faults.worker("after", concurrency=1)
+    last = faults.pipeline.submit("test_slow", {"seconds": 0.2, "journal": str(path)})["_id"]
+    assert wait_job(faults.store, last)["status"] == "succeeded"
+    wait_until(lambda: faults.queue_depth() == 0, 10, "the queue to drain")
+    job = faults.store.get(victim)
+    assert (job["status"], job["attempts"], job["started_at"]) == ("cancelled", 0, None)
+    assert victim not in starts(path)
+    assert faults.store.get(blocker)["status"] == "succeeded"
+
+
+@pytest.mark.timeout(60)
+def test_a_retrying_job_whose_retry_message_was_lost_is_republished_by_the_sweeper(
+    faults: Faults,
+) -> None:
+    faults.worker("retrier", concurrency=1)
+    # A first attempt that failed and scheduled its retry, whose message never arrived.
+    job = faults.store.insert(new_job("test_slow", {"seconds": 0.1}))
+    claimed = faults.store.claim(job["_id"])
+    assert claimed is not None
+    error = {"reason": "retrying", "type": "TransientError", "message": "first try failed"}
+    assert faults.store.retry_later(job["_id"], claimed["attempts"], error, now())
+    assert faults.queue_depth() == 0
+    ended = wait_job(faults.store, job["_id"], timeout=45)
+    assert (ended["status"], ended["attempts"], ended["result"]) == ("succeeded", 2, {"attempt": 2})
+
+
+# -- Redis -----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_with_redis_down_a_submission_gets_503_and_nothing_is_stored_then_all_accepted_complete(
+    faults: Faults, tmp_path: Path
+) -> None:
+    faults.worker("steady")
+    accepted = [faults.api.post(CALCS, json=ADA) for _ in range(2)]
+    path = tmp_path / "journal"
+    deaf = faults.pipeline.submit("test_deaf", {"seconds": 60, "journal": str(path)})["_id"]
+    wait_until(lambda: ticks(path, deaf) >= 1, 30, "the deaf job to run")
+    faults.redis.stop()
+
+    refused = faults.api.post(CALCS, json=ADA)
+    assert refused.status_code == 503
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert faults.store.jobs.count_documents({}) == 3
+    # A cancel cannot broadcast its revoke, but answers, and the job still stops.
+    assert faults.pipeline.cancel(deaf)["status"] == "cancelled"
+    wait_stopped_ticking(path, deaf, timeout=20)
+
+    faults.redis.start()
+    accepted += [faults.api.post(CALCS, json=ADA) for _ in range(2)]
+    assert [r.status_code for r in accepted] == [202] * 4
+    ended = wait_all_terminal(faults.store, [r.json()["id"] for r in accepted], 60)
+    assert [job["status"] for job in ended] == ["succeeded"] * 4
+    assert faults.store.jobs.count_documents({}) == 5
+    assert faults.store.get(deaf)["status"] == "cancelled"
+
+
+@pytest.mark.timeout(120)
+def test_jobs_accepted_before_a_redis_crash_all_complete_after_it_restarts_from_its_aof(
+    faults: Faults,
+) -> None:
+    faults.worker("survivor")
+    ids = [faults.pipeline.submit("bmi", ADA)["_id"] for _ in range(20)]
+    wait_until(
+        lambda: faults.store.jobs.count_documents({"status": "succeeded"}) >= 2,
+        30,
+        "the first jobs to finish",
+    )
+    # These last ones may still be in the second that AOF has not synced yet.
+    ids += [faults.pipeline.submit("bmi", ADA)["_id"] for _ in range(10)]
+    faults.redis.crash()
+    faults.redis.start()
+    ended = wait_all_terminal(faults.store, ids, 90)
+    assert [job["status"] for job in ended] == ["succeeded"] * 30
+    logs = faults.worker_logs()
+    assert all(succeeded_once(logs, job_id) == 1 for job_id in ids)
+
+
+# -- MongoDB ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_with_mongodb_down_a_submission_gets_503_and_nothing_is_published_then_all_complete(
+    faults: Faults, tmp_path: Path
+) -> None:
+    # No worker yet: the broker's queue shows exactly what was published.
+    accepted = [faults.api.post(CALCS, json=ADA) for _ in range(2)]
+    assert [r.status_code for r in accepted] == [202] * 2
+    assert faults.queue_depth() == 2
+    faults.mongo.stop()
+
+    refused = faults.api.post(CALCS, json=ADA)
+    assert refused.status_code == 503
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert faults.queue_depth() == 2
+
+    faults.mongo.start()
+    faults.worker("patient", concurrency=1)
+    ids = [r.json()["id"] for r in accepted]
+    path = tmp_path / "journal"
+    ids += [
+        faults.pipeline.submit("test_slow", {"seconds": 2, "journal": str(path)})["_id"]
+        for _ in range(2)
+    ]
+    # A second outage while a job runs and another waits: both ride it out.
+    wait_job(faults.store, ids[2], lambda job: job["progress"] > 0, timeout=30)
+    faults.mongo.stop()
+    time.sleep(2)  # the outage itself
+    faults.mongo.start()
+    ended = wait_all_terminal(faults.store, ids, 60)
+    assert [job["status"] for job in ended] == ["succeeded"] * 4
+    assert faults.store.jobs.count_documents({}) == 4
