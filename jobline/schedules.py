@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from celery import Celery
@@ -66,7 +66,7 @@ def parse_cron(expression: str, app: Celery | None = None) -> crontab:
         raise ValueError(f"a cron expression has five fields ({CRON_FIELDS}), not {len(fields)}")
     minute, hour, day_of_month, month, day_of_week = fields
     try:
-        return crontab(
+        timing = crontab(
             minute=minute,
             hour=hour,
             day_of_month=day_of_month,
@@ -76,6 +76,36 @@ def parse_cron(expression: str, app: Celery | None = None) -> crontab:
         )
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"invalid cron expression: {exc}") from None
+    if _cron_after(timing, datetime(2000, 1, 1, tzinfo=UTC)) is None:
+        raise ValueError(f"the cron expression {expression!r} never occurs")
+    return timing
+
+
+# Leap days recur within eight years; a date that matches nowhere in that span never will.
+_CRON_HORIZON_DAYS = 8 * 366
+
+
+def _cron_after(timing: crontab, after: datetime) -> datetime | None:
+    """The first minute after ``after`` (UTC) that ``timing`` matches; None if there is none.
+
+    Computed from the crontab's expanded fields rather than its remaining_delta,
+    whose answer depends on the Celery release (and on the wall clock).
+    """
+    start = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    day = start.date()
+    for _ in range(_CRON_HORIZON_DAYS):
+        if (
+            day.month in timing.month_of_year
+            and day.day in timing.day_of_month
+            and day.isoweekday() % 7 in timing.day_of_week  # crontab counts Sunday as 0
+        ):
+            earliest = (start.hour, start.minute) if day == start.date() else (0, 0)
+            for hour in sorted(timing.hour):
+                for minute in sorted(timing.minute):
+                    if (hour, minute) >= earliest:
+                        return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+        day += timedelta(days=1)
+    return None
 
 
 class ScheduleSpec(BaseModel):
@@ -135,8 +165,10 @@ def timing(record: Schedule, app: Celery | None = None) -> BaseSchedule:
 def next_run(timing: BaseSchedule, last_run_at: datetime) -> datetime:
     """The first time after ``last_run_at`` that ``timing`` falls due (RedBeat's due_at drifts)."""
     if isinstance(timing, crontab):
-        start, ends_in, _ = timing.remaining_delta(last_run_at)
-        return start + ends_in  # type: ignore[no-any-return]
+        due = _cron_after(timing, last_run_at)
+        if due is None:  # parse_cron refuses such expressions
+            raise ValueError("the cron expression never occurs")
+        return due
     return last_run_at + timing.run_every  # type: ignore[attr-defined,no-any-return]
 
 
