@@ -114,16 +114,23 @@ def place_order(page: Page, **values: str) -> None:
     page.get_by_role("button", name="Place order").click()
 
 
-def newest_job_id(board: Api) -> str:
-    return str(board.get("/api/v1/jobs?limit=1").json()["items"][0]["id"])
+def order(page: Page, board: Api, **values: str) -> str:
+    """Place an order the API accepts; returns the new job's id."""
+    place_order(page, **values)
+    expect(page.get_by_test_id("placed")).to_contain_text("placed")
+    job_id = str(board.get("/api/v1/jobs?limit=1").json()["items"][0]["id"])
+    assert page.get_by_test_id("placed").inner_text() == f"Order {ticket(job_id)} placed"
+    return job_id
+
+
+def ticket(job_id: str) -> str:
+    return "#" + job_id.replace("-", "")[-6:]
 
 
 def test_a_bmi_order_moves_from_queued_to_succeeded_with_its_progress_bar_filling(
     page: Page, board: Api
 ) -> None:
-    place_order(page, name="Ada", weight="55", height="170")
-    expect(page.get_by_test_id("placed")).to_contain_text("placed")
-    job_id = newest_job_id(board)
+    job_id = order(page, board, name="Ada", weight="55", height="170")
     expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
     expect(row(page, job_id).locator(".result")).to_contain_text("19.03")
     expect(row(page, job_id).locator("[role=progressbar]")).to_have_attribute(
@@ -134,7 +141,7 @@ def test_a_bmi_order_moves_from_queued_to_succeeded_with_its_progress_bar_fillin
     progress = [int(p) for p in seen["progress"]]
     assert progress == sorted(progress) and progress[-1] == 100
     assert any(0 < p < 100 for p in progress), "the bar should move while the job runs"
-    assert "#" + job_id.replace("-", "")[-6:] in page.locator(".ready").inner_text()
+    assert ticket(job_id) in page.locator(".ready").inner_text()
 
 
 @pytest.mark.parametrize(
@@ -163,8 +170,7 @@ def test_an_invalid_order_shows_each_error_beside_its_field_and_queues_nothing(
 
 def test_a_running_sleep_job_is_cancelled_from_the_board(page: Page, board: Api) -> None:
     page.select_option("select[name=type]", "sleep")
-    place_order(page, seconds="30", steps="30")
-    job_id = newest_job_id(board)
+    job_id = order(page, board, seconds="30", steps="30")
     expect(row(page, job_id)).to_have_attribute("data-status", "running", timeout=30_000)
     row(page, job_id).get_by_role("button", name="Cancel").click()
     expect(row(page, job_id)).to_have_attribute("data-status", "cancelled")
