@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import ids, queue, scheduling, webhooks
+from jobline import events, ids, queue, scheduling, webhooks
 from jobline.errors import BrokerUnavailable
 from jobline.jobs import Catalogue, JobType
 from jobline.settings import Settings
@@ -60,6 +60,7 @@ class Pipeline:
             Submission(type, params, run_at, delay_seconds, priority, extra)
         )
         self.store.insert(job)
+        events.job_changed(self.settings, job, job["status"])
         if job.get("held"):
             return job
         try:
@@ -77,6 +78,7 @@ class Pipeline:
         """
         built = [self._record(s) for s in submissions]
         self.store.insert_many([job for job, _ in built])
+        events.jobs_submitted(self.settings, [job for job, _ in built])
         outcomes: list[Job | BrokerUnavailable] = []
         for i, (job, job_type) in enumerate(built):
             if job.get("held"):
@@ -127,12 +129,14 @@ class Pipeline:
             queue.revoke(self.celery, before["task_id"])
         job = self.store.get(job_id)
         if not Status(before["status"]).finished:
+            events.job_changed(self.settings, job, job["status"])
             webhooks.notify(self.celery, job)
         return job
 
     def retry(self, job_id: str) -> Job:
         """Run a failed or cancelled job again as a new attempt."""
         job = self.store.restart(job_id, task_id=ids.new_id())
+        events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, self.catalogue.get(job["type"]))
         except BrokerUnavailable:

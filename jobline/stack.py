@@ -35,6 +35,8 @@ class Stack:
             mongo, env["JOBLINE_MONGO_URL"] = local.start_mongo(self.data_dir / "mongodb")
             self.processes.append(mongo)
             self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
+        # The dashboard links to the Flower this stack starts.
+        env.setdefault("JOBLINE_FLOWER_URL", f"http://127.0.0.1:{self.flower_port}/")
         worker_args = ["worker"] + (
             [f"--concurrency={self.concurrency}"] if self.concurrency else []
         )
@@ -67,6 +69,7 @@ class Stack:
     def banner(self) -> str:
         lines = [
             "jobline is up:",
+            f"  Dashboard  http://127.0.0.1:{self.api_port}/",
             f"  API        http://127.0.0.1:{self.api_port}/api/v1/",
             f"  Swagger UI http://127.0.0.1:{self.api_port}/api/v1/docs",
             f"  Flower     http://127.0.0.1:{self.flower_port}/",

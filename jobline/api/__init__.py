@@ -31,7 +31,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, job_types, schedules
+    from jobline.api import calculations, docs, events, job_types, schedules
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
@@ -48,6 +48,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
     api.add_namespace(schedules.ns, path="/schedules")
+    api.add_namespace(events.ns)
     return bp
 
 
@@ -74,9 +75,11 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
             log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
+    from jobline import dashboard
     from jobline.api import health
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(create_api_blueprint(pipeline.catalogue))
     app.register_error_handler(Exception, problems.from_exception)
     return app
