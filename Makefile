@@ -11,10 +11,11 @@ setup: $(STAMP)
 		echo "installing redis-server with apt-get"; \
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@# Deployment tests: RabbitMQ as the other broker, docker-compose to validate
-	@# the compose file, iproute2 and util-linux for the multi-host namespaces.
+	@# the compose file, iproute2 and util-linux for the multi-host namespaces;
+	@# chromium for the dashboard's browser test.
 	@missing=""; \
 	for pair in rabbitmq-server:rabbitmq-server docker-compose:docker-compose \
-		ip:iproute2 unshare:util-linux; do \
+		ip:iproute2 unshare:util-linux chromium:chromium; do \
 		command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
 			missing="$$missing $${pair#*:}"; \
 	done; \

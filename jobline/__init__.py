@@ -1,3 +1,21 @@
 """jobline: submit slow work over HTTP, get an id at once, come back for the result."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from jobline.client import ApiError, Client
+
+__all__ = ["ApiError", "Client", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # The client (and httpx) load only when asked for, not in every worker and API process.
+    if name in ("Client", "ApiError"):
+        from jobline import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'jobline' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from jobline import cli_client
 from jobline.settings import Settings
 
 log = logging.getLogger("jobline")
@@ -64,11 +65,17 @@ def main() -> None:
     """jobline: an asynchronous job pipeline (Flask API, Celery workers, MongoDB store)."""
 
 
+for _command in cli_client.COMMANDS:
+    main.add_command(_command)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256))
+# Each open event stream (a dashboard tab, `jobline submit --wait`) holds a thread
+# for up to JOBLINE_STREAM_MAX_SECONDS, so leave room beside ordinary requests.
+@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256))
 def api(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the HTTP API under gunicorn."""
     settings = _settings()

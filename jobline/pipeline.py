@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from jobline import ids, metrics, queue, scheduling, webhooks
+from jobline import events, ids, metrics, queue, scheduling, webhooks
 from jobline.cache import TTLCache
 from jobline.errors import BrokerUnavailable, QueueFull, Unavailable
 from jobline.jobs import Catalogue, JobType
@@ -68,6 +68,7 @@ class Pipeline:
         )
         self.admit(job_type.queue)
         self.store.insert(job)
+        events.job_changed(self.settings, job, job["status"])
         if job.get("held"):
             return job
         try:
@@ -113,6 +114,7 @@ class Pipeline:
         """Insert, then publish each; once the broker refuses one, the rest are taken back
         unpublished rather than each waiting out its own publish retries."""
         self.store.insert_many([job for job, _ in built])
+        events.jobs_submitted(self.settings, [job for job, _ in built])
         outcomes: list[Job | BrokerUnavailable] = []
         for i, (job, job_type) in enumerate(built):
             if job.get("held"):
@@ -168,6 +170,7 @@ class Pipeline:
             queue.revoke(self.celery, before["task_id"])
         job = self.store.get(job_id, owner)
         if not Status(before["status"]).finished:
+            events.job_changed(self.settings, job, job["status"])
             webhooks.notify(self.celery, job)
         return job
 
@@ -176,6 +179,7 @@ class Pipeline:
         job = self.store.restart(job_id, task_id=ids.new_id(), owner=owner)
         metrics.JOBS_RETRIED.labels(job["type"]).inc()
         log.info("job retried", extra=job_fields(job))
+        events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, self.catalogue.get(job["type"]))
         except BrokerUnavailable:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # How often beat looks for schedules added or removed since its last look.
     beat_max_loop_seconds: float = Field(default=5.0, gt=0, le=300)
 
+    # Live views: where the dashboard links to Flower, and how long one event
+    # stream lasts before the client is told to reconnect (each open stream
+    # holds one API thread, so streams are bounded).
+    flower_url: str = "http://127.0.0.1:5555/"
+    stream_max_seconds: float = Field(default=300.0, gt=0)
+
     # API keys: "on" refuses requests without a valid `Authorization: Bearer KEY`.
     auth: bool = True
     # How long a key lookup is cached per API process; a revoked key stops

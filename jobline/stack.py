@@ -40,6 +40,8 @@ class Stack:
             self.processes.append(mongo)
             self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
         self._secure(env)
+        # The dashboard links to the Flower this stack starts.
+        env.setdefault("JOBLINE_FLOWER_URL", f"http://127.0.0.1:{self.flower_port}/")
         worker_args = ["worker"] + (
             [f"--concurrency={self.concurrency}"] if self.concurrency else []
         )
@@ -85,6 +87,7 @@ class Stack:
     def banner(self) -> str:
         lines = [
             "jobline is up:",
+            f"  Dashboard  http://127.0.0.1:{self.api_port}/",
             f"  API        http://127.0.0.1:{self.api_port}/api/v1/",
             f"  Swagger UI http://127.0.0.1:{self.api_port}/api/v1/docs",
             f"  Flower     http://127.0.0.1:{self.flower_port}/ ({self.flower_login})",

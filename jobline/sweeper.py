@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from jobline import ids, queue, scheduling
+from jobline import events, ids, queue, scheduling
 from jobline.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
 from jobline.logs import job_fields
 from jobline.pipeline import Pipeline
@@ -34,6 +34,7 @@ def sweep_once(p: Pipeline) -> Counter[str]:
                 job["attempts"],
                 extra=job_fields(job),
             )
+            events.job_changed(p.settings, job, "queued")
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["requeued"] += 1
     older_than = timedelta(seconds=p.settings.requeue_after_seconds)

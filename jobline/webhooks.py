@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
-import requests
+import httpx
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from pydantic import AfterValidator, StringConstraints
@@ -143,14 +143,14 @@ def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: st
         SIGNATURE_HEADER: sign(settings.webhook_secret.get_secret_value(), raw),
     }
     try:
-        answer = requests.post(
+        answer = httpx.post(
             url,
-            data=raw,
+            content=raw,
             headers=headers,
             timeout=settings.webhook_timeout_seconds,
-            allow_redirects=False,
+            follow_redirects=False,
         )
-    except requests.RequestException as exc:
+    except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: could not reach the receiver"
         store.record_webhook(job_id, last_status=None, last_error=error, delivered=False)
         raise DeliveryFailed(error) from None

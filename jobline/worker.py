@@ -23,7 +23,7 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Celery, Task, signals
 from celery.worker.request import Request
 
-from jobline import jobs, logs, metrics, schedules, webhooks
+from jobline import events, jobs, logs, metrics, schedules, webhooks
 from jobline.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
@@ -83,6 +83,8 @@ class Heartbeat:
     attempt: int
     interval: float
     on_lost: Callable[[], None] | None = None
+    # Called after each progress write this attempt still owns (live views).
+    on_progress: Callable[[float, str | None], None] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _pending: tuple[float, str | None] | None = None
@@ -129,6 +131,8 @@ class Heartbeat:
             return
         if not owned:
             self.lost.set()
+        elif fraction is not None and self.on_progress is not None:
+            self.on_progress(fraction, message)
 
     def _loop(self) -> None:
         while not self._stop.wait(min(self.interval, PROGRESS_INTERVAL * 2)):
@@ -211,6 +215,7 @@ class JobRequest(Request):  # type: ignore[misc]
             fields = {**logs.job_fields(job), "status": "failed", "duration": timeout}
             message = "job %s passed its hard time limit of %gs; failed"
             log.warning(message, job_id, timeout, extra=fields)
+            announce(JobTask.runtime, job_id, Status.FAILED)
             webhooks.after_run(self.task.app, JobTask.runtime.store, job_id, Status.FAILED)
 
 
@@ -264,6 +269,7 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
     """Run one claimed attempt while the heartbeat holds the lease; say how it ended."""
     store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
     patience = runtime.settings.lease_seconds
+    events.job_changed(runtime.settings, job, "running")
     try:
         job_type = runtime.catalogue.get(job["type"])
     except UnknownJobType as exc:
@@ -278,6 +284,9 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
         attempt,
         interval=runtime.settings.lease_seconds / 3,
         on_lost=interrupter.fire,
+        on_progress=lambda fraction, message: events.job_changed(
+            runtime.settings, job, "running", progress=fraction, progress_message=message
+        ),
     ).start()
     ctx = Context(job_id=job_id, attempt=attempt, settings=runtime.settings, report=beat.report)
     try:
@@ -295,6 +304,18 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
         beat.stop()
     recorded = persist(store.succeed, patience, job_id, attempt, result)
     return _ended(task, store, job, recorded, "succeeded")
+
+
+def announce(runtime: Runtime, job_id: str, status: str) -> None:
+    """Publish a recorded terminal state, with the result or error, to live views."""
+    try:
+        job = runtime.store.get(job_id)
+    except Exception:  # best effort: the record is the truth, and it is written
+        log.warning("could not read job %s to announce it", job_id, exc_info=True)
+        return
+    events.job_changed(
+        runtime.settings, job, status, result=job.get("result"), error=job.get("error")
+    )
 
 
 def persist(write: Callable[..., bool], patience: float, *args: Any) -> bool:
@@ -316,9 +337,11 @@ def _outcome(recorded: bool, what: str) -> str:
 def _ended(
     task: JobTask, store: JobStore, job: Job, recorded: bool, status: str, what: str = ""
 ) -> str:
-    """An attempt's terminal write: once it is recorded, it is counted and its webhook goes out."""
+    """An attempt's terminal write: once recorded, it is counted, live views hear, and the
+    webhook goes out."""
     if recorded:
         _observe_end(job, status)
+        announce(task.runtime, job["_id"], status)
         webhooks.after_run(task.app, store, job["_id"], status)
     return _outcome(recorded, what or status)
 
@@ -334,6 +357,7 @@ def _failed(
         if not persist(store.retry_later, patience, job_id, attempt, error, at):
             return _outcome(False, "retrying")
         _observe_end(job, "retrying")
+        events.job_changed(task.runtime.settings, job, "retrying", error=error)
         # Celery's retry publishes the next attempt's message with a countdown;
         # should that message be lost, the sweeper republishes the job after run_at.
         raise task.retry(countdown=delay, max_retries=None, exc=exc)

@@ -32,7 +32,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, job_types, schedules
+    from jobline.api import calculations, docs, events, job_types, schedules
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
@@ -58,6 +58,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
     api.add_namespace(schedules.ns, path="/schedules")
+    api.add_namespace(events.ns)
     return bp
 
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
+    from jobline import dashboard
     from jobline.api import auth, health, limits, metrics, payloads
 
     # Order matters: the timer first, then who is asking, then their rate limit.
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
     app.before_request(payloads.refuse_oversized)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(dashboard.bp)
     app.register_blueprint(create_api_blueprint(pipeline.catalogue))
     app.register_error_handler(Exception, problems.from_exception)
     return app

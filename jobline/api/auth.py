@@ -26,6 +26,9 @@ PUBLIC_ENDPOINTS = frozenset(
         "api.specs",
         "restx_doc.static",
         "static",
+        # The board's page and files: it asks for a key and sends it with every call.
+        "dashboard.index",
+        "dashboard.static",
     }
 )
 

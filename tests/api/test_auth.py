@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from typing import Any
@@ -306,3 +307,55 @@ def test_a_schedules_jobs_belong_to_the_schedules_owner(
     assert keyed_api["alice"].get(f"{JOBS}/{job_id}").json()["schedule_id"] == made["id"]
     assert keyed_api["bob"].get(f"{JOBS}/{job_id}").status_code == 404
     keyed_api["alice"].delete(f"{SCHEDULES}/{made['id']}")
+
+
+def _events(api: Api, path: str) -> requests.Response:
+    response = api.http.get(api.url(path), stream=True, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def _job_ids_seen(response: requests.Response, until: str) -> list[str]:
+    """Ids of the job events on an open stream, up to and including the job ``until``."""
+    seen: list[str] = []
+    for line in response.iter_lines(chunk_size=1, decode_unicode=True):
+        if line.startswith("data:"):
+            data = json.loads(line[5:])
+            assert "owner" not in data  # routing only, never shown
+            seen.append(data["id"])
+            if data["id"] == until:
+                break
+    response.close()
+    return seen
+
+
+def test_the_all_jobs_stream_shows_each_key_only_its_own_jobs_and_an_admin_all(
+    keyed_api: dict[str, Api],
+) -> None:
+    alice_stream = _events(keyed_api["alice"], "/api/v1/events")
+    root_stream = _events(keyed_api["root"], "/api/v1/events")
+    # A stream answers once Redis confirmed its subscription: no job below is missed.
+    bobs = _submit(keyed_api["bob"], JOBS)["id"]
+    alices = _submit(keyed_api["alice"], JOBS)["id"]
+    assert _job_ids_seen(alice_stream, until=alices) == [alices]
+    assert _job_ids_seen(root_stream, until=alices) == [bobs, alices]
+
+
+def test_another_owners_job_stream_is_404(keyed_api: dict[str, Api]) -> None:
+    bobs = _submit(keyed_api["bob"], JOBS)["id"]
+    response = keyed_api["alice"].get(f"{JOBS}/{bobs}/events")
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/problem+json"
+    _assert_401(keyed_api["anonymous"].get(f"{JOBS}/{bobs}/events"), invalid=False)
+    _assert_401(keyed_api["anonymous"].get("/api/v1/events"), invalid=False)
+    first = _events(keyed_api["bob"], f"{JOBS}/{bobs}/events")
+    assert _job_ids_seen(first, until=bobs) == [bobs]
+
+
+def test_the_board_page_loads_without_a_key_and_shows_no_jobs(
+    keyed_api: dict[str, Api],
+) -> None:
+    job = _submit(keyed_api["alice"], JOBS)
+    page = keyed_api["anonymous"].get("/")
+    assert page.status_code == 200
+    assert job["id"] not in page.text

@@ -1,0 +1,175 @@
+"""Client commands of ``jobline``: submit, status, list, cancel and retry, against a running API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from jobline.client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATUSES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
+
+
+def connection_options(command: F) -> F:
+    """``--url`` and ``--api-key``, passed to the command as a ready Client."""
+
+    @click.option(
+        "--url",
+        envvar="JOBLINE_URL",
+        default="http://127.0.0.1:5000",
+        show_default=True,
+        help="The jobline API [env JOBLINE_URL]",
+    )
+    @click.option("--api-key", envvar="JOBLINE_API_KEY", default=None, help="[env JOBLINE_API_KEY]")
+    @functools.wraps(command)
+    def wrapper(url: str, api_key: str | None, **kwargs: Any) -> Any:
+        from jobline.client import ApiError, Client, ClientError
+
+        with Client(url, api_key=api_key) as client:
+            try:
+                return command(client, **kwargs)
+            except ApiError as exc:
+                raise click.ClickException(_describe(exc.problem)) from None
+            except ClientError as exc:
+                raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _describe(problem: dict[str, Any]) -> str:
+    lines = [f"{problem.get('status')} {problem.get('title')}: {problem.get('detail', '')}"]
+    for error in problem.get("errors") or []:
+        loc = ".".join(str(p) for p in error.get("loc", []))
+        lines.append(f"  {loc}: {error.get('msg')}")
+    return "\n".join(lines)
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; each value is JSON where it parses (55, true, [1]), else a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="PARAMS")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.command()
+@click.argument("type")
+@click.argument("params", nargs=-1)
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the job ends; exit 1 unless it succeeded"
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait at most"
+)
+@connection_options
+def submit(
+    client: Client, type: str, params: tuple[str, ...], wait: bool, timeout: float | None
+) -> None:
+    """Submit a job: jobline submit bmi name=Ada weight=55 height=170 [--wait]."""
+    job = client.submit(type, parse_params(params))
+    if not wait:
+        _print_json(job)
+        return
+    click.echo(f"job {job['id']} {job['status']}", err=True)
+    done = _wait_with_bar(client, job["id"], timeout)
+    _print_json(done)
+    sys.exit(0 if done["status"] == "succeeded" else 1)
+
+
+def _wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[str, Any]:
+    """Follow the job, drawing a bar on a terminal and one line per change elsewhere."""
+    if not sys.stderr.isatty():
+        last = ""
+
+        def on_change(job: dict[str, Any]) -> None:
+            nonlocal last
+            line = f"{job.get('status')} {_percent(job)}%"
+            if line != last:
+                click.echo(line, err=True)
+                last = line
+
+        done = client.wait(job_id, timeout=timeout, on_progress=on_change)
+        on_change(done)
+        return done
+    with click.progressbar(length=100, label="queued", file=sys.stderr) as bar:
+
+        def on_progress(job: dict[str, Any]) -> None:
+            bar.label = str(job.get("status", ""))
+            bar.update(_percent(job) - bar.pos)
+
+        done = client.wait(job_id, timeout=timeout, on_progress=on_progress)
+        on_progress(done)
+    return done
+
+
+def _percent(job: dict[str, Any]) -> int:
+    return int(round(float(job.get("progress") or 0) * 100))
+
+
+@click.command()
+@click.argument("job_id")
+@connection_options
+def status(client: Client, job_id: str) -> None:
+    """Show a job: its status, progress and result or error."""
+    _print_json(client.get(job_id))
+
+
+@click.command(name="list")
+@click.option("--status", type=click.Choice(STATUSES), default=None)
+@click.option("--type", "type_", default=None, help="Only jobs of this type")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON")
+@connection_options
+def list_jobs(
+    client: Client, status: str | None, type_: str | None, limit: int, as_json: bool
+) -> None:
+    """List jobs, newest first."""
+    page = client.list(status=status, type=type_, limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    for job in page["items"]:
+        progress = f"{float(job.get('progress') or 0) * 100:.0f}%"
+        outcome = job.get("result") if job["status"] == "succeeded" else job.get("error")
+        summary = json.dumps(outcome)[:60] if outcome else ""
+        click.echo(
+            f"{job['id']}  {job['type']:<12} {job['status']:<10} {progress:>4}  "
+            f"{job.get('created_at') or '':<24}  {summary}"
+        )
+
+
+@click.command()
+@click.argument("job_id")
+@connection_options
+def cancel(client: Client, job_id: str) -> None:
+    """Cancel a job (a running one is stopped)."""
+    _print_json(client.cancel(job_id))
+
+
+@click.command()
+@click.argument("job_id")
+@connection_options
+def retry(client: Client, job_id: str) -> None:
+    """Run a failed or cancelled job again."""
+    _print_json(client.retry(job_id))
+
+
+COMMANDS = (submit, status, list_jobs, cancel, retry)

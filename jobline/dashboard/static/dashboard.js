@@ -1,0 +1,395 @@
+// The jobline board: one Alpine.js component over the public API.
+// Jobs are loaded once (and again on every reconnect), then kept current by
+// the /events stream; the MongoDB record behind GET /jobs/<id> stays the truth.
+"use strict";
+
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+const WAITING = ["queued", "scheduled", "retrying"];
+const STATUSES = ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"];
+const PAGE = 50;
+
+// The same order as jobline.events.version: a stale change sorts first.
+function version(job) {
+  const attempts = job.attempts || 0;
+  if (WAITING.includes(job.status)) return [attempts + 1, 0, 0];
+  if (TERMINAL.includes(job.status)) return [attempts + 1, 2, 0];
+  return [attempts, 1, job.progress || 0];
+}
+
+function compare(a, b) {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  return 0;
+}
+
+// One form field from a property of the type's JSON schema.
+function fieldFrom(name, prop, required, defs) {
+  if (prop.$ref) prop = { ...defs[prop.$ref.split("/").pop()], ...prop };
+  if (prop.anyOf) {
+    const inner = prop.anyOf.find((p) => p.type !== "null") || {};
+    prop = { ...(inner.$ref ? defs[inner.$ref.split("/").pop()] : inner), ...prop };
+  }
+  let kind = prop.type;
+  if (prop.enum) kind = "enum";
+  else if (!["string", "number", "integer", "boolean"].includes(kind)) kind = "json";
+  const min = prop.minimum ?? prop.exclusiveMinimum;
+  const max = prop.maximum ?? prop.exclusiveMaximum;
+  const dflt = prop.default;
+  return {
+    name,
+    kind,
+    required,
+    label: prop.title || name,
+    unit: prop.description || "",
+    options: prop.enum || [],
+    min: min ?? null,
+    max: max ?? null,
+    default: dflt,
+    placeholder: dflt === undefined ? "" : kind === "json" ? JSON.stringify(dflt) : String(dflt),
+  };
+}
+
+// The form's value for a field as JSON: numbers as numbers, undefined to leave it out.
+function valueOf(field, raw) {
+  if (field.kind === "boolean") return Boolean(raw);
+  if (raw === undefined || raw === null || raw === "") {
+    return field.required && field.kind === "string" ? "" : undefined;
+  }
+  if (field.kind === "number" || field.kind === "integer") {
+    const n = Number(raw);
+    return Number.isFinite(n) ? n : String(raw);
+  }
+  if (field.kind === "json") return JSON.parse(raw);
+  return raw;
+}
+
+const KEY_STORAGE = "jobline.apiKey";
+
+// Headers for every request: the API key, when one is set, as a Bearer token.
+function headers(extra = {}) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: headers({ Accept: "application/json", ...(options.headers || {}) }),
+  });
+  const body = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    const problem = body || { title: response.statusText, status: response.status, errors: [] };
+    throw Object.assign(new Error(problem.detail || problem.title), { problem });
+  }
+  return body;
+}
+
+document.addEventListener("alpine:init", () => {
+  window.Alpine.data("board", (config) => ({
+    base: config.api,
+    types: [],
+    typeName: "",
+    fields: [],
+    values: {},
+    fieldErrors: {},
+    formErrors: [],
+    submitting: false,
+    placed: "",
+    jobs: [],
+    filter: { status: "", type: "" },
+    statuses: STATUSES,
+    live: false,
+    loadError: "",
+    now: Date.now(),
+    fetching: new Map(), // job id -> whether it changed again while being fetched
+    apiKey: localStorage.getItem(KEY_STORAGE) || "",
+    stream: null, // the AbortController of the open event stream
+    retryMs: 1000,
+    deferred: [],
+
+    async start() {
+      setInterval(() => (this.now = Date.now()), 1000);
+      await this.loadTypes();
+      this.follow();
+    },
+
+    // A new API key: load everything again with it.
+    async saveKey() {
+      if (this.apiKey) localStorage.setItem(KEY_STORAGE, this.apiKey);
+      else localStorage.removeItem(KEY_STORAGE);
+      if (this.stream) this.stream.abort();
+      await this.loadTypes();
+    },
+
+    get currentType() {
+      return this.types.find((t) => t.name === this.typeName) || null;
+    },
+    get preparing() {
+      return this.jobs.filter((j) => !TERMINAL.includes(j.status)).slice(0, 12);
+    },
+    get ready() {
+      return this.jobs.filter((j) => j.status === "succeeded").slice(0, 8);
+    },
+
+    // -- the form ------------------------------------------------------------
+
+    async loadTypes() {
+      try {
+        const body = await api(`${this.base}/job-types`);
+        this.types = body.items || body;
+      } catch (e) {
+        this.formErrors = [`could not load job types: ${e.message}`];
+        return;
+      }
+      const preferred = this.types.find((t) => t.name === "bmi") || this.types[0];
+      this.typeName = preferred ? preferred.name : "";
+      this.chooseType();
+    },
+
+    chooseType() {
+      const schema = (this.currentType && this.currentType.params_schema) || {};
+      const required = schema.required || [];
+      const defs = schema.$defs || schema.definitions || {};
+      this.fields = Object.entries(schema.properties || {}).map(([name, prop]) =>
+        fieldFrom(name, prop, required.includes(name), defs),
+      );
+      this.values = {};
+      for (const f of this.fields) {
+        this.values[f.name] = f.kind === "boolean" ? Boolean(f.default) : "";
+      }
+      this.fieldErrors = {};
+      this.formErrors = [];
+    },
+
+    params() {
+      const params = {};
+      for (const f of this.fields) {
+        try {
+          const v = valueOf(f, this.values[f.name]);
+          if (v !== undefined) params[f.name] = v;
+        } catch (e) {
+          this.fieldErrors[f.name] = "not valid JSON";
+        }
+      }
+      return params;
+    },
+
+    async submit() {
+      this.fieldErrors = {};
+      this.formErrors = [];
+      this.placed = "";
+      const params = this.params();
+      if (Object.keys(this.fieldErrors).length) return;
+      this.submitting = true;
+      try {
+        const job = await api(`${this.base}/jobs`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ type: this.typeName, params }),
+        });
+        this.placed = `Order ${this.ticket(job)} placed`;
+        this.upsert(job);
+      } catch (e) {
+        this.showProblem(e.problem || { title: e.message, errors: [] });
+      } finally {
+        this.submitting = false;
+        // Changes to a job this board was placing: applied now that its row exists.
+        const later = this.deferred;
+        this.deferred = [];
+        later.forEach((change) => this.apply(change));
+      }
+    },
+
+    // Each error beside its field (loc ["params", name, …]); the rest above the button.
+    showProblem(problem) {
+      const names = this.fields.map((f) => f.name);
+      for (const error of problem.errors || []) {
+        const loc = (error.loc || []).map(String);
+        const at = loc[0] === "params" ? loc[1] : loc.find((part) => names.includes(part));
+        if (at !== undefined && names.includes(at)) {
+          this.fieldErrors[at] = this.fieldErrors[at] ? `${this.fieldErrors[at]}; ${error.msg}` : error.msg;
+        } else {
+          this.formErrors.push(`${loc.join(".") || "request"}: ${error.msg}`);
+        }
+      }
+      if (!(problem.errors || []).length) {
+        this.formErrors.push([problem.title, problem.detail].filter(Boolean).join(": "));
+      }
+    },
+
+    // -- the list ------------------------------------------------------------
+
+    async reload() {
+      const query = new URLSearchParams({ limit: PAGE });
+      if (this.filter.status) query.set("status", this.filter.status);
+      if (this.filter.type) query.set("type", this.filter.type);
+      try {
+        const page = await api(`${this.base}/jobs?${query}`);
+        this.jobs = page.items;
+        this.loadError = "";
+      } catch (e) {
+        this.loadError = `could not load jobs: ${e.message}`;
+      }
+    },
+
+    matches(job) {
+      return (
+        (!this.filter.status || job.status === this.filter.status) &&
+        (!this.filter.type || job.type === this.filter.type)
+      );
+    },
+
+    // Insert or replace a row with a job the API returned; newest (highest id) first.
+    upsert(job, force = false) {
+      const i = this.jobs.findIndex((j) => j.id === job.id);
+      if (i >= 0) {
+        if (force || compare(version(job), version(this.jobs[i])) >= 0) this.jobs[i] = job;
+      } else if (this.matches(job)) {
+        const at = this.jobs.findIndex((j) => j.id < job.id);
+        this.jobs.splice(at < 0 ? this.jobs.length : at, 0, job);
+        if (this.jobs.length > PAGE) this.jobs.pop();
+      }
+    },
+
+    // Follow /events for as long as the page is open, reconnecting when a stream
+    // ends. fetch rather than EventSource, so that the API key can be sent.
+    async follow() {
+      for (;;) {
+        this.stream = new AbortController();
+        try {
+          const response = await fetch(`${this.base}/events`, {
+            headers: headers({ Accept: "text/event-stream" }),
+            signal: this.stream.signal,
+          });
+          if (!response.ok) throw new Error(`events: ${response.status}`);
+          this.live = true;
+          this.reload(); // (re)connected: the list as it is now, then its changes
+          await this.readEvents(response.body);
+        } catch (e) {
+          // Dropped, refused or aborted: try again shortly.
+        }
+        this.live = false;
+        await new Promise((resolve) => setTimeout(resolve, this.retryMs));
+      }
+    },
+
+    // The text/event-stream format: blocks separated by a blank line.
+    async readEvents(body) {
+      const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          this.onEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    },
+
+    onEvent(block) {
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        const colon = line.indexOf(":");
+        if (colon === 0) continue; // a comment: keep-alive
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") name = value;
+        else if (field === "data") data.push(value);
+        else if (field === "retry" && /^\d+$/.test(value)) this.retryMs = Number(value);
+      }
+      if (name === "job" && data.length) this.apply(JSON.parse(data.join("\n")));
+    },
+
+    apply(change) {
+      const i = this.jobs.findIndex((j) => j.id === change.id);
+      if (i < 0) {
+        if (this.submitting) this.deferred.push(change);
+        else if (this.matches(change)) this.refetch(change.id, true);
+        return;
+      }
+      const row = this.jobs[i];
+      const order = compare(version(change), version(row));
+      if (order > 0 || (order === 0 && change.progress_message !== row.progress_message)) {
+        this.jobs[i] = { ...row, ...change };
+        // A new status: fetch the record for its times (started_at, finished_at).
+        if (change.status !== row.status) this.refetch(change.id);
+      } else if (order < 0 && change.status !== row.status && !this.isStaleProgress(change, row)) {
+        this.refetch(change.id, true); // out of order (a retry from elsewhere): ask the record
+      }
+    },
+
+    // A progress write that lost the race with a cancel: nothing to ask about.
+    isStaleProgress(change, row) {
+      return change.status === "running" && TERMINAL.includes(row.status);
+    },
+
+    // Load a job's record into its row; fetch again if it changed meanwhile.
+    async refetch(id, force = false) {
+      if (this.fetching.has(id)) {
+        this.fetching.set(id, true);
+        return;
+      }
+      this.fetching.set(id, false);
+      try {
+        for (let round = 0; round < 5; round++) {
+          this.upsert(await api(`${this.base}/jobs/${id}`), force);
+          if (!this.fetching.get(id)) break;
+          this.fetching.set(id, false);
+        }
+      } catch (e) {
+        // Deleted, or not ours to see: leave the board as it is.
+      } finally {
+        this.fetching.delete(id);
+      }
+    },
+
+    async act(job, action) {
+      try {
+        this.upsert(await api(`${this.base}/jobs/${job.id}/${action}`, { method: "POST" }), true);
+      } catch (e) {
+        this.loadError = `${action} ${this.ticket(job)}: ${e.message}`;
+      }
+    },
+
+    // -- presentation ----------------------------------------------------------
+
+    ticket(job) {
+      return `#${job.id.replace(/-/g, "").slice(-6)}`;
+    },
+    finished(job) {
+      return TERMINAL.includes(job.status);
+    },
+    pct(job) {
+      return Math.round((job.status === "succeeded" ? 1 : job.progress || 0) * 100);
+    },
+    duration(job) {
+      if (!job.started_at) return job.status === "scheduled" && job.run_at ? `at ${job.run_at.slice(11, 19)}` : "";
+      const end = job.finished_at ? Date.parse(job.finished_at) : this.now;
+      const seconds = Math.max(0, (end - Date.parse(job.started_at)) / 1000);
+      return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+    },
+    summary(value) {
+      if (value === null || value === undefined) return "";
+      if (typeof value !== "object") return String(value);
+      return Object.entries(value)
+        .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`)
+        .join(" · ")
+        .slice(0, 120);
+    },
+    // A result as a few key/value pairs, each short enough to read at a glance.
+    pairs(value) {
+      if (value === null || value === undefined) return [];
+      if (typeof value !== "object" || Array.isArray(value)) return [["", JSON.stringify(value)]];
+      return Object.entries(value)
+        .slice(0, 4)
+        .map(([k, v]) => [k, (typeof v === "object" ? JSON.stringify(v) : String(v)).slice(0, 24)]);
+    },
+    errorText(job) {
+      const error = job.error || {};
+      return [error.type, error.message].filter(Boolean).join(": ");
+    },
+  }));
+});

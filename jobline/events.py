@@ -1,0 +1,158 @@
+"""Job changes published on Redis pub/sub, for live views (SSE, the dashboard).
+
+Every status transition and every (throttled) progress write is published as a
+small JSON message on the job's own channel and on one global channel. The
+MongoDB record stays the truth: a message is a hint that it changed, so
+publishing is best effort. It never raises, waits at most a fraction of a
+second, and after a failure stays quiet for a while instead of slowing every
+transition of a broken deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from jobline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GLOBAL_CHANNEL = "jobline:jobs"
+JOB_CHANNEL_PREFIX = "jobline:job:"
+# A publish is one round trip to a nearby Redis; anything slower is a fault.
+PUBLISH_TIMEOUT = 0.25
+# After a failed publish, skip publishing for this long rather than pay the timeout again.
+QUIET_AFTER_FAILURE = 5.0
+
+WAITING = frozenset({"queued", "scheduled", "retrying"})
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def job_channel(job_id: str) -> str:
+    return f"{JOB_CHANNEL_PREFIX}{job_id}"
+
+
+def message(job: Mapping[str, Any], status: str, **fields: Any) -> dict[str, Any]:
+    """The message for a change of ``job`` (a record or a job view) to ``status``."""
+    body: dict[str, Any] = {
+        "id": job.get("_id") or job.get("id"),
+        "type": job.get("type"),
+        "status": status,
+        "attempts": job.get("attempts", 0),
+        "progress": job.get("progress", 0.0),
+        "progress_message": job.get("progress_message"),
+    }
+    if job.get("owner") is not None:
+        body["owner"] = job["owner"]
+    body.update(fields)
+    if status == "succeeded":
+        body["progress"] = 1.0
+    body["at"] = time.time()
+    return body
+
+
+def version(change: Mapping[str, Any]) -> tuple[int, int, float]:
+    """Orders the states of one job between a submission (or retry) and its end.
+
+    A waiting job waits for attempt ``attempts + 1``; a running one is in attempt
+    ``attempts``; a finished one is past both (it may have been cancelled while
+    waiting). So a stale message (a progress write published after a cancel, a
+    transition buffered before a snapshot) sorts before the state that
+    superseded it.
+    """
+    status = str(change.get("status"))
+    attempts = int(change.get("attempts") or 0)
+    if status in WAITING:
+        return (attempts + 1, 0, 0.0)
+    if status in TERMINAL:
+        return (attempts + 1, 2, 0.0)
+    return (attempts, 1, float(change.get("progress") or 0.0))
+
+
+class Publisher:
+    """Publishes job changes over one Redis connection pool, made in the process that uses it."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._quiet_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> redis.Redis:
+        # A pool must not cross a fork (Celery's prefork pool, gunicorn's workers).
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = redis.Redis.from_url(
+                    self.redis_url,
+                    socket_timeout=PUBLISH_TIMEOUT,
+                    socket_connect_timeout=PUBLISH_TIMEOUT,
+                    retry_on_timeout=False,
+                    health_check_interval=0,
+                )
+                self._pid = os.getpid()
+            return self._client
+
+    def publish(self, *changes: Mapping[str, Any]) -> bool:
+        """Publish changes on their jobs' channels and the global one, in one round trip.
+
+        False if they were dropped.
+        """
+        if time.monotonic() < self._quiet_until:
+            return False
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for change in changes:
+                    data = json.dumps(change, default=_default)
+                    pipe.publish(job_channel(str(change["id"])), data)
+                    pipe.publish(GLOBAL_CHANNEL, data)
+                pipe.execute()
+        except Exception as exc:  # best effort: a live view misses one change
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
+            log.warning("could not publish a job change (%s); pausing events", exc)
+            return False
+        return True
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value)
+
+
+_publishers: dict[str, Publisher] = {}
+_publishers_lock = threading.Lock()
+
+
+def publisher(settings: Settings) -> Publisher:
+    """The process's publisher for the configured Redis."""
+    with _publishers_lock:
+        found = _publishers.get(settings.redis_url)
+        if found is None:
+            found = _publishers[settings.redis_url] = Publisher(settings.redis_url)
+        return found
+
+
+def job_changed(settings: Settings, job: Mapping[str, Any], status: str, **fields: Any) -> None:
+    """Tell live views that ``job`` is now ``status``; never raises."""
+    try:
+        publisher(settings).publish(message(job, status, **fields))
+    except Exception:  # pragma: no cover - message() on a malformed record
+        log.warning("could not build a job change for %r", job.get("_id"), exc_info=True)
+
+
+def jobs_submitted(settings: Settings, jobs: Iterable[Mapping[str, Any]]) -> None:
+    """Tell live views about newly stored jobs (a batch), in one round trip; never raises."""
+    try:
+        publisher(settings).publish(*(message(job, job["status"]) for job in jobs))
+    except Exception:  # pragma: no cover - a malformed record
+        log.warning("could not build the changes of a batch", exc_info=True)

@@ -1,0 +1,248 @@
+"""The dashboard in a real browser: headless Debian Chromium driven by Playwright.
+
+The board runs against its own job database, broker database and worker, with
+the BMI job's simulated work at two seconds so that its progress can be seen.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from jobline import local
+from jobline.api import create_app
+from jobline.settings import Settings
+from jobline.store import JobStore
+from tests.conftest import Api, ServedApp, make_settings, start_worker
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# Records every value each row's status and progress bar takes, as the page changes them.
+WATCH_ROWS = """
+window.__seen = {};
+const note = (id, key, value) => {
+  const log = (window.__seen[id] ||= {status: [], progress: []});
+  const list = log[key];
+  if (value !== null && list[list.length - 1] !== value) list.push(value);
+};
+new MutationObserver((records) => {
+  for (const r of records) {
+    const row = r.target.closest('tr[data-job-id]');
+    if (!row) continue;
+    const key = r.attributeName === 'data-status' ? 'status' : 'progress';
+    note(row.dataset.jobId, key, r.oldValue);
+    note(row.dataset.jobId, key, r.target.getAttribute(r.attributeName));
+  }
+}).observe(document.querySelector('tbody'), {
+  subtree: true, attributes: true, attributeOldValue: true,
+  attributeFilter: ['data-status', 'aria-valuenow'],
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def board_settings(redis_url: str, mongo_url: str) -> Settings:
+    """Settings of the board's own stack: separate databases, BMI work of two seconds."""
+    return make_settings(
+        redis_url[:-1] + "3",
+        mongo_url,
+        mongo_db="jobline_board",
+        bmi_seconds=2,
+        flower_url="http://flower.invalid:5555/",
+    )
+
+
+@pytest.fixture(scope="module")
+def board(board_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The API and dashboard over HTTP, with a worker of the board's own behind it."""
+    store = JobStore(board_settings)
+    store.ensure_indexes()
+    store.jobs.delete_many({})
+    log = tmp_path_factory.mktemp("board") / "worker.log"
+    worker = start_worker(board_settings, log, "--concurrency=2", "--hostname=board@%h")
+    served = ServedApp(create_app(board_settings))
+    yield Api(served.base)
+    served.close()
+    worker.stop()
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, board: Api) -> Iterator[Page]:
+    """The board, loaded, following the event stream, with its rows watched."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(board.url("/"))
+    expect(page.get_by_test_id("live")).to_have_text("live")
+    expect(page.locator("input[name=weight]")).to_be_visible()
+    page.evaluate(WATCH_ROWS)
+    yield page
+    context.close()
+    assert errors == []
+
+
+def row(page: Page, job_id: str) -> Any:
+    return page.locator(f'tr[data-job-id="{job_id}"]')
+
+
+def place_order(page: Page, **values: str) -> None:
+    for name, value in values.items():
+        page.fill(f"[name={name}]", value)
+    page.get_by_role("button", name="Place order").click()
+
+
+def order(page: Page, board: Api, **values: str) -> str:
+    """Place an order the API accepts; returns the new job's id."""
+    place_order(page, **values)
+    expect(page.get_by_test_id("placed")).to_contain_text("placed")
+    job_id = str(board.get("/api/v1/jobs?limit=1").json()["items"][0]["id"])
+    assert page.get_by_test_id("placed").inner_text() == f"Order {ticket(job_id)} placed"
+    return job_id
+
+
+def ticket(job_id: str) -> str:
+    return "#" + job_id.replace("-", "")[-6:]
+
+
+def test_a_bmi_order_moves_from_queued_to_succeeded_with_its_progress_bar_filling(
+    page: Page, board: Api
+) -> None:
+    job_id = order(page, board, name="Ada", weight="55", height="170")
+    expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(row(page, job_id).locator(".result")).to_contain_text("19.03")
+    expect(row(page, job_id).locator("[role=progressbar]")).to_have_attribute(
+        "aria-valuenow", "100"
+    )
+    seen = page.evaluate("window.__seen")[job_id]
+    assert seen["status"] == ["queued", "running", "succeeded"]
+    progress = [int(p) for p in seen["progress"]]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert any(0 < p < 100 for p in progress), "the bar should move while the job runs"
+    assert ticket(job_id) in page.locator(".ready").inner_text()
+
+
+@pytest.mark.parametrize(
+    ("values", "errors"),
+    [
+        (
+            {"name": "", "weight": "-5", "height": "0"},
+            {"name": "at least 1", "weight": "greater than 0", "height": "greater than 0"},
+        ),
+        ({"name": "Ada", "weight": "55", "height": "301"}, {"height": "less than or equal"}),
+        ({"name": "Ada", "weight": "", "height": "170"}, {"weight": "required"}),
+    ],
+)
+def test_an_invalid_order_shows_each_error_beside_its_field_and_queues_nothing(
+    page: Page, board: Api, values: dict[str, str], errors: dict[str, str]
+) -> None:
+    before = len(board.get("/api/v1/jobs?limit=500").json()["items"])
+    place_order(page, **values)
+    for field, message in errors.items():
+        expect(page.locator(f'.error[data-field="{field}"]')).to_contain_text(message)
+    others = {"name", "weight", "height"} - set(errors)
+    for field in others:
+        expect(page.locator(f'.error[data-field="{field}"]')).to_be_hidden()
+    assert len(board.get("/api/v1/jobs?limit=500").json()["items"]) == before
+
+
+def test_a_running_sleep_job_is_cancelled_from_the_board(page: Page, board: Api) -> None:
+    page.select_option("select[name=type]", "sleep")
+    job_id = order(page, board, seconds="30", steps="30")
+    expect(row(page, job_id)).to_have_attribute("data-status", "running", timeout=30_000)
+    row(page, job_id).get_by_role("button", name="Cancel").click()
+    expect(row(page, job_id)).to_have_attribute("data-status", "cancelled")
+    expect(row(page, job_id).get_by_role("button", name="Cancel")).to_be_hidden()
+    assert board.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
+
+
+def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board: Api) -> None:
+    job_id = board.post("/api/v1/jobs", json={"type": "test_broken", "params": {}}).json()["id"]
+    expect(row(page, job_id)).to_have_attribute("data-status", "failed", timeout=30_000)
+    expect(row(page, job_id).locator(".err")).to_contain_text("ValueError: bad data")
+    row(page, job_id).get_by_role("button", name="Retry").click()
+    expect(row(page, job_id).locator(".attempts")).to_have_text("try 2", timeout=30_000)
+    expect(row(page, job_id)).to_have_attribute("data-status", "failed")
+    seen = page.evaluate("window.__seen")[job_id]["status"]
+    again = seen[seen.index("failed") :]
+    assert again[-1] == "failed" and {"queued", "running"} & set(again)
+
+
+def test_the_board_filters_by_status_and_type_and_links_to_flower_and_the_docs(
+    page: Page, board: Api
+) -> None:
+    board.submit_and_wait("/api/v1/jobs", {"type": "noop", "params": {}})
+    page.select_option("select[name=status-filter]", "succeeded")
+    expect(page.locator("tr.job:not([data-status=succeeded])")).to_have_count(0)
+    expect(page.locator("tr.job").first).to_be_visible()
+    page.select_option("select[name=type-filter]", "noop")
+    expect(page.locator('tr.job:not(:has(.type:text-is("noop")))')).to_have_count(0)
+    expect(page.locator("tr.job").first).to_be_visible()
+    assert page.get_by_role("link", name="Flower").get_attribute("href") == (
+        "http://flower.invalid:5555/"
+    )
+    docs = page.get_by_role("link", name="API docs").get_attribute("href")
+    assert board.get(docs).status_code == 200
+
+
+def test_an_api_key_entered_on_the_board_is_sent_with_its_requests(page: Page) -> None:
+    def with_key(path: str) -> Any:
+        return lambda r: (
+            r.url.split("/api/v1/")[-1].startswith(path)
+            and r.headers.get("authorization") == "Bearer k-123"
+        )
+
+    with (
+        page.expect_request(with_key("job-types")),
+        page.expect_request(with_key("events")),
+        page.expect_request(with_key("jobs?")),
+    ):
+        page.fill("[name=api-key]", "k-123")
+        page.keyboard.press("Tab")
+    assert page.evaluate("localStorage.getItem('jobline.apiKey')") == "k-123"
+
+
+def test_a_screenshot_of_the_board_is_saved(page: Page, board: Api) -> None:
+    for body in (
+        {"type": "bmi", "params": {"name": "Grace", "weight": 61, "height": 168}},
+        {"type": "sleep", "params": {"seconds": 20, "steps": 20}},
+    ):
+        assert board.post("/api/v1/jobs", json=body).status_code == 202
+    moving = page.locator('tr.job.running [role=progressbar]:not([aria-valuenow="0"])')
+    expect(moving.first).to_be_visible(timeout=30_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / "dashboard.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    for job in board.get("/api/v1/jobs?status=running").json()["items"]:
+        board.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_the_board_is_served_without_a_build_step(board: Api) -> None:
+    html = board.get("/")
+    assert html.status_code == 200 and "text/html" in html.headers["Content-Type"]
+    for asset in ("dashboard.js", "dashboard.css", "vendor/alpine-3.15.12.min.js"):
+        assert board.get(f"/dashboard/static/{asset}").status_code == 200
+    assert local.port_open(int(board.base.rsplit(":", 1)[1]))
