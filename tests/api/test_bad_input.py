@@ -176,6 +176,9 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     ("job type operator name", "GET", TYPES + "/$ne", {}),
     ("job type long name", "GET", TYPES + "/" + "n" * 3000, {}),
     ("job types POST", "POST", TYPES, {"json": BMI}),
+    ("events operator id", "GET", JOBS + "/$ne/events", {}),
+    ("events long id", "GET", JOBS + "/" + "e" * 3000 + "/events", {}),
+    ("events unknown id", "GET", JOBS + "/{ID}/events", {}),
     # schedules
     ("schedule without timing", "POST", SCHEDULES, {"json": BMI}),
     ("schedule cron and interval", "POST", SCHEDULES, {"json": {**HOURLY, "cron": "* * * * *"}}),

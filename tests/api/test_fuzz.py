@@ -34,7 +34,12 @@ def test_no_request_generated_from_the_spec_gets_a_server_error(idle_served: Ser
     # Loaded and driven by hand: schemathesis' pytest fixture loader does not
     # work with pytest 9 yet.
     schema = schemathesis.openapi.from_url(idle_served.base + "/api/v1/swagger.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # Event streams stay open by design; their ids are in the bad-input table instead.
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if not op.path.endswith("/events")
+    ]
     assert len(operations) >= 6
     for operation in operations:
         _fuzz(operation)
