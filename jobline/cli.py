@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import ipaddress
 import logging
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,8 +31,32 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid configuration: {exc}") from None
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _logging(settings: Settings | None = None) -> None:
+    from jobline import logs
+
+    logs.configure(settings or _settings())
+
+
+def _private_metrics_dir(kind: str) -> str:
+    """A fresh directory for the metrics of this process and the ones it forks.
+
+    prometheus-client reads PROMETHEUS_MULTIPROC_DIR when it is first imported,
+    so this runs before anything imports it. Each jobline process gets its own,
+    so two on one host never add up each other's values.
+    """
+    path = tempfile.mkdtemp(prefix=f"jobline-{kind}-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @click.group()
@@ -49,11 +78,29 @@ for _command in cli_client.COMMANDS:
 @click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256))
 def api(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the HTTP API under gunicorn."""
+    settings = _settings()
+    if not settings.auth and not _loopback(host):
+        raise click.ClickException(
+            f"JOBLINE_AUTH=off is only allowed on a loopback address, not {host}; "
+            "create keys with `jobline keys create` and leave auth on"
+        )
+    # Before gunicorn forks, so its workers' metrics add up in one /metrics.
+    _private_metrics_dir("api")
+    _logging(settings)
+
     from gunicorn.app.base import BaseApplication
+    from gunicorn.glogging import Logger
 
     from jobline.api import create_app
 
-    settings = _settings()
+    class JsonLogs(Logger):  # type: ignore[misc]
+        """gunicorn's messages through jobline's JSON handler; the app logs each request."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                logger.handlers.clear()
+                logger.propagate = True
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -61,7 +108,7 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)
-            self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", JsonLogs)
             self.cfg.set("graceful_timeout", 10)
 
         def load(self) -> Any:
@@ -83,14 +130,33 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
 )
 @click.option("--hostname", "-n", default=None, help="Celery node name")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def worker(concurrency: int | None, queues: str, hostname: str | None, loglevel: str) -> None:
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Serve this worker's Prometheus metrics on this port [default: not served]",
+)
+@click.option("--metrics-address", default="127.0.0.1", show_default=True)
+def worker(
+    concurrency: int | None,
+    queues: str,
+    hostname: str | None,
+    loglevel: str,
+    metrics_port: int | None,
+    metrics_address: str,
+) -> None:
     """Run one Celery worker against the configured broker and store."""
+    if metrics_port:
+        _private_metrics_dir("worker")  # before the pool forks and anything imports the client
+    from jobline import metrics
     from jobline.store import JobStore
     from jobline.worker import create_worker_app
 
     settings = _settings()
     _ensure_indexes(JobStore(settings))
     app = create_worker_app(settings)
+    if metrics_port:
+        metrics.serve_worker_metrics(metrics_port, metrics_address)
     argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}", "--events"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
@@ -103,10 +169,19 @@ def worker(concurrency: int | None, queues: str, hostname: str | None, loglevel:
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--address", default="127.0.0.1", show_default=True)
 def flower(port: int, address: str) -> None:
-    """Run Flower, the operators' view of workers and tasks."""
+    """Run Flower, the operators' view of workers and tasks (behind basic auth)."""
     from jobline.queue import make_celery
 
-    app = make_celery(_settings())
+    settings = _settings()
+    credentials = settings.flower_basic_auth
+    if credentials is None or ":" not in credentials.get_secret_value():
+        raise click.ClickException(
+            "Flower needs credentials: set JOBLINE_FLOWER_BASIC_AUTH=user:password"
+        )
+    # Flower's --basic-auth option, given through Flower's own variable so that
+    # the password does not show in the process list.
+    os.environ["FLOWER_BASIC_AUTH"] = credentials.get_secret_value()
+    app = make_celery(settings)
     app.start(["flower", f"--port={port}", f"--address={address}"])
 
 
@@ -121,8 +196,8 @@ def sweep(interval: float | None) -> None:
     """Hand on jobs whose worker vanished and republish lost messages, in a loop."""
     from jobline import sweeper
 
-    _logging()
     settings = _settings()
+    _logging(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -213,3 +288,63 @@ def up(
     if failed:
         raise click.ClickException(f"{failed} exited unexpectedly; everything was stopped")
     sys.exit(0)
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored hashed in MongoDB)."""
+
+
+def _keystore() -> Any:
+    from jobline.keys import KeyStore
+    from jobline.store import JobStore
+
+    store = KeyStore(JobStore(_settings()).db)
+    _ensure_indexes(store, wait=10)
+    return store
+
+
+def _key_name(_ctx: Any, _param: Any, value: str) -> str:
+    from jobline.keys import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, value):
+        raise click.BadParameter("1-64 letters, digits, '_', '.', '@' or '-'")
+    return value
+
+
+@keys.command("create")
+@click.option("--name", required=True, callback=_key_name, help="Who the key is for")
+@click.option("--admin", is_flag=True, help="The key sees and changes every owner's jobs")
+def keys_create(name: str, admin: bool) -> None:
+    """Create a key and print it; it is shown this once and stored only hashed."""
+    from jobline.errors import JoblineError
+
+    try:
+        key = _keystore().create(name, admin=admin)
+    except JoblineError as exc:
+        raise click.ClickException(str(exc)) from None
+    kind = "an admin key" if admin else "a key"
+    click.echo(f"created {kind} for {name}; store it now, it is not shown again:")
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Names, admin flags and dates of every key (never the keys themselves)."""
+    rows = _keystore().list()
+    click.echo(f"{'NAME':<24} {'PREFIX':<12} {'ADMIN':<6} {'CREATED':<20} REVOKED")
+    for row in rows:
+        created = row["created_at"].strftime("%Y-%m-%d %H:%M:%S")
+        revoked = row["revoked_at"].strftime("%Y-%m-%d %H:%M:%S") if row["revoked_at"] else "-"
+        admin = "yes" if row.get("admin") else "no"
+        click.echo(f"{row['name']:<24} {row['prefix']:<12} {admin:<6} {created:<20} {revoked}")
+
+
+@keys.command("revoke")
+@click.option("--name", required=True, callback=_key_name)
+def keys_revoke(name: str) -> None:
+    """Revoke every live key of NAME; API processes refuse it within JOBLINE_KEY_CACHE_SECONDS."""
+    revoked = _keystore().revoke(name)
+    if not revoked:
+        raise click.ClickException(f"no live key named {name!r}")
+    click.echo(f"revoked {revoked} key(s) of {name}")

@@ -58,6 +58,27 @@ class BrokerUnavailable(Unavailable):
     title = "Broker unavailable"
 
 
+class QueueFull(Unavailable):
+    """The job's queue is deeper than JOBLINE_MAX_QUEUE_DEPTH: back off and retry."""
+
+    title = "Queue full"
+    retry_after = 2
+
+
+class Unauthorized(JoblineError):
+    """No valid API key was presented."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, invalid: bool = False) -> None:
+        super().__init__(detail)
+        challenge = 'Bearer realm="jobline"'
+        if invalid:
+            challenge += ', error="invalid_token"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
 class JobCancelled(Exception):
     """Raised inside a running job when it has been cancelled."""
 

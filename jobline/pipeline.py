@@ -8,15 +8,17 @@ the caller told, so nothing is accepted that will not run.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from celery import Celery
 
-from jobline import events, ids, queue, scheduling, webhooks
-from jobline.errors import BrokerUnavailable
+from jobline import events, ids, metrics, queue, scheduling, webhooks
+from jobline.cache import TTLCache
+from jobline.errors import BrokerUnavailable, QueueFull, Unavailable
 from jobline.jobs import Catalogue, JobType
+from jobline.logs import job_fields
 from jobline.settings import Settings
 from jobline.store import Job, JobStore, Status, new_job, now
 
@@ -34,6 +36,8 @@ class Submission:
     priority: int | None = None
     # Further fields stored on the job (callback_url, idempotency_key…).
     extra: dict[str, Any] | None = None
+    # The name of the API key that submitted it; None when auth is off.
+    owner: str | None = None
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Pipeline:
     store: JobStore
     celery: Celery
     catalogue: Catalogue
+    # Queue depths are read from the broker at most once a second per queue.
+    _depths: TTLCache[int] = field(default_factory=lambda: TTLCache(1.0), repr=False)
 
     def submit(
         self,
@@ -54,11 +60,13 @@ class Pipeline:
         delay_seconds: float | None = None,
         priority: int | None = None,
         extra: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Job:
-        """Validate, record and publish a job; StoreUnavailable or BrokerUnavailable on failure."""
+        """Validate, record and publish a job; StoreUnavailable, BrokerUnavailable or QueueFull."""
         job, job_type = self._record(
-            Submission(type, params, run_at, delay_seconds, priority, extra)
+            Submission(type, params, run_at, delay_seconds, priority, extra, owner)
         )
+        self.admit(job_type.queue)
         self.store.insert(job)
         events.job_changed(self.settings, job, job["status"])
         if job.get("held"):
@@ -68,15 +76,43 @@ class Pipeline:
         except BrokerUnavailable:
             self._take_back([job["_id"]])
             raise
+        _submitted(job)
         return job
 
-    def submit_many(self, submissions: list[Submission]) -> list[Job | BrokerUnavailable]:
+    def admit(self, queue_name: str) -> None:
+        """QueueFull when ``queue_name`` holds more than JOBLINE_MAX_QUEUE_DEPTH messages."""
+        limit = self.settings.max_queue_depth
+        if not limit:
+            return
+        depth = self._depths.get_or_compute(
+            queue_name, lambda: queue.queue_depth(self.celery, queue_name)
+        )
+        if depth > limit:
+            raise QueueFull(f"queue {queue_name!r} holds {depth} jobs (limit {limit}); retry later")
+
+    def submit_many(self, submissions: list[Submission]) -> list[Job | Unavailable]:
         """Record many jobs in one insert, then publish each; in order, each job or why not.
 
-        Once the broker refuses one message the rest are taken back unpublished
-        rather than each waiting out its own publish retries.
+        Jobs for a queue deeper than JOBLINE_MAX_QUEUE_DEPTH are refused (QueueFull)
+        and never stored.
         """
         built = [self._record(s) for s in submissions]
+        full = self._full_queues({job_type.queue for _, job_type in built})
+        published = iter(self._publish_all([b for b in built if b[1].queue not in full]))
+        return [full.get(job_type.queue) or next(published) for _, job_type in built]
+
+    def _full_queues(self, names: set[str]) -> dict[str, QueueFull]:
+        full: dict[str, QueueFull] = {}
+        for name in names:
+            try:
+                self.admit(name)
+            except QueueFull as exc:
+                full[name] = exc
+        return full
+
+    def _publish_all(self, built: list[tuple[Job, JobType]]) -> list[Job | BrokerUnavailable]:
+        """Insert, then publish each; once the broker refuses one, the rest are taken back
+        unpublished rather than each waiting out its own publish retries."""
         self.store.insert_many([job for job, _ in built])
         events.jobs_submitted(self.settings, [job for job, _ in built])
         outcomes: list[Job | BrokerUnavailable] = []
@@ -90,6 +126,7 @@ class Pipeline:
                 unpublished = [job["_id"] for job, _ in built[i:]]
                 self._take_back(unpublished)
                 return outcomes + [exc] * len(unpublished)
+            _submitted(job)
             outcomes.append(job)
         return outcomes
 
@@ -108,6 +145,7 @@ class Pipeline:
             queue=job_type.queue,
             run_at=run_at,
             priority=queue.DEFAULT_PRIORITY if s.priority is None else s.priority,
+            owner=s.owner,
         )
         job.update(s.extra or {})
         if scheduling.holds(job, self.settings):
@@ -122,20 +160,25 @@ class Pipeline:
         except Exception:  # the sweeper publishes them later, so they still run
             log.exception("could not take back %d unpublished jobs", len(job_ids))
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel an unfinished job (a running one is stopped); returns it as it is now."""
-        before = self.store.cancel(job_id)
+        before = self.store.cancel(job_id, owner)
+        if not Status(before["status"]).finished:
+            metrics.JOBS_CANCELLED.labels(before["type"]).inc()
+            log.info("job cancelled", extra=job_fields(before))
         if before["status"] == Status.RUNNING and before.get("task_id"):
             queue.revoke(self.celery, before["task_id"])
-        job = self.store.get(job_id)
+        job = self.store.get(job_id, owner)
         if not Status(before["status"]).finished:
             events.job_changed(self.settings, job, job["status"])
             webhooks.notify(self.celery, job)
         return job
 
-    def retry(self, job_id: str) -> Job:
+    def retry(self, job_id: str, owner: str | None = None) -> Job:
         """Run a failed or cancelled job again as a new attempt."""
-        job = self.store.restart(job_id, task_id=ids.new_id())
+        job = self.store.restart(job_id, task_id=ids.new_id(), owner=owner)
+        metrics.JOBS_RETRIED.labels(job["type"]).inc()
+        log.info("job retried", extra=job_fields(job))
         events.job_changed(self.settings, job, job["status"])
         try:
             queue.publish(self.celery, job, self.catalogue.get(job["type"]))
@@ -144,7 +187,12 @@ class Pipeline:
             log.warning("broker down; job %s will be published by the sweeper", job_id)
         return job
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, owner: str | None = None) -> None:
         """Cancel the job if it is unfinished, then remove it."""
-        self.cancel(job_id)
-        self.store.delete(job_id)
+        self.cancel(job_id, owner)
+        self.store.delete(job_id, owner)
+
+
+def _submitted(job: Job) -> None:
+    metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
+    log.info("job submitted", extra={**job_fields(job), "queue": job["queue"]})

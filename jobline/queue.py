@@ -147,6 +147,14 @@ def ping_broker(app: Celery) -> None:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
 
+def ping_workers(app: Celery, timeout: float = 1.0) -> int:
+    """How many workers answered a ping (stops at the first); BrokerUnavailable if none could."""
+    try:
+        return len(app.control.ping(timeout=timeout, limit=1))
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
 def revoke(app: Celery, task_id: str) -> None:
     """Ask workers to stop the task now; best effort, the store already says cancelled.
 

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from jobline import ids
 from jobline.errors import JoblineError
 from jobline.paging import Page, decode_cursor, encode_cursor
-from jobline.store import _unavailable_as_error, now
+from jobline.store import _mine, _unavailable_as_error, now
 
 Schedule = dict[str, Any]
 
@@ -41,21 +41,23 @@ class ScheduleStore:
         return schedule
 
     @_unavailable_as_error
-    def find(self, schedule_id: str) -> Schedule | None:
-        """The schedule, or None if there is none (any more)."""
-        return self.schedules.find_one({"_id": schedule_id}) if ids.is_id(schedule_id) else None
+    def find(self, schedule_id: str, owner: str | None = None) -> Schedule | None:
+        """The schedule (``owner``'s, unless None), or None if there is none (any more)."""
+        if not ids.is_id(schedule_id):
+            return None
+        return self.schedules.find_one(_mine({"_id": schedule_id}, owner))
 
-    def get(self, schedule_id: str) -> Schedule:
-        """The schedule; ScheduleNotFound if there is none."""
-        schedule = self.find(schedule_id)
+    def get(self, schedule_id: str, owner: str | None = None) -> Schedule:
+        """The schedule; ScheduleNotFound if there is none (or it is another owner's)."""
+        schedule = self.find(schedule_id, owner)
         if schedule is None:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return schedule
 
     @_unavailable_as_error
-    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page:
+    def list(self, *, limit: int = 50, cursor: str | None = None, owner: str | None = None) -> Page:
         """Schedules newest first, one page at a time; ValueError for a bad cursor."""
-        query: dict[str, Any] = {}
+        query: dict[str, Any] = _mine({}, owner)
         if cursor is not None:
             query["_id"] = {"$lt": decode_cursor(cursor)}
         items = list(self.schedules.find(query).sort("_id", DESCENDING).limit(limit + 1))
@@ -69,10 +71,10 @@ class ScheduleStore:
         return (doc["_id"] for doc in self.schedules.find({}, {"_id": 1}))
 
     @_unavailable_as_error
-    def delete(self, schedule_id: str) -> Schedule:
+    def delete(self, schedule_id: str, owner: str | None = None) -> Schedule:
         """Remove a schedule and return it; ScheduleNotFound if there is none."""
-        schedule = self.get(schedule_id)
-        if self.schedules.delete_one({"_id": schedule_id}).deleted_count != 1:
+        schedule = self.get(schedule_id, owner)
+        if self.schedules.delete_one(_mine({"_id": schedule_id}, owner)).deleted_count != 1:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return schedule
 

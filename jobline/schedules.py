@@ -118,7 +118,9 @@ class ScheduleSpec(BaseModel):
     cron: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
         default=None, description="five fields, in UTC, e.g. '*/5 * * * *'"
     )
-    interval_seconds: Annotated[int, Field(ge=1, le=MAX_INTERVAL_SECONDS)] | None = None
+    interval_seconds: Annotated[int, Field(ge=1, le=MAX_INTERVAL_SECONDS, strict=True)] | None = (
+        None
+    )
     callback_url: CallbackUrl | None = None
 
     @field_validator("cron")
@@ -186,7 +188,7 @@ class Schedules:
     def app(self) -> Celery:
         return self.pipeline.celery
 
-    def create(self, spec: ScheduleSpec) -> Schedule:
+    def create(self, spec: ScheduleSpec, owner: str | None = None) -> Schedule:
         """Validate params with the job type's model, record the schedule, start its timing.
 
         Raises UnknownJobType, pydantic's ValidationError (params), WebhooksNotConfigured.
@@ -202,6 +204,8 @@ class Schedules:
                 "cron": spec.cron,
                 "interval_seconds": spec.interval_seconds,
                 "callback_url": spec.callback_url,
+                # The jobs it fires are this owner's too.
+                "owner": owner,
             }
         )
         self.store.insert(record)
@@ -212,15 +216,15 @@ class Schedules:
             raise SchedulerUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         return record
 
-    def get(self, schedule_id: str) -> Schedule:
-        return self.store.get(schedule_id)
+    def get(self, schedule_id: str, owner: str | None = None) -> Schedule:
+        return self.store.get(schedule_id, owner)
 
-    def list(self, *, limit: int = 50, cursor: str | None = None) -> Page:
-        return self.store.list(limit=limit, cursor=cursor)
+    def list(self, *, limit: int = 50, cursor: str | None = None, owner: str | None = None) -> Page:
+        return self.store.list(limit=limit, cursor=cursor, owner=owner)
 
-    def delete(self, schedule_id: str) -> None:
+    def delete(self, schedule_id: str, owner: str | None = None) -> None:
         """Remove the record (fires stop at once), then the RedBeat entry (best effort)."""
-        self.store.delete(schedule_id)
+        self.store.delete(schedule_id, owner)
         try:
             self._drop_entry(schedule_id)
         except RedisError as exc:  # its fires find no record; beat drops it when it starts
@@ -291,7 +295,7 @@ def fire(p: Pipeline, schedule_id: str) -> str | None:
     if record.get("callback_url"):
         extra["callback_url"] = record["callback_url"]
     try:
-        job = p.submit(record["type"], record["params"], extra=extra)
+        job = p.submit(record["type"], record["params"], extra=extra, owner=record.get("owner"))
     except (UnknownJobType, PydanticValidationError, WebhooksNotConfigured) as exc:
         # The catalogue changed since the schedule was made; say so on the schedule.
         log.error("schedule %s could not submit its job: %s", schedule_id, exc)

@@ -55,6 +55,7 @@ DelaySeconds = Annotated[
         ge=0,
         le=MAX_AHEAD.total_seconds(),
         allow_inf_nan=False,
+        strict=True,  # a number, not a string that looks like one
         description="Seconds from now before the job may start",
     ),
 ]

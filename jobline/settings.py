@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,31 @@ class Settings(BaseSettings):
     # holds one API thread, so streams are bounded).
     flower_url: str = "http://127.0.0.1:5555/"
     stream_max_seconds: float = Field(default=300.0, gt=0)
+
+    # API keys: "on" refuses requests without a valid `Authorization: Bearer KEY`.
+    auth: bool = True
+    # How long a key lookup is cached per API process; a revoked key stops
+    # working within this many seconds.
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Per-key (per-address when auth is off) limit in Flask-Limiter's syntax,
+    # e.g. "100/second" or "1000 per minute"; empty means no limit.
+    rate_limit: str = ""
+    # A submission to a queue holding more messages than this gets 503; 0 means no limit.
+    max_queue_depth: int = Field(default=0, ge=0)
+    # "user:password" Flower asks for; `jobline up` makes one up when unset.
+    flower_basic_auth: SecretStr | None = None
+    # "json" (one JSON object a line) or "text".
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        if value.strip():
+            from limits import parse_many
+
+            parse_many(value)  # ValueError names what is wrong
+        return value.strip()
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ class Stack:
     concurrency: int | None = None
     processes: list[local.Process] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flower_login: str = ""
+    auth: bool = True
+    worker_metrics: list[int] = field(default_factory=list)
 
     def start(self, environ: Mapping[str, str]) -> None:
         """Start embedded servers where no URL is configured, then the jobline processes."""
@@ -35,19 +39,21 @@ class Stack:
             mongo, env["JOBLINE_MONGO_URL"] = local.start_mongo(self.data_dir / "mongodb")
             self.processes.append(mongo)
             self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
+        self._secure(env)
         # The dashboard links to the Flower this stack starts.
         env.setdefault("JOBLINE_FLOWER_URL", f"http://127.0.0.1:{self.flower_port}/")
         worker_args = ["worker"] + (
             [f"--concurrency={self.concurrency}"] if self.concurrency else []
         )
+        self.worker_metrics = [local.free_port() for _ in range(self.workers)]
         commands = [
             *[
                 (
                     f"worker-{n}",
-                    [*worker_args, f"--hostname=worker{n}@%h"],
+                    [*worker_args, f"--hostname=worker{n}@%h", f"--metrics-port={port}"],
                     logs / f"worker-{n}.log",
                 )
-                for n in range(1, self.workers + 1)
+                for n, port in enumerate(self.worker_metrics, start=1)
             ],
             ("sweeper", ["sweep"], logs / "sweeper.log"),
             ("beat", ["beat"], logs / "beat.log"),
@@ -59,6 +65,18 @@ class Stack:
                 local.Process(name, local.jobline_argv(*args), env=env, log=log).start()
             )
         self._wait_for_ports()
+
+    def _secure(self, env: dict[str, str]) -> None:
+        """Auth off unless asked for (the API listens on 127.0.0.1 only); Flower behind a login."""
+        if not env.get("JOBLINE_AUTH"):
+            env["JOBLINE_AUTH"] = "off"
+        self.auth = env["JOBLINE_AUTH"].strip().lower() not in ("off", "false", "0", "no")
+        if env.get("JOBLINE_FLOWER_BASIC_AUTH"):
+            self.flower_login = "login from JOBLINE_FLOWER_BASIC_AUTH"
+        else:
+            password = secrets.token_urlsafe(18)
+            env["JOBLINE_FLOWER_BASIC_AUTH"] = f"admin:{password}"
+            self.flower_login = f"user admin, password {password}"
 
     def _wait_for_ports(self) -> None:
         api = next(p for p in self.processes if p.name == "api")
@@ -72,7 +90,13 @@ class Stack:
             f"  Dashboard  http://127.0.0.1:{self.api_port}/",
             f"  API        http://127.0.0.1:{self.api_port}/api/v1/",
             f"  Swagger UI http://127.0.0.1:{self.api_port}/api/v1/docs",
-            f"  Flower     http://127.0.0.1:{self.flower_port}/",
+            f"  Flower     http://127.0.0.1:{self.flower_port}/ ({self.flower_login})",
+            f"  metrics    http://127.0.0.1:{self.api_port}/metrics, workers "
+            + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in self.worker_metrics),
+            "  API keys   required (create one: jobline keys create --name NAME)"
+            if self.auth
+            else "  API keys   OFF: anyone on this machine can use the API "
+            "(it listens on 127.0.0.1 only; JOBLINE_AUTH=on to require keys)",
             *[f"  {note}" for note in self.notes],
             f"  logs       {self.data_dir / 'logs'}",
             "Ctrl-C stops everything.",

@@ -54,6 +54,9 @@ LIST_INDEXES = (
     [("status", ASCENDING), ("_id", DESCENDING)],
     [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
     [("created_at", DESCENDING), ("_id", DESCENDING)],
+    # A key that is not an admin's lists only its owner's jobs.
+    [("owner", ASCENDING), ("_id", DESCENDING)],
+    [("owner", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
 )
 NEWEST_FIRST = [("_id", DESCENDING)]
 R = TypeVar("R")
@@ -125,9 +128,12 @@ class JobStore:
     # -- reads ---------------------------------------------------------------
 
     @_unavailable_as_error
-    def get(self, job_id: str) -> Job:
-        """The job with this id; JobNotFound if there is none."""
-        job = self.jobs.find_one({"_id": job_id}) if ids.is_id(job_id) else None
+    def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job with this id (owned by ``owner``, unless None); JobNotFound if there is none.
+
+        Another owner's job is not found, exactly like a missing one, so ids leak nothing.
+        """
+        job = self.jobs.find_one(_mine({"_id": job_id}, owner)) if ids.is_id(job_id) else None
         if job is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         return job
@@ -142,9 +148,10 @@ class JobStore:
         status: Status | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        owner: str | None = None,
     ) -> Page:
         """Jobs newest first, one page at a time; see jobline.paging for how."""
-        equal: dict[str, Any] = {}
+        equal: dict[str, Any] = _mine({}, owner)
         if type is not None:
             equal["type"] = type
         if status is not None:
@@ -186,9 +193,9 @@ class JobStore:
             self.jobs.insert_many(jobs, ordered=False)
 
     @_unavailable_as_error
-    def find_by_key(self, key: str) -> Job | None:
-        """The job submitted with this idempotency key, if it is still kept."""
-        return self.jobs.find_one({"idempotency_key": key})
+    def find_by_key(self, key: str, submitted_by: str | None = None) -> Job | None:
+        """The job ``submitted_by`` (None: with auth off) made with this idempotency key."""
+        return self.jobs.find_one({"idempotency_key": key, "owner": submitted_by})
 
     @_unavailable_as_error
     def discard(self, job_ids: Sequence[str]) -> int:
@@ -332,10 +339,10 @@ class JobStore:
         return done.modified_count == 1
 
     @_unavailable_as_error
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel an unfinished job and return it as it was before; finished jobs are kept."""
         for _ in range(5):
-            job = self.get(job_id)
+            job = self.get(job_id, owner)
             if Status(job["status"]).finished:
                 return job
             t = now()
@@ -356,9 +363,9 @@ class JobStore:
         raise InvalidTransition(f"job {job_id} kept changing; try again")
 
     @_unavailable_as_error
-    def restart(self, job_id: str, task_id: str) -> Job:
+    def restart(self, job_id: str, task_id: str, owner: str | None = None) -> Job:
         """Queue a failed or cancelled job again, as a fresh attempt."""
-        job = self.get(job_id)
+        job = self.get(job_id, owner)
         if job["status"] not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(
                 f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried"
@@ -386,8 +393,8 @@ class JobStore:
         return job
 
     @_unavailable_as_error
-    def delete(self, job_id: str) -> bool:
-        return self.jobs.delete_one({"_id": job_id}).deleted_count == 1
+    def delete(self, job_id: str, owner: str | None = None) -> bool:
+        return self.jobs.delete_one(_mine({"_id": job_id}, owner)).deleted_count == 1
 
     # -- the sweeper's queries ---------------------------------------------------
 
@@ -482,6 +489,13 @@ class JobStore:
         self.jobs.update_one({"_id": job_id}, {"$set": changes, "$inc": {"webhook.attempts": 1}})
 
 
+def _mine(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """``query`` narrowed to one owner's jobs; None means every job (admins, auth off)."""
+    if owner is not None:
+        query["owner"] = owner
+    return query
+
+
 def _window_query(equal: dict[str, Any], window: Window) -> tuple[dict[str, Any], list[Any]]:
     """The filter and order that read one window of a list (see LIST_INDEXES)."""
     if equal:
@@ -499,6 +513,7 @@ def new_job(
     queue: str = "default",
     run_at: datetime | None = None,
     priority: int | None = None,
+    owner: str | None = None,
 ) -> Job:
     """A job record as it is first stored."""
     job_id = ids.new_id()
@@ -508,6 +523,7 @@ def new_job(
     return {
         "_id": job_id,
         "type": type,
+        "owner": owner,
         "status": str(Status.SCHEDULED if scheduled else Status.QUEUED),
         "params": params,
         "result": None,

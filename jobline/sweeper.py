@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from jobline import events, ids, queue, scheduling
 from jobline.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
+from jobline.logs import job_fields
 from jobline.pipeline import Pipeline
 from jobline.store import Job
 
@@ -28,7 +29,10 @@ def sweep_once(p: Pipeline) -> Counter[str]:
         task_id = ids.new_id()
         if p.store.requeue(job, task_id):
             log.warning(
-                "job %s lost its worker (attempt %s); requeued", job["_id"], job["attempts"]
+                "job %s lost its worker (attempt %s); requeued",
+                job["_id"],
+                job["attempts"],
+                extra=job_fields(job),
             )
             events.job_changed(p.settings, job, "queued")
             _publish(p, {**job, "task_id": task_id, "run_at": None})
@@ -44,7 +48,12 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             continue
         task_id = ids.new_id()
         if p.store.touch(job, task_id):
-            log.warning("job %s waited %s unclaimed; republished", job["_id"], older_than)
+            log.warning(
+                "job %s waited %s unclaimed; republished",
+                job["_id"],
+                older_than,
+                extra=job_fields(job),
+            )
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["republished"] += 1
     return done

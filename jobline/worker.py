@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from celery.worker.request import Request
 
-from jobline import events, jobs, schedules, webhooks
+from jobline import events, jobs, logs, metrics, schedules, webhooks
 from jobline.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
 from jobline.jobs import Catalogue, Context, JobType
 from jobline.queue import RUN_TASK, make_celery
@@ -210,7 +210,11 @@ class JobRequest(Request):  # type: ignore[misc]
             log.warning("job %s timed out while MongoDB is down; the sweeper will see it", job_id)
             return
         if failed:
-            log.warning("job %s passed its hard time limit of %gs; failed", job_id, timeout)
+            job = JobTask.runtime.store.get(job_id)
+            metrics.JOBS_FAILED.labels(job["type"]).inc()
+            fields = {**logs.job_fields(job), "status": "failed", "duration": timeout}
+            message = "job %s passed its hard time limit of %gs; failed"
+            log.warning(message, job_id, timeout, extra=fields)
             announce(JobTask.runtime, job_id, Status.FAILED)
             webhooks.after_run(self.task.app, JobTask.runtime.store, job_id, Status.FAILED)
 
@@ -232,7 +236,33 @@ def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
         raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None
     if job is None:
         return f"job {job_id}: {_not_claimed(task, store, job_id)}"
+    _observe_wait(job)
     return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job)}"
+
+
+def _observe_wait(job: Job) -> None:
+    """Queue wait of a first attempt or a scheduled one; a retry's wait starts at its run_at."""
+    due = job.get("run_at") or (job["created_at"] if job["attempts"] == 1 else None)
+    if due is not None:
+        waited = max(0.0, (job["started_at"] - due).total_seconds())
+        metrics.QUEUE_WAIT.labels(job["type"], job.get("queue") or "default").observe(waited)
+    log.info("job started", extra=logs.job_fields(job))
+
+
+_COUNTERS = {
+    "succeeded": metrics.JOBS_SUCCEEDED,
+    "failed": metrics.JOBS_FAILED,
+    "retrying": metrics.JOBS_RETRIED,
+}
+
+
+def _observe_end(job: Job, status: str) -> None:
+    """Count and log how an attempt ended (cancellations are counted where they are asked)."""
+    duration = max(0.0, (now() - job["started_at"]).total_seconds())
+    metrics.JOB_DURATION.labels(job["type"], status).observe(duration)
+    _COUNTERS[status].labels(job["type"]).inc()
+    fields = {**logs.job_fields(job), "status": status, "duration": round(duration, 3)}
+    log.info("job %s", status, extra=fields)
 
 
 def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
@@ -245,7 +275,7 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
     except UnknownJobType as exc:
         error = error_info(exc, reason="unknown_type")
         return _ended(
-            task, store, job_id, persist(store.fail, patience, job_id, attempt, error), "failed"
+            task, store, job, persist(store.fail, patience, job_id, attempt, error), "failed"
         )
     interrupter = Interrupter(job_id)
     beat = Heartbeat(
@@ -267,13 +297,13 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
     except SoftTimeLimitExceeded as exc:
         error = error_info(exc, reason="timeout")
         recorded = persist(store.fail, patience, job_id, attempt, error)
-        return _ended(task, store, job_id, recorded, "failed", "failed: timeout")
+        return _ended(task, store, job, recorded, "failed", "failed: timeout")
     except Exception as exc:
         return _failed(task, store, job_type, job, exc, patience)
     finally:
         beat.stop()
     recorded = persist(store.succeed, patience, job_id, attempt, result)
-    return _ended(task, store, job_id, recorded, "succeeded")
+    return _ended(task, store, job, recorded, "succeeded")
 
 
 def announce(runtime: Runtime, job_id: str, status: str) -> None:
@@ -305,12 +335,14 @@ def _outcome(recorded: bool, what: str) -> str:
 
 
 def _ended(
-    task: JobTask, store: JobStore, job_id: str, recorded: bool, status: str, what: str = ""
+    task: JobTask, store: JobStore, job: Job, recorded: bool, status: str, what: str = ""
 ) -> str:
-    """An attempt's terminal write: once recorded, live views hear and the webhook goes out."""
+    """An attempt's terminal write: once recorded, it is counted, live views hear, and the
+    webhook goes out."""
     if recorded:
-        announce(task.runtime, job_id, status)
-        webhooks.after_run(task.app, store, job_id, status)
+        _observe_end(job, status)
+        announce(task.runtime, job["_id"], status)
+        webhooks.after_run(task.app, store, job["_id"], status)
     return _outcome(recorded, what or status)
 
 
@@ -324,14 +356,13 @@ def _failed(
         error = error_info(exc, reason="retrying")
         if not persist(store.retry_later, patience, job_id, attempt, error, at):
             return _outcome(False, "retrying")
+        _observe_end(job, "retrying")
         events.job_changed(task.runtime.settings, job, "retrying", error=error)
         # Celery's retry publishes the next attempt's message with a countdown;
         # should that message be lost, the sweeper republishes the job after run_at.
         raise task.retry(countdown=delay, max_retries=None, exc=exc)
     error = error_info(exc)
-    return _ended(
-        task, store, job_id, persist(store.fail, patience, job_id, attempt, error), "failed"
-    )
+    return _ended(task, store, job, persist(store.fail, patience, job_id, attempt, error), "failed")
 
 
 def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
@@ -352,6 +383,11 @@ def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     runtime = Runtime(settings, jobs.load(settings.job_module_list))
     JobTask.runtime = runtime
+
+    @signals.setup_logging.connect(weak=False)
+    def _json_logs(**_: Any) -> None:
+        # Connected, this replaces Celery's own logging set-up with ours.
+        logs.configure(settings)
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:

@@ -16,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from jobline import local
 from jobline.api import create_app
+from jobline.keys import KeyStore
 from jobline.queue import make_celery
 from jobline.settings import Settings
 from jobline.store import JobStore
@@ -51,6 +52,8 @@ def make_settings(redis_url: str, mongo_url: str, **overrides: Any) -> Settings:
         "connect_timeout_seconds": 1,
         "job_modules": "tests.jobtypes",
         "webhook_secret": "test-webhook-secret-not-for-production",
+        # Most tests are not about keys; the keyed_* fixtures turn auth on.
+        "auth": False,
     }
     values.update(overrides)
     return Settings(**values)
@@ -107,10 +110,30 @@ def start_worker(settings: Settings, log: Path, *args: str, name: str = "worker"
 
 
 @pytest.fixture(scope="session")
-def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Process]:
+def worker_metrics_port() -> int:
+    """Where the shared worker serves its Prometheus metrics."""
+    return local.free_port()
+
+
+@pytest.fixture(scope="session")
+def worker_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the shared worker writes its logs."""
+    return tmp_path_factory.mktemp("worker") / "worker.log"
+
+
+@pytest.fixture(scope="session")
+def worker(
+    settings: Settings, worker_log: Path, worker_metrics_port: int
+) -> Iterator[local.Process]:
     """One Celery worker with two processes, shared by the integration tests."""
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    process = start_worker(settings, log, "--concurrency=2", "--hostname=main@%h")
+    log = worker_log
+    process = start_worker(
+        settings,
+        log,
+        "--concurrency=2",
+        "--hostname=main@%h",
+        f"--metrics-port={worker_metrics_port}",
+    )
     yield process
     process.stop()
 
@@ -118,9 +141,11 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 class Api:
     """A requests session bound to the API's base URL."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, key: str | None = None) -> None:
         self.base = base
         self.http = requests.Session()
+        if key is not None:
+            self.http.headers["Authorization"] = f"Bearer {key}"
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -201,9 +226,7 @@ def live_api(api: Api, worker: local.Process) -> Api:
 @pytest.fixture(scope="session")
 def idle_served(settings: Settings, store: JobStore) -> Iterator[ServedApp]:
     """The API on a broker database no worker consumes, so jobs stay queued."""
-    other_db = settings.redis_url.rsplit("/", 1)[0] + "/9"
-    idle = Settings(**{**settings.model_dump(), "redis_url": other_db, "broker_url": None})
-    served = ServedApp(create_app(idle))
+    served = ServedApp(create_app(idle_settings(settings)))
     yield served
     served.close()
 
@@ -213,6 +236,66 @@ def idle_api(idle_served: ServedApp, store: JobStore) -> Api:
     """The API with no worker behind it, on an empty job collection."""
     store.jobs.delete_many({})
     return Api(idle_served.base)
+
+
+def idle_settings(settings: Settings, **overrides: Any) -> Settings:
+    """``settings`` on a broker database no worker consumes, so jobs stay queued."""
+    other_db = settings.redis_url.rsplit("/", 1)[0] + "/9"
+    return Settings(
+        **{**settings.model_dump(), "redis_url": other_db, "broker_url": None, **overrides}
+    )
+
+
+@pytest.fixture(scope="session")
+def api_keys(store: JobStore) -> dict[str, str]:
+    """Keys of two owners, alice and bob, and of an admin, root."""
+    keys = KeyStore(store.db)
+    keys.ensure_indexes()
+    return {
+        "alice": keys.create("alice"),
+        "bob": keys.create("bob"),
+        "root": keys.create("root", admin=True),
+    }
+
+
+@pytest.fixture(scope="session")
+def keyed_served(settings: Settings, store: JobStore) -> Iterator[ServedApp]:
+    """The API with keys required, no worker behind it, and a short key cache."""
+    served = ServedApp(create_app(idle_settings(settings, auth=True, key_cache_seconds=1)))
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def keyed_api(keyed_served: ServedApp, store: JobStore, api_keys: dict[str, str]) -> dict[str, Api]:
+    """Clients of the keyed API by key name ("alice", "bob", "root"), and "anonymous"."""
+    store.jobs.delete_many({})
+    clients = {name: Api(keyed_served.base, key) for name, key in api_keys.items()}
+    clients["anonymous"] = Api(keyed_served.base)
+    return clients
+
+
+class Gunicorn:
+    """`jobline api` under gunicorn with two workers, as production runs it."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.port = local.free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        argv = local.jobline_argv("api", f"--port={self.port}", "--workers=2", "--threads=4")
+        self.process = local.Process("api", argv, env=settings_env(settings), log=log).start()
+        local.wait_until(lambda: local.port_open(self.port), 60, "gunicorn", self.process)
+
+
+@pytest.fixture(scope="session")
+def gunicorn_api(
+    settings: Settings, api_keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gunicorn]:
+    """The API under gunicorn (keys required), logging to a file the tests can read."""
+    log = tmp_path_factory.mktemp("gunicorn") / "api.log"
+    served = Gunicorn(Settings(**{**settings.model_dump(), "auth": True}), log)
+    yield served
+    served.process.stop()
 
 
 @pytest.fixture

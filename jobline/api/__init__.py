@@ -12,6 +12,7 @@ from jobline.api import problems
 from jobline.api.services import EXTENSION
 from jobline.jobs import Catalogue
 from jobline.jobs import load as load_catalogue
+from jobline.keys import KeyStore
 from jobline.pipeline import Pipeline
 from jobline.queue import make_celery
 from jobline.settings import Settings
@@ -42,6 +43,15 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
         description="Submit slow work, get an id at once, come back for status, progress "
         "and result.",
         doc="/docs",
+        authorizations={
+            "bearer": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "Authorization",
+                "description": "`Bearer KEY`, a key from `jobline keys create`",
+            }
+        },
+        security="bearer",
     )
     docs.describe_catalogue(jobs_api.ns, jobs_api.request_model, catalogue)
     api.add_namespace(jobs_api.ns, path="/jobs")
@@ -69,16 +79,24 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         pipeline = Pipeline(
             settings, store, make_celery(settings), load_catalogue(settings.job_module_list)
         )
-        try:
-            store.ensure_indexes()
-        except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
-            log.warning("could not create indexes yet: %s", exc)
+    keys = KeyStore(pipeline.store.db)
+    try:
+        pipeline.store.ensure_indexes()
+        keys.ensure_indexes()
+    except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
+        log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
     from jobline import dashboard
-    from jobline.api import health
+    from jobline.api import auth, health, limits, metrics, payloads
 
+    # Order matters: the timer first, then who is asking, then their rate limit.
+    metrics.instrument(app)
+    auth.init_app(app, settings, keys)
+    limits.init_app(app, settings)
+    app.before_request(payloads.refuse_oversized)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(create_api_blueprint(pipeline.catalogue))
     app.register_error_handler(Exception, problems.from_exception)

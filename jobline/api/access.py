@@ -1,7 +1,9 @@
 """The one place the API finds, submits and changes jobs.
 
 Every resource (jobs, calculations) goes through these functions, so a rule
-about which jobs a caller may see or touch is written once, here.
+about which jobs a caller may see or touch is written once, here: a key that
+is not an admin's reaches only its owner's jobs (auth.scope() is passed to
+every store query), and every job submitted records its owner.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobline import webhooks
-from jobline.api import docs
+from jobline.api import auth, docs
 from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
@@ -23,8 +25,8 @@ Loc = tuple[str | int, ...]
 
 
 def get(job_id: str, type: str | None = None) -> Job:
-    """The job with this id (of this type, if given); JobNotFound otherwise."""
-    job = pipeline().store.get(job_id)
+    """The job with this id (of this type, if given, and the caller's); JobNotFound otherwise."""
+    job = pipeline().store.get(job_id, owner=auth.scope())
     if type is not None and job["type"] != type:
         raise JobNotFound(f"no {type} job with id {job_id!r}")
     return job
@@ -33,21 +35,21 @@ def get(job_id: str, type: str | None = None) -> Job:
 def page(q: ListQuery, **filters: Any) -> Page:
     """One page of jobs, newest first; 400 for a cursor that is not ours."""
     try:
-        return pipeline().store.list(limit=q.limit, cursor=q.cursor, **filters)
+        return pipeline().store.list(limit=q.limit, cursor=q.cursor, owner=auth.scope(), **filters)
     except ValueError as exc:
         raise docs.bad_cursor(exc) from None
 
 
 def cancel(job_id: str, type: str | None = None) -> Job:
-    return pipeline().cancel(get(job_id, type)["_id"])
+    return pipeline().cancel(get(job_id, type)["_id"], owner=auth.scope())
 
 
 def delete(job_id: str, type: str | None = None) -> None:
-    pipeline().delete(get(job_id, type)["_id"])
+    pipeline().delete(get(job_id, type)["_id"], owner=auth.scope())
 
 
 def retry(job_id: str, type: str | None = None) -> Job:
-    return pipeline().retry(get(job_id, type)["_id"])
+    return pipeline().retry(get(job_id, type)["_id"], owner=auth.scope())
 
 
 def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
@@ -66,7 +68,9 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
         except webhooks.WebhooksNotConfigured as exc:  # refuses this job alone in a batch
             raise InvalidInput(str(exc), exc.errors) from None
     extra = {"callback_url": str(req.callback_url)} if req.callback_url else {}
-    return Submission(req.type, params, req.run_at, req.delay_seconds, req.priority, extra)
+    return Submission(
+        req.type, params, req.run_at, req.delay_seconds, req.priority, extra, auth.owner()
+    )
 
 
 def submit(req: JobRequest, key: str | None, params_loc: Loc = ("params",)) -> tuple[Job, bool]:
@@ -79,15 +83,17 @@ def submit(req: JobRequest, key: str | None, params_loc: Loc = ("params",)) -> t
     s = submission(req, params_loc)
     if key is None:
         return _submit(s), False
+    # Keys are per owner: one owner's key never finds, or blocks, another's job.
+    stored = key if s.owner is None else f"{s.owner}:{key}"
     fingerprint = req.fingerprint()
     store = pipeline().store
-    existing = store.find_by_key(key)
+    existing = store.find_by_key(stored, s.owner)
     if existing is None:
-        extra = {**(s.extra or {}), "idempotency_key": key, "request_fingerprint": fingerprint}
+        extra = {**(s.extra or {}), "idempotency_key": stored, "request_fingerprint": fingerprint}
         try:
             return _submit(replace(s, extra=extra)), False
         except KeyInUse:
-            existing = store.find_by_key(key)
+            existing = store.find_by_key(stored, s.owner)
         if existing is None:  # the other request's job was refused and taken back
             raise KeyInUse(f"a request with Idempotency-Key {key!r} is in progress; retry")
     if existing.get("request_fingerprint") != fingerprint:
@@ -103,6 +109,7 @@ def _submit(s: Submission) -> Job:
         delay_seconds=s.delay_seconds,
         priority=s.priority,
         extra=s.extra,
+        owner=s.owner,
     )
 
 

@@ -23,7 +23,7 @@ from flask import Response, stream_with_context
 from flask_restx import Namespace, Resource
 
 from jobline import events
-from jobline.api import access
+from jobline.api import access, auth
 from jobline.api.payloads import job_view
 from jobline.api.services import pipeline
 from jobline.errors import Unavailable
@@ -50,9 +50,11 @@ def can_see(change: Mapping[str, Any]) -> bool:
     """Whether the caller may see the job a change message is about (it carries ``owner``).
 
     The one check the all-jobs stream applies; a job's own stream finds its job
-    through ``access.get`` like every other endpoint.
+    through ``access.get`` like every other endpoint. The stream runs inside its
+    request's context, so the caller's scope is the one the request was authorised with.
     """
-    return True
+    scope = auth.scope()
+    return scope is None or change.get("owner") == scope
 
 
 _clients: dict[tuple[int, str], redis.Redis] = {}

@@ -8,7 +8,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-from flask import request
+from flask import current_app, request
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -17,6 +17,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.scheduling import DelaySeconds, RunAt
@@ -34,6 +35,13 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def refuse_oversized() -> None:
+    """413 for a declared body past the limit, even on endpoints that never read one."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and limit and request.content_length > limit:
+        raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
+
+
 def json_body() -> Any:
     """The request body as JSON; 415 for other media types, 400 for malformed JSON."""
     if not request.is_json:
@@ -43,6 +51,8 @@ def json_body() -> Any:
         return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
 
 
 def parse(model: type[M], data: Any, *, prefix: tuple[str | int, ...] = ()) -> M:

@@ -76,10 +76,14 @@ def from_exception(exc: BaseException) -> Response:
     if isinstance(exc, ValidationError):
         exc = InvalidInput.from_validation(exc)
     if isinstance(exc, JoblineError):
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else {}
+        headers = dict(getattr(exc, "headers", {}))
+        if isinstance(exc, Unavailable):
+            headers["Retry-After"] = str(exc.retry_after)
         errors = getattr(exc, "errors", None)
         return problem(exc.status, exc.title, str(exc), errors, headers)
     if isinstance(exc, HTTPException):
+        if exc.response is not None:  # already a problem (the rate limiter's 429)
+            return exc.response  # type: ignore[return-value]
         code = exc.code or 500
         headers = {}
         if code == 405 and exc.get_response().headers.get("Allow"):

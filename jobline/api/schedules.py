@@ -8,7 +8,7 @@ from flask import Response, current_app, url_for
 from flask_restx import Namespace, Resource
 from pydantic import ValidationError
 
-from jobline.api import docs
+from jobline.api import auth, docs
 from jobline.api.payloads import ListQuery, _iso, json_body, parse, query
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
@@ -89,7 +89,7 @@ class ScheduleList(Resource):
         q = query(ListQuery)
         service = schedules()
         try:
-            page = service.list(limit=q.limit, cursor=q.cursor)
+            page = service.list(limit=q.limit, cursor=q.cursor, owner=auth.scope())
         except ValueError as exc:
             raise docs.bad_cursor(exc) from None
         return {
@@ -107,7 +107,7 @@ class ScheduleList(Resource):
         spec = parse(ScheduleSpec, json_body())
         service = schedules()
         try:
-            record = service.create(spec)
+            record = service.create(spec, owner=auth.owner())
         except ValidationError as exc:
             raise InvalidInput.from_validation(exc, ("params",)) from None
         except UnknownJobType as exc:
@@ -128,11 +128,11 @@ class ScheduleItem(Resource):
     def get(self, schedule_id: str) -> Any:
         """A schedule, with when it next fires and the last job it submitted."""
         service = schedules()
-        return schedule_view(service.get(schedule_id), service)
+        return schedule_view(service.get(schedule_id, owner=auth.scope()), service)
 
     @ns.doc("delete_schedule")
     @ns.response(204, "Deleted: it fires no more (jobs it submitted are kept)")
     def delete(self, schedule_id: str) -> Any:
         """Delete a schedule; jobs it already submitted are kept."""
-        schedules().delete(schedule_id)
+        schedules().delete(schedule_id, owner=auth.scope())
         return Response(status=204)

@@ -15,10 +15,19 @@ def test_healthz_answers_while_the_process_is_up(api: Api) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_readyz_is_ok_when_mongodb_and_the_broker_answer(api: Api) -> None:
-    response = api.get("/readyz")
+def test_readyz_is_ok_when_mongodb_the_broker_and_a_worker_answer(live_api: Api) -> None:
+    response = live_api.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"mongodb": "ok", "broker": "ok"}
+    assert response.json()["checks"] == {"mongodb": "ok", "broker": "ok", "workers": "ok"}
+
+
+def test_readyz_fails_clearly_when_no_worker_answers(idle_api: Api) -> None:
+    response = idle_api.get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["mongodb"] == "ok" and checks["broker"] == "ok"
+    assert checks["workers"] == "no worker answered a ping"
+    assert response.headers["Retry-After"]
 
 
 def _readyz_with(settings: Settings) -> tuple[int, dict[str, str], str | None]:

@@ -1,0 +1,54 @@
+"""Flower, the operators' view, asks for credentials."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from jobline import local
+from jobline.settings import Settings
+from tests.conftest import settings_env
+
+LOGIN = ("ops", "flower-test-password")
+
+
+def test_flower_refuses_requests_without_credentials_and_accepts_them(
+    settings: Settings, tmp_path: Path
+) -> None:
+    port = local.free_port()
+    env = settings_env(settings) | {"JOBLINE_FLOWER_BASIC_AUTH": ":".join(LOGIN)}
+    log = tmp_path / "flower.log"
+    flower = local.Process("flower", local.jobline_argv("flower", f"--port={port}"), env, log)
+    flower.start()
+    try:
+        local.wait_until(lambda: local.port_open(port), 60, "Flower", flower)
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while (anonymous := requests.get(url, timeout=5)).status_code not in (200, 401):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+        assert requests.get(url, auth=("ops", "wrong"), timeout=5).status_code == 401
+        assert requests.get(url + "api/workers", timeout=5).status_code == 401
+        assert requests.get(url, auth=LOGIN, timeout=5).status_code == 200
+        argv = Path(f"/proc/{flower.pid}/cmdline").read_bytes().decode()
+        assert LOGIN[1] not in argv  # not visible in the process list
+    finally:
+        flower.stop()
+    assert LOGIN[1] not in log.read_text()
+
+
+def test_flower_will_not_start_without_credentials(settings: Settings) -> None:
+    result = subprocess.run(
+        local.jobline_argv("flower", f"--port={local.free_port()}"),
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "JOBLINE_FLOWER_BASIC_AUTH" in result.stderr

@@ -1,0 +1,108 @@
+"""Structured logs: one JSON object a line with the job's fields, and never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from jobline import local
+from jobline.logs import Redact, scrub
+from tests.conftest import Gunicorn
+
+KEY = "jl_" + "k" * 43
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"Authorization: Bearer {KEY}", KEY),
+        ("headers={'Authorization': 'Bearer abc.def-ghi'}", "abc.def-ghi"),
+        ("Authorization: Basic YWRtaW46aHVudGVyMg==", "YWRtaW46aHVudGVyMg=="),
+        ("mongodb+srv://user:hunter2@cluster0.example.net/?w=majority", "hunter2"),
+        ("redis://:s3cret@redis.internal:6379/0", "s3cret"),
+        (f"key={KEY[:20]}", KEY[3:20]),
+    ],
+)
+def test_secrets_are_scrubbed_from_log_text(text: str, secret: str) -> None:
+    assert secret not in scrub(text)
+
+
+def test_a_log_record_is_one_json_line_with_its_fields_and_no_key() -> None:
+    from pythonjsonlogger.json import JsonFormatter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("{levelname}{name}{message}", style="{"))
+    handler.addFilter(Redact())
+    logger = logging.getLogger("jobline.test_logs")
+    logger.addHandler(handler)
+    try:
+        fields = {"job_id": "j1", "type": "bmi", "attempt": 2, "owner": "alice", "duration": 0.5}
+        logger.warning("presented %s", f"Bearer {KEY}", extra={**fields, "header": KEY})
+        try:
+            raise RuntimeError(f"refused Authorization: Bearer {KEY}")
+        except RuntimeError:
+            logger.exception("request failed")
+    finally:
+        logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and KEY not in out.getvalue()
+    record = json.loads(lines[0])
+    assert {k: record[k] for k in fields} == fields
+    assert "RuntimeError" in json.loads(lines[1])["exc_info"]
+
+
+def _json_lines(path: Path, *, only_json: bool = False) -> list[dict[str, Any]]:
+    """The log's records; ``only_json`` skips what is not a record (Celery's start banner)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in lines if not only_json or line.startswith("{")]
+
+
+def test_api_and_worker_logs_are_json_with_job_fields_and_never_the_key(
+    gunicorn_api: Gunicorn, api_keys: dict[str, str], worker: local.Process, worker_log: Path
+) -> None:
+    base, key = gunicorn_api.base, api_keys["alice"]
+    auth = {"Authorization": f"Bearer {key}"}
+    posted = requests.post(
+        base + "/api/v1/calculations",
+        json={"name": "Ada", "weight": 55, "height": 170},
+        headers=auth,
+        timeout=10,
+    )
+    assert posted.status_code == 202, posted.text
+    job_id = posted.json()["id"]
+    wrong = {"Authorization": f"Bearer {key[:-4]}abcd"}
+    assert requests.get(base + "/api/v1/calculations", headers=wrong, timeout=5).status_code == 401
+    assert requests.get(f"{base}/api/v1/calculations?x={key}", timeout=5).status_code == 401
+
+    deadline = time.monotonic() + 30
+    while not any(
+        r.get("job_id") == job_id and r.get("status") == "succeeded"
+        for r in _json_lines(worker_log, only_json=True)
+    ):
+        assert time.monotonic() < deadline, "the worker never logged the job's end"
+        time.sleep(0.2)
+
+    api_records = _json_lines(gunicorn_api.log)  # every line parses as JSON
+    assert key not in gunicorn_api.log.read_text()
+    assert key[:-4] not in gunicorn_api.log.read_text()
+    submitted = next(r for r in api_records if r["message"] == "job submitted")
+    assert submitted["job_id"] == job_id
+    assert submitted["owner"] == "alice" and submitted["type"] == "bmi"
+    request_line = next(r for r in api_records if r.get("status") == 202)
+    assert request_line["owner"] == "alice" and request_line["duration"] >= 0
+
+    ended = next(
+        r
+        for r in _json_lines(worker_log, only_json=True)
+        if r.get("job_id") == job_id and "duration" in r
+    )
+    assert ended["type"] == "bmi" and ended["owner"] == "alice" and ended["attempt"] == 1
+    assert key not in worker_log.read_text()
