@@ -94,7 +94,7 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
         memory["worker_after_pipeline"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
     if step("submit", f"submit latency at {sizes.submit_rate:.0f}/s"):
         out["submit"] = workloads.submit_at_rate(b, sizes.submit_rate, sizes.submit_seconds)
-        b.wait_drained(b.total_jobs(), timeout=900)
+        b.wait_drained(timeout=900)
         out["submit_max"] = workloads.highest_rate(b, list(sizes.step_rates), sizes.step_seconds,
                                                    p99_ms=50)  # fmt: skip
     if step("batch", f"batch submit of {sizes.batch_n} jobs"):
@@ -104,7 +104,7 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
         if extra > 0:
             print(f"· memory: {extra} more jobs through the worker", file=sys.stderr, flush=True)
             workloads.pipeline_throughput(b, extra, sizes.clients)
-        b.wait_drained(b.total_jobs(), timeout=1800)
+        b.wait_drained(timeout=1800)
         memory["worker_end"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
     if step("read", f"read path with {sizes.read_jobs} jobs in the store"):
         out["read"] = workloads.read_path(b, sizes.read_jobs, sizes.read_seconds)
