@@ -140,7 +140,8 @@ class Servers:
             if not self.api_process.alive():
                 raise local.ServerError(f"the API exited at start; see {self.data_dir}/api.log")
             try:
-                with urllib.request.urlopen(base + "/readyz", timeout=1) as response:
+                # /healthz, not /readyz: readiness also wants a worker, started next.
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
                     if response.status == 200:
                         return base
             except OSError:
