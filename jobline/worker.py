@@ -274,9 +274,8 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
         job_type = runtime.catalogue.get(job["type"])
     except UnknownJobType as exc:
         error = error_info(exc, reason="unknown_type")
-        return _ended(
-            task, store, job, persist(store.fail, patience, job_id, attempt, error), "failed"
-        )
+        recorded = persist(store.fail, patience, job_id, attempt, error)
+        return _ended(task, store, job, recorded, "failed", error=error)
     interrupter = Interrupter(job_id)
     beat = Heartbeat(
         store,
@@ -297,13 +296,13 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
     except SoftTimeLimitExceeded as exc:
         error = error_info(exc, reason="timeout")
         recorded = persist(store.fail, patience, job_id, attempt, error)
-        return _ended(task, store, job, recorded, "failed", "failed: timeout")
+        return _ended(task, store, job, recorded, "failed", "failed: timeout", error=error)
     except Exception as exc:
         return _failed(task, store, job_type, job, exc, patience)
     finally:
         beat.stop()
     recorded = persist(store.succeed, patience, job_id, attempt, result)
-    return _ended(task, store, job, recorded, "succeeded")
+    return _ended(task, store, job, recorded, "succeeded", result=result)
 
 
 def announce(runtime: Runtime, job_id: str, status: str) -> None:
@@ -335,14 +334,28 @@ def _outcome(recorded: bool, what: str) -> str:
 
 
 def _ended(
-    task: JobTask, store: JobStore, job: Job, recorded: bool, status: str, what: str = ""
+    task: JobTask,
+    store: JobStore,
+    job: Job,
+    recorded: bool,
+    status: str,
+    what: str = "",
+    *,
+    result: Any = None,
+    error: dict[str, Any] | None = None,
 ) -> str:
     """An attempt's terminal write: once recorded, it is counted, live views hear, and the
-    webhook goes out."""
+    webhook goes out.
+
+    Live views get the claimed record plus the ``result`` or ``error`` just
+    written, so the hot path reads nothing back; only a job with a callback
+    reads its final record, for the webhook's body.
+    """
     if recorded:
         _observe_end(job, status)
-        announce(task.runtime, job["_id"], status)
-        webhooks.after_run(task.app, store, job["_id"], status)
+        events.job_changed(task.runtime.settings, job, status, result=result, error=error)
+        if job.get("callback_url"):
+            webhooks.after_run(task.app, store, job["_id"], status)
     return _outcome(recorded, what or status)
 
 
@@ -362,7 +375,8 @@ def _failed(
         # should that message be lost, the sweeper republishes the job after run_at.
         raise task.retry(countdown=delay, max_retries=None, exc=exc)
     error = error_info(exc)
-    return _ended(task, store, job, persist(store.fail, patience, job_id, attempt, error), "failed")
+    recorded = persist(store.fail, patience, job_id, attempt, error)
+    return _ended(task, store, job, recorded, "failed", error=error)
 
 
 def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
