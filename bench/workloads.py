@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 from bench.http import wrk
 from bench.servers import Servers
 from jobline import jobs
+from jobline.ids import new_id
+from jobline.paging import at_ms
 from jobline.store import TERMINAL, JobStore, Status, encode_cursor, new_job, now
 
 API = "/api/v1"
@@ -184,39 +187,77 @@ def end_to_end(b: Bench, n: int) -> dict[str, Any]:
     return {"n": n, "poll_interval_ms": 1, **percentiles(samples)}
 
 
+# The read path's jobs arrived over this past hour (some 28 a second at 100,000),
+# as a busy store's would, rather than all in the instant before the reads.
+FILL_SPREAD_MS = 3_600_000
+
+
 def fill_store(b: Bench, total: int, chunk: int = 1000) -> tuple[list[str], float]:
     """Insert ``total`` succeeded jobs directly, in the store's own format; their ids."""
     start = time.monotonic()
+    first_ms = int(now().timestamp() * 1000) - FILL_SPREAD_MS
     ids: list[str] = []
     for offset in range(0, total, chunk):
         docs = []
-        for _ in range(min(chunk, total - offset)):
+        for i in range(offset, min(offset + chunk, total)):
             job = new_job(b.ends.job_type, b.ends.params)
-            t = now()
-            job.update(status=str(Status.SUCCEEDED), attempts=1, started_at=t, finished_at=t,
-                       progress=1.0, result={})  # fmt: skip
+            made = first_ms + i * FILL_SPREAD_MS // total
+            t = at_ms(made)
+            job.update(_id=new_id(made), created_at=t, updated_at=t, started_at=t, finished_at=t)
+            job.update(status=str(Status.SUCCEEDED), attempts=1, progress=1.0, result={})
             docs.append(job)
         b.store.jobs.insert_many(docs, ordered=False)
         ids.extend(d["_id"] for d in docs)
     return ids, time.monotonic() - start
 
 
+class Trickle:
+    """Submissions at a steady rate from a background thread: a store that is still live."""
+
+    def __init__(self, b: Bench, per_s: float) -> None:
+        self.b, self.interval, self.sent = b, 1.0 / per_s, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Trickle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.b.jobs_run += self.sent
+
+    def _run(self) -> None:
+        client, due = Client(self.b.base), time.monotonic()
+        while not self.stop.wait(max(0.0, due - time.monotonic())):
+            status, _ = client.call("POST", self.b.ends.submit, self.b.ends.body)
+            self.sent += status == 202
+            due += self.interval
+
+
 def read_path(b: Bench, total: int, seconds: float) -> dict[str, Any]:
-    """GET one job and list pages, with ``total`` jobs in the store."""
+    """GET one job and list pages, with ``total`` jobs in the store, while jobs keep
+    arriving at the rate the store was filled at (as in a live service)."""
     b.servers.reset_jobs()
     ids, fill_s = fill_store(b, total)
     id_file = b.scratch / "ids.txt"
     id_file.write_text("\n".join(ids) + "\n")
     ordered = sorted(ids, reverse=True)  # newest first, as pages are
     deep = b.ends.list_page(encode_cursor(ordered[len(ordered) // 2]))
-    loads = {
-        "get_one": wrk(b.base, "get", b.ends.one, id_file, connections=4, seconds=seconds),
-        "list_first": wrk(b.base, "get", b.ends.listing, connections=4, seconds=seconds),
-        "list_deep": wrk(b.base, "get", deep, connections=4, seconds=seconds),
-    }
+    per_s = total * 1000 / FILL_SPREAD_MS
+    with Trickle(b, per_s):
+        time.sleep(1.0)  # the first fresh jobs have run
+        loads = {
+            "get_one": wrk(b.base, "get", b.ends.one, id_file, connections=1, seconds=seconds),
+            "list_first": wrk(b.base, "get", b.ends.listing, connections=1, seconds=seconds),
+            "list_deep": wrk(b.base, "get", deep, connections=1, seconds=seconds),
+        }
+    b.wait_drained(timeout=300)
     return {
         "jobs_in_store": total,
         "insert_many_s": round(fill_s, 1),
+        "arriving_per_s": round(per_s, 1),
         **{name: load.summary() for name, load in loads.items()},
     }
 

@@ -22,10 +22,12 @@ from typing import Any
 
 from jobline import ids
 
-FIRST_WINDOW_MS = 1000
-GROWTH = 4
-# 1 s, 4 s, 16 s … the 16th window ends some 45 years back; then one without bound.
-WINDOWS = 16
+# 1 ms, 8 ms, 64 ms … the 14th window ends some 20 years back; then one without
+# bound. Small first: a batch puts thousands of jobs in one second, and a window
+# costs what it holds; an empty one costs one cheap index probe.
+FIRST_WINDOW_MS = 1
+GROWTH = 8
+WINDOWS = 14
 
 
 @dataclass(frozen=True)

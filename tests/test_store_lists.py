@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from jobline import ids
-from jobline.paging import Span, Window, at_ms, encode_cursor, windows
+from jobline.paging import FIRST_WINDOW_MS, WINDOWS, Span, Window, at_ms, encode_cursor, windows
 from jobline.store import JobStore, Status, _window_query, new_job
 
 NOW_MS = 1_800_000_000_000
@@ -30,9 +30,11 @@ def test_windows_cover_the_span_newest_first_without_gaps() -> None:
 
 def test_without_a_lower_bound_the_last_window_is_open() -> None:
     ws = list(windows(Span(), NOW_MS))
-    assert ws[0] == Window(None, NOW_MS - 1000)
+    assert ws[0] == Window(None, NOW_MS - FIRST_WINDOW_MS)
     assert ws[-1].from_ms is None
-    assert len(ws) == 17
+    assert len(ws) == WINDOWS + 1
+    # The last bounded window reaches back more than ten years.
+    assert ws[-2].from_ms is not None and NOW_MS - ws[-2].from_ms > 10 * 365 * 86_400_000
 
 
 def test_a_cursor_inside_a_millisecond_is_read_by_itself_first() -> None:
