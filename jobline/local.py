@@ -163,13 +163,15 @@ def start_mongo(data_dir: Path, port: int | None = None) -> tuple[Process, str]:
         "--port", str(port),
         "--storage-path", str(data_dir),
         "--log-level", "WARNING",
+        # Standalone, not a one-node replica set: jobline uses no change streams
+        # or transactions, so every write skips its oplog entry, and the driver
+        # makes no retryable-write records (which SecantusDB rescans, up to
+        # 10,000 of them, on each write).
+        "--standalone",
     ]  # fmt: skip
     process = Process("mongodb", argv, log=data_dir / "secantusd.log").start()
     wait_until(lambda: port_open(port), 60, "secantusd-py", process)
-    # Off for this one server only: SecantusDB keeps every retryable write's reply
-    # (up to 10,000) and rescans them all on each write, which doubles a write's
-    # cost under load. Over loopback there is no failover for a retry to ride out.
-    return process, f"mongodb://127.0.0.1:{port}/?retryWrites=false"
+    return process, f"mongodb://127.0.0.1:{port}"
 
 
 def jobline_argv(*args: str) -> list[str]:
