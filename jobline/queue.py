@@ -92,7 +92,7 @@ def make_celery(settings: Settings) -> Celery:
         },
         # Flower shows tasks from these events.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
     )
     return app
