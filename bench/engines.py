@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from bench import counter
-from bench.servers import CELERY_DB, DRAMATIQ_DB, RQ_DB, Servers, redis_db_url
+from bench.servers import CELERY_DB, DRAMATIQ_DB, RQ_DB, CpuMeter, Servers, redis_db_url
 from jobline import local
 
 ENGINES = ("celery", "rq", "dramatiq")
@@ -100,15 +100,18 @@ def run_engine(servers: Servers, engine: str, n: int, timeout: float = 600) -> d
         send()  # one warm-up task: the workers are up once it has run
         wait_count(tally, 1, 60)
         tally.delete(counter.KEY)
+        cpu = CpuMeter({**servers.server_pids(), f"{engine} worker": process.pid}).start()
         start = time.monotonic()
         for _ in range(n):
             send()
         sent = time.monotonic()
         done = wait_count(tally, n, timeout)
+        cpu.stop()
     finally:
         process.stop()
     return {
         "n": n,
+        "cpu_ms_per_task": cpu.per_job_ms(n),
         "enqueue_s": round(sent - start, 3),
         "enqueued_per_s": round(n / (sent - start), 1),
         "processed_per_s": round(n / (done - start), 1),

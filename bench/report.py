@@ -146,6 +146,16 @@ def rows(r: dict[str, Any]) -> list[Row]:
     return _engine_rows(r, celery) + _latency_rows(r) + _memory_rows(r)
 
 
+def cpu_rows(r: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(process, CPU ms per raw Celery task, CPU ms per pipeline job): where the cores go."""
+    celery = _get(r, "engine", "celery", "cpu_ms_per_task") or {}
+    pipeline = _get(r, "pipeline", "cpu_ms_per_job") or {}
+    names = [n for n in pipeline if n != "total"] + [
+        n for n in celery if n not in pipeline and n != "total"
+    ]
+    return [(n, celery.get(n), pipeline.get(n)) for n in [*names, "total"] if celery or pipeline]
+
+
 def table(r: dict[str, Any]) -> str:
     """The results as a Markdown table, with the targets after it."""
     lines = [
@@ -157,6 +167,10 @@ def table(r: dict[str, Any]) -> str:
     ]
     for workload, measure, value, base, ratio in rows(r):
         lines.append(f"| {workload} | {measure} | {_fmt(value)} | {_fmt(base)} | {_fmt(ratio)} |")
+    cpu = cpu_rows(r)
+    if cpu:
+        lines += ["", "| CPU per job, ms | raw Celery | pipeline |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {_fmt(c)} | {_fmt(p)} |" for name, c, p in cpu]
     lines += ["", "| target | measured | met |", "| --- | ---: | :---: |"]
     for t in r.get("targets", []):
         met = {True: "yes", False: "no", None: "–"}[t["met"]]

@@ -62,6 +62,53 @@ def tree_rss_mb(pid: int) -> dict[str, float]:
     }
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants alive now."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        todo.extend(children(p))
+    return total
+
+
+class CpuMeter:
+    """CPU seconds each named process tree spends between start() and stop().
+
+    What a workload costs, part by part, on a machine whose cores they share.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: tree_cpu_seconds(pid) for name, pid in self.pids.items()}
+        usage = os.times()  # with finished children: wrk
+        now["load generator"] = sum(usage[:4])
+        return now
+
+    def start(self) -> CpuMeter:
+        self.before = self._now()
+        return self
+
+    def stop(self) -> CpuMeter:
+        after = self._now()
+        self.spent = {name: after[name] - self.before.get(name, 0.0) for name in after}
+        return self
+
+    def per_job_ms(self, jobs: int) -> dict[str, float]:
+        per = {name: round(s * 1000 / jobs, 2) for name, s in self.spent.items()}
+        per["total"] = round(sum(self.spent.values()) * 1000 / jobs, 2)
+        return per
+
+
 @dataclass
 class Servers:
     """redis-server and SecantusDB for the whole run, and jobline's own processes."""
@@ -83,6 +130,11 @@ class Servers:
         mongo_proc, self.mongo_url = local.start_mongo(self.data_dir / "mongodb")
         self.processes.append(mongo_proc)
         return self
+
+    def server_pids(self) -> dict[str, int]:
+        """redis-server and the MongoDB server, by name."""
+        redis_proc, mongo_proc = self.processes[:2]
+        return {"redis-server": redis_proc.pid, "mongodb (SecantusDB)": mongo_proc.pid}
 
     def settings(self) -> Settings:
         return Settings(

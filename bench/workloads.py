@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.http import wrk
-from bench.servers import Servers
+from bench.servers import CpuMeter, Servers
 from jobline import jobs
 from jobline.ids import new_id
 from jobline.paging import at_ms
@@ -99,6 +99,12 @@ class Bench:
             time.sleep(0.05 if left < 50 else 1.0)
         raise TimeoutError(f"{self.unfinished()} jobs unfinished after {timeout:.0f}s")
 
+    def pids(self) -> dict[str, int]:
+        """The processes a job passes through, by name (for CPU accounting)."""
+        api, worker = self.servers.api_process, self.servers.worker_process
+        assert api is not None and worker is not None
+        return {**self.servers.server_pids(), "jobline api": api.pid, "jobline worker": worker.pid}
+
     def total_jobs(self) -> int:
         return self.store.jobs.count_documents({})
 
@@ -107,13 +113,16 @@ def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
     """N jobs over HTTP by several clients, until all are terminal in the store."""
     before_total = b.total_jobs()
     body = b.body_file("one.json", b.ends.body)
+    cpu = CpuMeter(b.pids()).start()
     start = time.monotonic()
     load = wrk(b.base, "post", b.ends.submit, body, connections=clients, seconds=600, limit=n)
     accepted = b.total_jobs() - before_total
     done = b.wait_drained(timeout=900)
+    cpu.stop()
     b.jobs_run += accepted
     return {
         "n": accepted,
+        "cpu_ms_per_job": cpu.per_job_ms(accepted),
         "clients": clients,
         "jobs_per_s": round(accepted / (done - start), 1),
         "submit": load.summary(),
