@@ -38,7 +38,7 @@ def wait_count(client: redis.Redis, n: int, timeout: float) -> float:
 def _celery(servers: Servers, env: dict[str, str]) -> tuple[list[str], Callable[[], Any]]:
     argv = [sys.executable,
         "-m", "celery", "-A", "bench.noop_celery", "worker", "--loglevel=WARNING",
-        f"--concurrency={servers.concurrency}", "--events", "--hostname=rawcelery@%h",
+        f"--concurrency={servers.concurrency}", "--hostname=rawcelery@%h",
     ]  # fmt: skip
     module = importlib.import_module("bench.noop_celery")
     return argv, module.noop.delay

@@ -157,7 +157,7 @@ def worker(
     app = create_worker_app(settings)
     if metrics_port:
         metrics.serve_worker_metrics(metrics_port, metrics_address)
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}", "--events"]
+    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if hostname:

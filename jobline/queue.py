@@ -90,8 +90,10 @@ def make_celery(settings: Settings) -> Celery:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        # Flower shows tasks from these events.
-        worker_send_task_events=True,
+        # Task events cost every job broker publishes, so workers send them only
+        # while someone watches: Flower asks workers to (enable_events) every few
+        # seconds while it runs, and shows tasks from the worker's receipt on.
+        worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
     )

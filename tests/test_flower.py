@@ -10,7 +10,8 @@ import requests
 
 from jobline import local
 from jobline.settings import Settings
-from tests.conftest import settings_env
+from jobline.store import JobStore
+from tests.conftest import Api, settings_env
 
 LOGIN = ("ops", "flower-test-password")
 
@@ -52,3 +53,33 @@ def test_flower_will_not_start_without_credentials(settings: Settings) -> None:
     )
     assert result.returncode != 0
     assert "JOBLINE_FLOWER_BASIC_AUTH" in result.stderr
+
+
+def test_flower_turns_on_the_task_events_workers_leave_off_and_sees_jobs_run(
+    settings: Settings, live_api: Api, store: JobStore, tmp_path: Path
+) -> None:
+    # Workers send no task events of their own accord (they cost every job two
+    # broker publishes); Flower asks them to, and then shows each task.
+    port = local.free_port()
+    env = settings_env(settings) | {"JOBLINE_FLOWER_BASIC_AUTH": ":".join(LOGIN)}
+    flower = local.Process(
+        "flower", local.jobline_argv("flower", f"--port={port}"), env, tmp_path / "flower.log"
+    )
+    flower.start()
+    try:
+        local.wait_until(lambda: local.port_open(port), 60, "Flower", flower)
+        deadline = time.monotonic() + 45
+        seen: dict[str, dict[str, str]] = {}
+        task_id = ""
+        while time.monotonic() < deadline:
+            job = live_api.submit_and_wait("/api/v1/jobs", {"type": "noop", "params": {}})
+            task_id = store.get(job["id"])["task_id"]
+            tasks = requests.get(f"http://127.0.0.1:{port}/api/tasks", auth=LOGIN, timeout=5)
+            if tasks.status_code == 200:
+                seen = tasks.json()
+                if seen.get(task_id, {}).get("state") == "SUCCESS":
+                    break
+            time.sleep(1)
+        assert seen.get(task_id, {}).get("state") == "SUCCESS", seen
+    finally:
+        flower.stop()
