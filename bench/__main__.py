@@ -23,21 +23,21 @@ WORKLOADS = ("engine", "pipeline", "submit", "e2e", "read", "batch", "memory")
 class Sizes:
     """How much each workload does; `--quick` is for a smoke run, not for figures."""
 
-    # Sized for about ten minutes on 2 cores, where the embedded MongoDB server
-    # lets the pipeline run some 40 jobs/s: every job submitted must also drain.
+    # Sized for about eight minutes on 2 cores, where the embedded MongoDB server
+    # lets the pipeline run some 100 jobs/s: every job submitted must also drain.
     engine_n: int = 5_000
     rq_n: int = 500  # RQ forks a process per job: far slower, so fewer
     pipeline_n: int = 3_000
     clients: int = 8
     submit_rate: float = 200
-    submit_seconds: float = 15
+    submit_seconds: float = 30
     step_rates: tuple[float, ...] = (100, 200, 400)
     step_seconds: float = 5
     e2e_n: int = 100
     read_jobs: int = 100_000
     read_seconds: float = 5
     batch_n: int = 10_000
-    memory_jobs: int = 10_000  # jobs the worker has run when its RSS is read again
+    memory_jobs: int = 25_000  # jobs the worker has run when its RSS is read again
 
 
 FULL = Sizes()
@@ -92,7 +92,7 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
         out["e2e"] = workloads.end_to_end(b, sizes.e2e_n)
     if step("pipeline", f"pipeline throughput, {sizes.pipeline_n} jobs"):
         out["pipeline"] = workloads.pipeline_throughput(b, sizes.pipeline_n, sizes.clients)
-        memory["api_after_pipeline"] = tree_rss_mb(api.pid)
+        memory["api_after_pipeline"] = {"jobs_submitted": b.jobs_run, **tree_rss_mb(api.pid)}
         memory["worker_after_pipeline"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
     if step("submit", f"submit latency at {sizes.submit_rate:.0f}/s"):
         out["submit"] = workloads.submit_at_rate(b, sizes.submit_rate, sizes.submit_seconds)

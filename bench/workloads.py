@@ -249,14 +249,14 @@ def read_path(b: Bench, total: int, seconds: float) -> dict[str, Any]:
     """GET one job and list pages, with ``total`` jobs in the store, while jobs keep
     arriving at the rate the store was filled at (as in a live service)."""
     b.servers.reset_jobs()
-    ids, fill_s = fill_store(b, total)
-    id_file = b.scratch / "ids.txt"
-    id_file.write_text("\n".join(ids) + "\n")
-    ordered = sorted(ids, reverse=True)  # newest first, as pages are
-    deep = b.ends.list_page(encode_cursor(ordered[len(ordered) // 2]))
     per_s = total * 1000 / FILL_SPREAD_MS
+    # Jobs keep arriving from the moment the fill's last hour ends, through the reads.
     with Trickle(b, per_s):
-        time.sleep(1.0)  # the first fresh jobs have run
+        ids, fill_s = fill_store(b, total)
+        id_file = b.scratch / "ids.txt"
+        id_file.write_text("\n".join(ids) + "\n")
+        ordered = sorted(ids, reverse=True)  # newest first, as pages are
+        deep = b.ends.list_page(encode_cursor(ordered[len(ordered) // 2]))
         loads = {
             "get_one": wrk(b.base, "get", b.ends.one, id_file, connections=1, seconds=seconds),
             "list_first": wrk(b.base, "get", b.ends.listing, connections=1, seconds=seconds),
