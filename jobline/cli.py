@@ -129,7 +129,13 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     "--queues", "-Q", default="default", show_default=True, help="Comma-separated queues to consume"
 )
 @click.option("--hostname", "-n", default=None, help="Celery node name")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option(
+    "--loglevel",
+    "-l",
+    default=None,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level [default: JOBLINE_LOG_LEVEL]",
+)
 @click.option(
     "--metrics-port",
     default=None,
@@ -141,7 +147,7 @@ def worker(
     concurrency: int | None,
     queues: str,
     hostname: str | None,
-    loglevel: str,
+    loglevel: str | None,
     metrics_port: int | None,
     metrics_address: str,
 ) -> None:
@@ -157,7 +163,7 @@ def worker(
     app = create_worker_app(settings)
     if metrics_port:
         metrics.serve_worker_metrics(metrics_port, metrics_address)
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues}"]
+    argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--queues={queues}"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if hostname:

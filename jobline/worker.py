@@ -399,9 +399,12 @@ def create_worker_app(settings: Settings) -> Celery:
     JobTask.runtime = runtime
 
     @signals.setup_logging.connect(weak=False)
-    def _json_logs(**_: Any) -> None:
-        # Connected, this replaces Celery's own logging set-up with ours.
-        logs.configure(settings)
+    def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
+        # Connected, this replaces Celery's own logging set-up with ours, at the
+        # level the worker was started with (--loglevel).
+        if isinstance(loglevel, int):
+            loglevel = logging.getLevelName(loglevel)
+        logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str) -> str:

@@ -14,7 +14,8 @@ import requests
 
 from jobline import local
 from jobline.logs import Redact, scrub
-from tests.conftest import Gunicorn
+from jobline.settings import Settings
+from tests.conftest import Api, Gunicorn, idle_settings, start_worker
 
 KEY = "jl_" + "k" * 43
 
@@ -106,3 +107,17 @@ def test_api_and_worker_logs_are_json_with_job_fields_and_never_the_key(
     )
     assert ended["type"] == "bmi" and ended["owner"] == "alice" and ended["attempt"] == 1
     assert key not in worker_log.read_text()
+
+
+def test_a_worker_logs_at_the_level_it_is_started_with(
+    settings: Settings, idle_api: Api, tmp_path: Path
+) -> None:
+    log = tmp_path / "quiet-worker.log"
+    quiet = start_worker(idle_settings(settings), log, "--loglevel=WARNING", "--hostname=quiet@%h")
+    try:
+        job = idle_api.submit_and_wait("/api/v1/jobs", {"type": "noop", "params": {}})
+        assert job["status"] == "succeeded"
+    finally:
+        quiet.stop()
+    records = _json_lines(log, only_json=True)
+    assert not [r for r in records if r["level"] in ("DEBUG", "INFO")], records[:3]
