@@ -40,13 +40,23 @@ def latencies(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def cpu_split(r: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """CPU ms per job by process: (raw Celery, jobline); the load generator left out."""
+    celery = r.get("engine", {}).get("celery", {}).get("cpu_ms_per_task", {})
+    pipeline = r.get("pipeline", {}).get("cpu_ms_per_job", {})
+    names = [n for n in [*pipeline, *celery] if n not in ("total", "load generator")]
+    return {n: (celery.get(n, 0.0), pipeline.get(n, 0.0)) for n in dict.fromkeys(names)}
+
+
 def draw(r: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    split = cpu_split(r)
+    fig, axes = plt.subplots(1, 3 if split else 2, figsize=(17 if split else 12, 4.8))
+    left, right = axes[0], axes[1]
     labels, values = throughput(r)
     colours = ["#4c72b0" if not label.startswith("jobline") else "#dd8452" for label in labels]
     bars = left.bar(labels, values, color=colours)
@@ -65,6 +75,16 @@ def draw(r: dict[str, Any], out: Path) -> None:
     right.set_ylabel("milliseconds (log scale)")
     right.set_title("Latency percentiles")
     right.legend()
+
+    if split:
+        cpu = axes[2]
+        bottoms = [0.0, 0.0]
+        for name, (celery, jobline) in split.items():
+            cpu.bar(["raw celery", "jobline"], [celery, jobline], bottom=bottoms, label=name)
+            bottoms = [bottoms[0] + celery, bottoms[1] + jobline]
+        cpu.set_ylabel("CPU milliseconds per job, all processes")
+        cpu.set_title("Where the cores go")
+        cpu.legend(fontsize="small")
     fig.suptitle(
         f"jobline benchmarks: {r['mode']} run, {r['cores']} cores, worker concurrency "
         f"{r['concurrency']}, load average {r['load_average'][0]:.1f} at start"
