@@ -153,6 +153,8 @@ class Servers:
             JOBLINE_MONGO_DB="jobline_bench",
             JOBLINE_BMI_SECONDS="0",
             JOBLINE_AUTH="off",
+            # Every engine logs warnings only: a line per job is not what is compared.
+            JOBLINE_LOG_LEVEL="WARNING",
             PYTHONPATH=str(ROOT),
         )
         env.update(extra)
