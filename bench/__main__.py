@@ -31,6 +31,7 @@ class Sizes:
     clients: int = 8
     submit_rate: float = 200
     submit_seconds: float = 30
+    alone_seconds: float = 10
     step_rates: tuple[float, ...] = (100, 200, 400)
     step_seconds: float = 5
     e2e_n: int = 100
@@ -43,7 +44,8 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     engine_n=300, rq_n=100, pipeline_n=300, clients=4, submit_rate=50, submit_seconds=3,
-    step_rates=(50, 100, 200), step_seconds=2, e2e_n=10, read_jobs=2_000, read_seconds=2,
+    alone_seconds=2, step_rates=(50, 100, 200), step_seconds=2, e2e_n=10, read_jobs=2_000,
+    read_seconds=2,
     batch_n=2_000, memory_jobs=600,
 )  # fmt: skip
 
@@ -68,13 +70,23 @@ def run_engines(servers: Servers, sizes: Sizes) -> dict[str, Any]:
     return out
 
 
+def submit_alone(b: workloads.Bench, sizes: Sizes) -> dict[str, Any]:
+    """The API's own latency: the submit rate before any worker runs (its jobs drain
+    once the worker is up), so no job competes with it for the cores."""
+    print(f"· submit latency at {sizes.submit_rate:.0f}/s, no worker running",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return {"submit_alone": workloads.submit_at_rate(b, sizes.submit_rate, sizes.alone_seconds)}
+
+
 def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -> dict[str, Any]:
     """The pipeline workloads, on one API and one worker for the whole run."""
     out: dict[str, Any] = {}
     servers.reset_jobs()
     b = workloads.Bench(servers, servers.start_api(), workloads.endpoints(), servers.store(),
                         scratch)  # fmt: skip
+    out.update(submit_alone(b, sizes) if "submit" in only else {})
     worker = servers.start_worker()
+    b.wait_drained(timeout=600)
     api = servers.api_process
     assert api is not None
     out["endpoints"] = {"submit": b.ends.submit, "job_type": b.ends.job_type}

@@ -31,6 +31,8 @@ def latencies(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     if "submit" in r:
         out[f"submit at {r['submit']['target_per_s']:.0f}/s"] = r["submit"]
+    if "submit_alone" in r:
+        out["submit, no worker"] = r["submit_alone"]
     if "e2e" in r:
         out["end to end, idle"] = r["e2e"]
     for key, label in (("get_one", "GET job"), ("list_first", "list, first page"),

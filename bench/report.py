@@ -109,6 +109,10 @@ def _latency_rows(r: dict[str, Any]) -> list[Row]:
     if s:
         label = f"submit at {s['target_per_s']:.0f}/s (got {s['per_s']:.0f}/s)"
         out += [(label, f"{q} ms", s[f"{q}_ms"], None, None) for q in ("p50", "p95", "p99")]
+    a = _get(r, "submit_alone")
+    if a:
+        label = f"submit at {a['target_per_s']:.0f}/s, no worker (got {a['per_s']:.0f}/s)"
+        out += [(label, f"{q} ms", a[f"{q}_ms"], None, None) for q in ("p50", "p95", "p99")]
     m = _get(r, "submit_max")
     if m:
         out.append(("submit, step search", "highest rate with p99 < 50 ms", m["held_per_s"],
