@@ -55,6 +55,7 @@ def draw(r: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     split = cpu_split(r)
     fig, axes = plt.subplots(1, 3 if split else 2, figsize=(17 if split else 12, 4.8))
@@ -74,6 +75,9 @@ def draw(r: dict[str, Any], out: Path) -> None:
         right.bar(xs, ys, width, label=q)
     right.set_xticks(range(len(paths)), list(paths), rotation=20, ha="right")
     right.set_yscale("log")
+    right.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    right.yaxis.set_major_formatter(ScalarFormatter())
+    right.yaxis.set_minor_formatter(NullFormatter())
     right.set_ylabel("milliseconds (log scale)")
     right.set_title("Latency percentiles")
     right.legend()
