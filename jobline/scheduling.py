@@ -76,12 +76,6 @@ class When(BaseModel):
             raise ValueError("give run_at or delay_seconds, not both")
         return self
 
-    def start_at(self) -> datetime | None:
-        """The UTC time the job may start, or None for now."""
-        if self.delay_seconds is not None:
-            return now() + timedelta(seconds=self.delay_seconds)
-        return self.run_at
-
 
 def horizon(settings: Settings) -> timedelta:
     """How far ahead a delayed job is handed to the broker: two sweeps and a second."""

@@ -15,12 +15,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    model_validator,
 )
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
-from jobline.scheduling import DelaySeconds, RunAt
+from jobline.scheduling import When
 from jobline.store import Job, Status
 from jobline.webhooks import CallbackUrl
 
@@ -134,25 +133,17 @@ class JobListQuery(ListQuery):
     created_before: AwareDatetime | None = None
 
 
-class JobRequest(BaseModel):
+class JobRequest(When):
     """A job to run: its type, its params (checked by the type's model) and when."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Annotated[str, Field(min_length=1, max_length=64)]
     params: Any = Field(default_factory=dict)
-    run_at: RunAt | None = None
-    delay_seconds: DelaySeconds | None = None
     priority: (
         Annotated[int, Field(ge=0, le=9, strict=True, description="0 runs first; default 5")] | None
     ) = None
     callback_url: CallbackUrl | None = None
-
-    @model_validator(mode="after")
-    def _one_way_to_delay(self) -> JobRequest:
-        if self.run_at is not None and self.delay_seconds is not None:
-            raise ValueError("give run_at or delay_seconds, not both")
-        return self
 
     def fingerprint(self) -> str:
         """A digest of the request as sent, to tell a repeat from a different request."""
