@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,21 @@ def test_bad_run_at_or_delay_is_refused_naming_the_field(body: dict[str, Any], l
     assert [tuple(e["loc"]) for e in caught.value.errors()] == [loc]
 
 
-def test_run_at_is_read_in_utc_and_delay_counts_from_now() -> None:
-    when = When.model_validate({"run_at": "2026-12-31T23:30:00+02:00"})
-    assert when.start_at() == datetime(2026, 12, 31, 21, 30, tzinfo=UTC)
+def test_run_at_is_read_in_utc_and_delay_counts_from_now(pipeline: Pipeline) -> None:
+    at = (now() + timedelta(days=30)).replace(microsecond=0)
+    local_text = at.astimezone(timezone(timedelta(hours=2))).isoformat()
+    when = When.model_validate({"run_at": local_text})
+    assert when.run_at == at and when.run_at.utcoffset() == timedelta(0)
+    held = pipeline.submit("noop", {}, run_at=when.run_at)
     before = now()
-    start = When.model_validate({"delay_seconds": 60}).start_at()
-    assert start is not None and before + timedelta(seconds=60) <= start
-    assert When.model_validate({}).start_at() is None
+    delayed = pipeline.submit("noop", {}, delay_seconds=3600)
+    try:
+        assert held["run_at"] == at
+        assert before + timedelta(seconds=3600) <= delayed["run_at"] <= now() + timedelta(hours=1)
+        assert {held["status"], delayed["status"]} == {"scheduled"}
+    finally:
+        for job in (held, delayed):
+            pipeline.cancel(job["_id"])
 
 
 def test_only_jobs_beyond_the_horizon_are_held(settings: Settings) -> None:
