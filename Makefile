@@ -38,6 +38,7 @@ lint: setup
 	$(BIN)/ruff check jobline tests bench
 	$(BIN)/ruff format --check jobline tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest

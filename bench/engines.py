@@ -20,7 +20,7 @@ import redis
 
 from bench import counter
 from bench.servers import CELERY_DB, DRAMATIQ_DB, RQ_DB, CpuMeter, Servers, redis_db_url
-from jobline import local
+from jobline.local import servers as local
 
 ENGINES = ("celery", "rq", "dramatiq")
 

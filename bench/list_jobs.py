@@ -16,10 +16,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from jobline import ids, local
-from jobline.paging import at_ms
-from jobline.settings import Settings
-from jobline.store import JobStore, Status, new_job
+from jobline.core import ids
+from jobline.core.settings import Settings
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.paging import at_ms
+from jobline.store.records import Status, new_job
 
 TYPES = ("noop", "sleep", "bmi", "align")
 STATUSES = ("queued", "succeeded", "failed", "cancelled")

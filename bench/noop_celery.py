@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bench.counter import count_done
-from jobline.queue import make_celery
-from jobline.settings import Settings
+from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
 
 app = make_celery(Settings())
 

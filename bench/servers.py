@@ -17,10 +17,10 @@ from typing import Any
 import redis
 from celery import Celery
 
-from jobline import local
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 # Redis databases: jobline's broker, then one per peer engine, so queues never mix.

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 from bench.http import wrk
 from bench.servers import CpuMeter, Servers
 from jobline import jobs
-from jobline.ids import new_id
-from jobline.paging import at_ms
-from jobline.store import TERMINAL, JobStore, Status, encode_cursor, new_job, now
+from jobline.core.ids import new_id
+from jobline.store.jobs import JobStore
+from jobline.store.paging import at_ms, encode_cursor
+from jobline.store.records import TERMINAL, Status, new_job, now
 
 API = "/api/v1"
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from jobline.client import ApiError, Client
+    from jobline.clients.python import ApiError, Client
 
 __all__ = ["ApiError", "Client", "__version__"]
 
@@ -15,7 +15,7 @@ __all__ = ["ApiError", "Client", "__version__"]
 def __getattr__(name: str) -> Any:
     # The client (and httpx) load only when asked for, not in every worker and API process.
     if name in ("Client", "ApiError"):
-        from jobline import client
+        from jobline.clients import python as client
 
         return getattr(client, name)
     raise AttributeError(f"module 'jobline' has no attribute {name!r}")

@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from jobline import cli_client
-from jobline.settings import Settings
+from jobline.clients import cli as cli_client
+from jobline.core.settings import Settings
 
 log = logging.getLogger("jobline")
 
@@ -32,7 +32,7 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings | None = None) -> None:
-    from jobline import logs
+    from jobline.core import logs
 
     logs.configure(settings or _settings())
 
@@ -154,9 +154,9 @@ def worker(
     """Run one Celery worker against the configured broker and store."""
     if metrics_port:
         _private_metrics_dir("worker")  # before the pool forks and anything imports the client
-    from jobline import metrics
-    from jobline.store import JobStore
-    from jobline.worker import create_worker_app
+    from jobline.engine import metrics
+    from jobline.engine.tasks import create_worker_app
+    from jobline.store.jobs import JobStore
 
     settings = _settings()
     _ensure_indexes(JobStore(settings))
@@ -176,7 +176,7 @@ def worker(
 @click.option("--address", default="127.0.0.1", show_default=True)
 def flower(port: int, address: str) -> None:
     """Run Flower, the operators' view of workers and tasks (behind basic auth)."""
-    from jobline.queue import make_celery
+    from jobline.engine.queue import make_celery
 
     settings = _settings()
     credentials = settings.flower_basic_auth
@@ -200,7 +200,7 @@ def flower(port: int, address: str) -> None:
 )
 def sweep(interval: float | None) -> None:
     """Hand on jobs whose worker vanished and republish lost messages, in a loop."""
-    from jobline import sweeper
+    from jobline.engine import sweeper
 
     settings = _settings()
     _logging(settings)
@@ -214,7 +214,7 @@ def sweep(interval: float | None) -> None:
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run Celery beat (RedBeat): fires recurring schedules; several may run, one leads."""
-    from jobline.schedules import Schedules, configure
+    from jobline.engine.schedules import Schedules, configure
 
     settings = _settings()
     p = _pipeline(settings)
@@ -226,9 +226,9 @@ def beat(loglevel: str) -> None:
 
 def _pipeline(settings: Settings) -> Any:
     from jobline import jobs
-    from jobline.pipeline import Pipeline
-    from jobline.queue import make_celery
-    from jobline.store import JobStore
+    from jobline.engine.pipeline import Pipeline
+    from jobline.engine.queue import make_celery
+    from jobline.store.jobs import JobStore
 
     store = JobStore(settings)
     _ensure_indexes(store)
@@ -273,7 +273,7 @@ def up(
     api_port: int, flower_port: int, workers: int, concurrency: int | None, data_dir: Path
 ) -> None:
     """Start the whole stack on this machine; Ctrl-C or SIGTERM stops all of it."""
-    from jobline.stack import Stack
+    from jobline.local.stack import Stack
 
     _logging()
     stack = Stack(data_dir.resolve(), api_port, flower_port, workers, concurrency)
@@ -302,8 +302,8 @@ def keys() -> None:
 
 
 def _keystore() -> Any:
-    from jobline.keys import KeyStore
-    from jobline.store import JobStore
+    from jobline.store.jobs import JobStore
+    from jobline.store.keys import KeyStore
 
     store = KeyStore(JobStore(_settings()).db)
     _ensure_indexes(store, wait=10)
@@ -311,7 +311,7 @@ def _keystore() -> Any:
 
 
 def _key_name(_ctx: Any, _param: Any, value: str) -> str:
-    from jobline.keys import NAME_PATTERN
+    from jobline.store.keys import NAME_PATTERN
 
     if not re.match(NAME_PATTERN, value):
         raise click.BadParameter("1-64 letters, digits, '_', '.', '@' or '-'")
@@ -323,7 +323,7 @@ def _key_name(_ctx: Any, _param: Any, value: str) -> str:
 @click.option("--admin", is_flag=True, help="The key sees and changes every owner's jobs")
 def keys_create(name: str, admin: bool) -> None:
     """Create a key and print it; it is shown this once and stored only hashed."""
-    from jobline.errors import JoblineError
+    from jobline.core.errors import JoblineError
 
     try:
         key = _keystore().create(name, admin=admin)

@@ -14,12 +14,12 @@ import requests
 from pydantic import SecretStr
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from jobline import local
 from jobline.api import create_app
-from jobline.keys import KeyStore
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.keys import KeyStore
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

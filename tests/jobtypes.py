@@ -7,7 +7,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from jobline.errors import TransientError
+from jobline.core.errors import TransientError
 from jobline.jobs import Context, RetryPolicy, job_type
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from jobline import jobs
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import Job, JobStore
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jobline import local
 from jobline.cli import main
-from jobline.cli_client import parse_params
+from jobline.clients.cli import parse_params
+from jobline.local import servers as local
 from tests.conftest import Api
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import jobline
-from jobline import local
-from jobline.client import ApiError, Client, Unreachable, WaitTimeout
+from jobline.clients.python import ApiError, Client, Unreachable, WaitTimeout
+from jobline.local import servers as local
 from tests.conftest import Api
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from jobline import local
 from jobline.api import create_app
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, make_settings, start_worker
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

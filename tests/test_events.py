@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 import requests
 
-from jobline import events, jobs, local, queue
+from jobline import jobs
 from jobline.api import create_app
 from jobline.api.events import Subscription
-from jobline.pipeline import Pipeline
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine import events, queue
+from jobline.engine.pipeline import Pipeline
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, start_worker
 
 Event = tuple[str, dict[str, Any]]

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobline import local, queue, sweeper
 from jobline.api import create_app
-from jobline.store import JobStore, new_job, now
+from jobline.engine import queue, sweeper
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.records import new_job, now
 from tests.conftest import Api, ServedApp, make_settings, start_worker
 from tests.support import (
     make_pipeline,

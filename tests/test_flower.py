@@ -8,9 +8,9 @@ from pathlib import Path
 
 import requests
 
-from jobline import local
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, settings_env
 
 LOGIN = ("ops", "flower-test-password")

@@ -7,10 +7,10 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from jobline import local
 from jobline.cli import main
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, settings_env
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from jobline import local
-from jobline.logs import Redact, scrub
-from jobline.settings import Settings
+from jobline.core.logs import Redact, scrub
+from jobline.core.settings import Settings
+from jobline.local import servers as local
 from tests.conftest import Api, Gunicorn, idle_settings, start_worker
 
 KEY = "jl_" + "k" * 43

@@ -11,10 +11,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobline import jobs
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, Gunicorn
 
 CALCS = "/api/v1/calculations"

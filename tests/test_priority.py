@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobline.queue import broker_priority, make_celery
-from jobline.settings import Settings
+from jobline.core.settings import Settings
+from jobline.engine.queue import broker_priority, make_celery
 from tests.conftest import Api, start_worker
 
 JOBS = "/api/v1/jobs"

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import requests
 
-from jobline import local
-from jobline.pipeline import Pipeline
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, new_job
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, new_job
 from tests.conftest import Api
 from tests.support import (
     make_pipeline,

@@ -10,11 +10,11 @@ from celery.schedules import crontab, schedule
 from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 
 from jobline import jobs
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.schedules import Schedules, ScheduleSpec, configure, fire, next_run, parse_cron
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.engine.schedules import Schedules, ScheduleSpec, configure, fire, next_run, parse_cron
+from jobline.store.jobs import JobStore
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
 

@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from jobline import jobs, local, queue, sweeper
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.scheduling import When, holds, horizon
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, now
+from jobline import jobs
+from jobline.core.settings import Settings
+from jobline.engine import queue, sweeper
+from jobline.engine.delays import When, holds, horizon
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, now
 from tests.conftest import TERMINAL, Api, make_settings, start_worker
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}

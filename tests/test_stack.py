@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobline import local
+from jobline.local import servers as local
 
 
 def descendants(pid: int) -> set[int]:

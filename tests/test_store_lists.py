@@ -7,9 +7,19 @@ from typing import Any
 
 import pytest
 
-from jobline import ids
-from jobline.paging import FIRST_WINDOW_MS, WINDOWS, Span, Window, at_ms, encode_cursor, windows
-from jobline.store import JobStore, Status, _window_query, new_job
+from jobline.core import ids
+from jobline.store.jobs import JobStore
+from jobline.store.lists import _window_query
+from jobline.store.paging import (
+    FIRST_WINDOW_MS,
+    WINDOWS,
+    Span,
+    Window,
+    at_ms,
+    encode_cursor,
+    windows,
+)
+from jobline.store.records import Status, new_job
 
 NOW_MS = 1_800_000_000_000
 

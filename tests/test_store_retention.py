@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, new_job
+from jobline.core.settings import Settings
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, new_job
 from tests.conftest import make_settings
 
 DAY = 86400

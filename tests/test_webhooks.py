@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from jobline import jobs, local
+from jobline import jobs
 from jobline.api import create_app
-from jobline.api.payloads import job_view
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import Job, JobStore
-from jobline.webhooks import CallbackUrl, WebhooksNotConfigured, sign, verify
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.engine.webhooks import CallbackUrl, WebhooksNotConfigured, sign, verify
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job
+from jobline.store.views import job_view
 from tests.conftest import Api, ServedApp
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}

@@ -10,13 +10,13 @@ from flask_restx import Api
 
 from jobline.api import problems
 from jobline.api.services import EXTENSION
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
 from jobline.jobs import Catalogue
 from jobline.jobs import load as load_catalogue
-from jobline.keys import KeyStore
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.store.jobs import JobStore
+from jobline.store.keys import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline
 
-    from jobline import dashboard
+    from jobline import board
     from jobline.api import auth, health, limits, metrics, payloads
 
     # Order matters: the timer first, then who is asking, then their rate limit.
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
     app.before_request(payloads.refuse_oversized)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
-    app.register_blueprint(dashboard.bp)
+    app.register_blueprint(board.blueprint(settings))
     app.register_blueprint(create_api_blueprint(pipeline.catalogue))
     app.register_error_handler(Exception, problems.from_exception)
     return app

@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from jobline import webhooks
 from jobline.api import auth, docs
 from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
-from jobline.errors import JoblineError, JobNotFound, KeyInUse
-from jobline.paging import Page
-from jobline.pipeline import Submission
-from jobline.store import Job
+from jobline.core.errors import JoblineError, JobNotFound, KeyInUse
+from jobline.engine import webhooks
+from jobline.engine.pipeline import Submission
+from jobline.store.paging import Page
+from jobline.store.records import Job
 
 Loc = tuple[str | int, ...]
 

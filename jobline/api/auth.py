@@ -8,12 +8,14 @@ the store and :func:`owner` for the owner to record on a new job.
 
 from __future__ import annotations
 
+import threading
+
+import cachetools
 from flask import Flask, g, request
 
-from jobline.cache import TTLCache
-from jobline.errors import Unauthorized
-from jobline.keys import KeyStore, Principal, digest
-from jobline.settings import Settings
+from jobline.core.errors import Unauthorized
+from jobline.core.settings import Settings
+from jobline.store.keys import KeyStore, Principal, digest
 
 # Probes and scrapers carry no keys; the docs and spec show no data.
 PUBLIC_ENDPOINTS = frozenset(
@@ -37,7 +39,11 @@ def init_app(app: Flask, settings: Settings, keys: KeyStore) -> None:
     """Refuse requests without a valid key (when JOBLINE_AUTH is on)."""
     # Key lookups (found or not) are reused for key_cache_seconds, so a request
     # costs no MongoDB round trip and a revocation takes effect within that time.
-    cache: TTLCache[Principal | None] = TTLCache(settings.key_cache_seconds)
+    # Cached by the key's digest, so the raw key is never held as a dict key.
+    cache: cachetools.TTLCache[str, Principal | None] = cachetools.TTLCache(
+        maxsize=10_000, ttl=settings.key_cache_seconds
+    )
+    lookup = cachetools.cached(cache, key=digest, lock=threading.Lock())(keys.lookup)
 
     @app.before_request
     def authenticate() -> None:
@@ -48,7 +54,7 @@ def init_app(app: Flask, settings: Settings, keys: KeyStore) -> None:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise Unauthorized("send an API key: `Authorization: Bearer KEY`")
-        principal = cache.get_or_compute(digest(key), lambda: keys.lookup(key))
+        principal = lookup(key)
         if principal is None:
             raise Unauthorized("the API key is unknown or revoked", invalid=True)
         g.principal = principal

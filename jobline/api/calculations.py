@@ -12,13 +12,13 @@ from jobline.api.payloads import (
     JobRequest,
     ListQuery,
     idempotency_key,
-    job_view,
     json_body,
     query,
     submitted,
 )
 from jobline.jobs.bmi import BmiParams
-from jobline.store import Job
+from jobline.store.records import Job
+from jobline.store.views import job_view
 
 TYPE = "bmi"
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from jobline.api.payloads import IDEMPOTENCY_HEADER, MAX_BATCH, JobRequest
 from jobline.api.problems import BadRequest
 from jobline.jobs import Catalogue
-from jobline.store import Status
+from jobline.store.records import Status
 
 REF = "#/definitions/"
 

@@ -22,12 +22,12 @@ import redis
 from flask import Response, stream_with_context
 from flask_restx import Namespace, Resource
 
-from jobline import events
 from jobline.api import access, auth
-from jobline.api.payloads import job_view
 from jobline.api.services import pipeline
-from jobline.errors import Unavailable
-from jobline.settings import Settings
+from jobline.core.errors import Unavailable
+from jobline.core.settings import Settings
+from jobline.engine import events
+from jobline.store.views import job_view
 
 # Mounted at the API root: its routes sit beside the jobs they describe.
 ns = Namespace("events", description="Live job status and progress (Server-Sent Events)", path="/")

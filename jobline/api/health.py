@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
+import cachetools
 import redis
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from jobline import queue
 from jobline.api.services import pipeline
-from jobline.cache import TTLCache
-from jobline.errors import Unavailable
+from jobline.core.errors import Unavailable
+from jobline.engine import queue
+from jobline.engine.pipeline import Pipeline
 
 bp = Blueprint("health", __name__)
 
+
 # A ping to the workers waits for a reply; probes every second must not each
 # pay for one, so the answer is reused for a few seconds (per broker).
-_workers_seen: TTLCache[int] = TTLCache(3.0)
+@cachetools.cached(
+    cachetools.TTLCache(maxsize=16, ttl=3.0),
+    key=lambda p: p.settings.broker,
+    lock=threading.Lock(),
+)
+def _workers_answering(p: Pipeline) -> int:
+    return queue.ping_workers(p.celery)
 
 
 @bp.get("/healthz")
@@ -28,7 +37,7 @@ def healthz() -> ResponseReturnValue:
 
 def _workers_check() -> None:
     p = pipeline()
-    answered = _workers_seen.get_or_compute(p.settings.broker, lambda: queue.ping_workers(p.celery))
+    answered = _workers_answering(p)
     if not answered:
         raise Unavailable("no worker answered a ping")
 

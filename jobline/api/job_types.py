@@ -7,7 +7,7 @@ from typing import Any
 from flask_restx import Namespace, Resource
 
 from jobline.api.services import pipeline
-from jobline.errors import UnknownJobType
+from jobline.core.errors import UnknownJobType
 
 ns = Namespace("job-types", description="What jobs can be submitted, and how they run")
 

@@ -15,14 +15,14 @@ from jobline.api.payloads import (
     JobListQuery,
     JobRequest,
     idempotency_key,
-    job_view,
     json_body,
     parse,
     query,
     submitted,
 )
 from jobline.api.problems import BadRequest
-from jobline.errors import JoblineError
+from jobline.core.errors import JoblineError
+from jobline.store.views import job_view
 
 ns = Namespace("jobs", description="Jobs of any type in the catalogue (see /job-types)")
 request_model = ns.schema_model("JobRequest", {})  # filled from the catalogue by the app

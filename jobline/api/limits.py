@@ -10,7 +10,7 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter, RequestLimit
 
 from jobline.api import auth, problems
-from jobline.settings import Settings
+from jobline.core.settings import Settings
 
 # Probes and scrapes are never limited.
 EXEMPT = frozenset({"health.healthz", "health.readyz", "metrics.metrics"})

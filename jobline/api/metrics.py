@@ -7,9 +7,9 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from jobline import metrics
 from jobline.api import auth
 from jobline.api.services import pipeline
+from jobline.engine import metrics
 
 log = logging.getLogger("jobline.api")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
@@ -19,9 +17,9 @@ from pydantic import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
-from jobline.scheduling import When
-from jobline.store import Job, Status
-from jobline.webhooks import CallbackUrl
+from jobline.engine.delays import When
+from jobline.engine.webhooks import CallbackUrl
+from jobline.store.records import Status
 
 MAX_BATCH = 1000
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -69,50 +67,6 @@ def query(model: type[M]) -> M:
         values = request.args.getlist(key)
         args[key] = values[0] if len(values) == 1 else values
     return parse(model, args, prefix=("query",))
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def job_view(job: Job) -> dict[str, Any]:
-    """The public representation of a job record."""
-    progress = job.get("progress") or 0.0
-    return {
-        "id": job["_id"],
-        "type": job["type"],
-        "status": job["status"],
-        "params": job.get("params"),
-        "result": job.get("result"),
-        "error": job.get("error"),
-        "progress": progress if math.isfinite(progress) else 0.0,
-        "progress_message": job.get("progress_message"),
-        "attempts": job.get("attempts", 0),
-        "queue": job.get("queue"),
-        "priority": job.get("priority"),
-        "run_at": _iso(job.get("run_at")),
-        "created_at": _iso(job.get("created_at")),
-        "started_at": _iso(job.get("started_at")),
-        "finished_at": _iso(job.get("finished_at")),
-        "expires_at": _iso(job.get("expires_at")),
-        "callback_url": job.get("callback_url"),
-        "schedule_id": job.get("schedule_id"),
-        "webhook": _webhook(job.get("webhook")),
-    }
-
-
-def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """How the job's webhook deliveries went, if it asked for one."""
-    if not record:
-        return None
-    return {
-        "attempts": record.get("attempts", 0),
-        "last_status": record.get("last_status"),
-        "delivered_at": _iso(record.get("delivered_at")),
-        "last_error": record.get("last_error"),
-    }
 
 
 class ListQuery(BaseModel):

@@ -10,7 +10,7 @@ from flask import Response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from jobline.errors import JoblineError, Unavailable
+from jobline.core.errors import JoblineError, Unavailable
 
 log = logging.getLogger(__name__)
 

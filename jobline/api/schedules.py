@@ -9,12 +9,13 @@ from flask_restx import Namespace, Resource
 from pydantic import ValidationError
 
 from jobline.api import auth, docs
-from jobline.api.payloads import ListQuery, _iso, json_body, parse, query
+from jobline.api.payloads import ListQuery, json_body, parse, query
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
-from jobline.errors import UnknownJobType
-from jobline.schedule_store import Schedule
-from jobline.schedules import Schedules, ScheduleSpec, configure
+from jobline.core.errors import UnknownJobType
+from jobline.engine.schedules import Schedules, ScheduleSpec, configure
+from jobline.store.schedules import Schedule
+from jobline.store.views import iso
 
 ns = Namespace("schedules", description="Recurring schedules that submit ordinary jobs")
 spec_model = docs.schema_model(ns, "ScheduleSpec", ScheduleSpec)
@@ -71,9 +72,9 @@ def schedule_view(record: Schedule, service: Schedules) -> dict[str, Any]:
         "cron": record.get("cron"),
         "interval_seconds": record.get("interval_seconds"),
         "callback_url": record.get("callback_url"),
-        "created_at": _iso(record.get("created_at")),
-        "next_run_at": _iso(service.next_run_at(record["_id"])),
-        "last_fired_at": _iso(record.get("last_fired_at")),
+        "created_at": iso(record.get("created_at")),
+        "next_run_at": iso(service.next_run_at(record["_id"])),
+        "last_fired_at": iso(record.get("last_fired_at")),
         "last_job_id": record.get("last_job_id"),
         "last_error": record.get("last_error"),
         "fires": record.get("fires", 0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from jobline.pipeline import Pipeline
+from jobline.engine.pipeline import Pipeline
 
 EXTENSION = "jobline"
 

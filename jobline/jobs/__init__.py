@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from jobline.errors import TransientError, UnknownJobType
-from jobline.settings import Settings
+from jobline.core.errors import TransientError, UnknownJobType
+from jobline.core.settings import Settings
 
 # Type names appear in URLs, queue routing and metrics labels.
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

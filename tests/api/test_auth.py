@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from jobline import ids, local
-from jobline.keys import KeyStore
-from jobline.store import JobStore
+from jobline.core import ids
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.keys import KeyStore
 from tests.conftest import Api, settings_env
 
 CALCS = "/api/v1/calculations"
@@ -294,9 +295,9 @@ def test_a_schedules_jobs_belong_to_the_schedules_owner(
     keyed_api: dict[str, Api], store: JobStore, settings: Any
 ) -> None:
     from jobline import jobs
-    from jobline.pipeline import Pipeline
-    from jobline.queue import make_celery
-    from jobline.schedules import fire
+    from jobline.engine.pipeline import Pipeline
+    from jobline.engine.queue import make_celery
+    from jobline.engine.schedules import fire
     from tests.conftest import idle_settings
 
     made = _schedule(keyed_api["alice"])

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from jobline.api import create_app
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.store.jobs import JobStore
 from tests.conftest import Api
 
 CALCS = "/api/v1/calculations"

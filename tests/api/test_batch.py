@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobline.store import JobStore
+from jobline.store.jobs import JobStore
 from tests.conftest import Api
 
 BATCH = "/api/v1/jobs:batch"

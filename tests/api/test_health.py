@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from jobline import local
 from jobline.api import create_app
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, make_settings
 
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from jobline.store import JobStore
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp
 
 JOBS = "/api/v1/jobs"

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from jobline import ids
-from jobline.store import JobStore
+from jobline.core import ids
+from jobline.store.jobs import JobStore
 from tests.conftest import Api
 
 JOBS = "/api/v1/jobs"

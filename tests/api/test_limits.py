@@ -10,8 +10,8 @@ import redis
 import requests
 
 from jobline.api import create_app
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, idle_settings
 
 CALCS = "/api/v1/calculations"

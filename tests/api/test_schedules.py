@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from jobline import local
-from jobline.store import JobStore, now
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
+from jobline.store.records import now
 from tests.conftest import TERMINAL, Api, make_settings, settings_env
 
 SCHEDULES = "/api/v1/schedules"

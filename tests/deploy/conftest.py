@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from amqp.exceptions import ChannelError
 
-from jobline import local
 from jobline.api import create_app
-from jobline.queue import DEFAULT_QUEUE, make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline.core.settings import Settings
+from jobline.engine.queue import DEFAULT_QUEUE, make_celery
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, make_settings, settings_env
 from tests.deploy.rabbit import RabbitNode, rabbit_script
 

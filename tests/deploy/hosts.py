@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobline import local
-from jobline.queue import make_celery
-from jobline.settings import Settings
+from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
+from jobline.local import servers as local
 from tests.conftest import settings_env
 
 

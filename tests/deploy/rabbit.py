@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from jobline import local
+from jobline.local import servers as local
 
 # Debian's /usr/sbin wrappers switch to the rabbitmq user; the scripts they call do not.
 SCRIPT_DIRS = ("/usr/lib/rabbitmq/bin",)

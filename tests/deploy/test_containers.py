@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from jobline.cli import main
-from jobline.settings import Settings
+from jobline.core.settings import Settings
 from tests.conftest import settings_env, start_worker
 
 ROOT = Path(__file__).resolve().parents[2]

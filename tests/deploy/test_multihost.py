@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from jobline import jobs, local
-from jobline.pipeline import Pipeline
-from jobline.queue import make_celery
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline import jobs
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import make_celery
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import make_settings
 from tests.deploy.conftest import JOB_MODULES, sweeper
 from tests.deploy.hosts import (

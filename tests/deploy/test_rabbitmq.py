@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from jobline import jobs, local
-from jobline.pipeline import Pipeline
-from jobline.queue import DEFAULT_QUEUE, is_amqp, make_celery, queue_depth
-from jobline.settings import Settings
-from jobline.store import JobStore
+from jobline import jobs
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import DEFAULT_QUEUE, is_amqp, make_celery, queue_depth
+from jobline.local import servers as local
+from jobline.store.jobs import JobStore
 from tests.conftest import Api, start_worker
 from tests.deploy.conftest import sweeper
 
@@ -126,7 +127,7 @@ def test_queue_depth_of_a_redis_queue_with_no_messages_is_zero(settings: Setting
 
 
 def test_queue_depth_on_a_broker_that_is_down_is_broker_unavailable() -> None:
-    from jobline.errors import BrokerUnavailable
+    from jobline.core.errors import BrokerUnavailable
 
     dead = Settings(
         broker_url=f"amqp://guest:guest@127.0.0.1:{local.free_port()}//",

@@ -8,9 +8,9 @@ import pytest
 from Bio.Align import PairwiseAligner, substitution_matrices
 from pydantic import ValidationError
 
+from jobline.core.settings import Settings
 from jobline.jobs import Context, catalogue, load
 from jobline.jobs.align import MAX_LENGTH, AlignParams
-from jobline.settings import Settings
 from tests.conftest import Api
 
 load()

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from jobline.errors import UnknownJobType
+from jobline.core.errors import UnknownJobType
+from jobline.core.settings import Settings
 from jobline.jobs import Catalogue, Context, JobType, RetryPolicy, catalogue, load
-from jobline.settings import Settings
 
 
 class Params(BaseModel):

@@ -11,11 +11,12 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from jobline import events, ids, queue, scheduling
-from jobline.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
-from jobline.logs import job_fields
-from jobline.pipeline import Pipeline
-from jobline.store import Job
+from jobline.core import ids
+from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
+from jobline.core.logs import job_fields
+from jobline.engine import delays, events, queue
+from jobline.engine.pipeline import Pipeline
+from jobline.store.records import Job, now
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 def sweep_once(p: Pipeline) -> Counter[str]:
     """One pass; returns how many jobs were requeued and republished."""
     done: Counter[str] = Counter()
-    if released := scheduling.release_due(p):  # delayed jobs now due
+    if released := release_due(p):  # delayed jobs now due
         done["released"] = released
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()
@@ -57,6 +58,27 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["republished"] += 1
     return done
+
+
+def release_due(p: Pipeline) -> int:
+    """Publish held jobs due within the horizon; returns how many. Safe to run concurrently."""
+    released = 0
+    for job in list(p.store.held_until(now() + delays.horizon(p.settings))):
+        task_id = ids.new_id()
+        released_job = p.store.release(job, task_id)
+        if released_job is None:
+            continue  # cancelled, or another sweeper released it first
+        try:
+            queue.publish(p.celery, released_job, p.catalogue.get(job["type"]))
+        except UnknownJobType:
+            log.error("job %s has unknown type %s; left for an operator", job["_id"], job["type"])
+            continue
+        except BrokerUnavailable as exc:
+            # The sweeper republishes waiting jobs whose message went missing.
+            log.warning("could not publish due job %s: %s", job["_id"], exc)
+            continue
+        released += 1
+    return released
 
 
 def _publish(p: Pipeline, job: Job) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobline import ids
+from jobline.core import ids
 
 # 1 ms, 8 ms, 64 ms … the 14th window ends some 20 years back; then one without
 # bound. Small first: a batch puts thousands of jobs in one second, and a window

@@ -32,8 +32,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobline import queue
-from jobline.errors import BrokerUnavailable
+from jobline.core.errors import BrokerUnavailable
+from jobline.engine import queue
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

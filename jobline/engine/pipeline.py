@@ -8,19 +8,22 @@ the caller told, so nothing is accepted that will not run.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import cachetools
 from celery import Celery
 
-from jobline import events, ids, metrics, queue, scheduling, webhooks
-from jobline.cache import TTLCache
-from jobline.errors import BrokerUnavailable, QueueFull, Unavailable
+from jobline.core import ids
+from jobline.core.errors import BrokerUnavailable, QueueFull, Unavailable
+from jobline.core.logs import job_fields
+from jobline.core.settings import Settings
+from jobline.engine import delays, events, metrics, queue, webhooks
 from jobline.jobs import Catalogue, JobType
-from jobline.logs import job_fields
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, Status, new_job, now
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, Status, new_job, now
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ class Pipeline:
     celery: Celery
     catalogue: Catalogue
     # Queue depths are read from the broker at most once a second per queue.
-    _depths: TTLCache[int] = field(default_factory=lambda: TTLCache(1.0), repr=False)
+    _depths: cachetools.TTLCache[str, int] = field(
+        default_factory=lambda: cachetools.TTLCache(maxsize=1024, ttl=1.0), repr=False
+    )
+    _depths_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def submit(
         self,
@@ -84,11 +90,13 @@ class Pipeline:
         limit = self.settings.max_queue_depth
         if not limit:
             return
-        depth = self._depths.get_or_compute(
-            queue_name, lambda: queue.queue_depth(self.celery, queue_name)
-        )
+        depth = self._depth(queue_name)
         if depth > limit:
             raise QueueFull(f"queue {queue_name!r} holds {depth} jobs (limit {limit}); retry later")
+
+    @cachetools.cachedmethod(lambda self: self._depths, lock=lambda self: self._depths_lock)
+    def _depth(self, queue_name: str) -> int:
+        return queue.queue_depth(self.celery, queue_name)
 
     def submit_many(self, submissions: list[Submission]) -> list[Job | Unavailable]:
         """Record many jobs in one insert, then publish each; in order, each job or why not.
@@ -148,8 +156,8 @@ class Pipeline:
             owner=s.owner,
         )
         job.update(s.extra or {})
-        if scheduling.holds(job, self.settings):
-            job["held"] = True  # published by the sweeper when due; see jobline.scheduling
+        if delays.holds(job, self.settings):
+            job["held"] = True  # published by the sweeper when due; see jobline.engine.delays
         return job, job_type
 
     def _take_back(self, job_ids: list[str]) -> None:

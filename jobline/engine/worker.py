@@ -1,4 +1,4 @@
-"""The Celery task that runs any job, and the worker app that carries it.
+"""The Celery task that runs any job: claim, run while the heartbeat holds the lease, record.
 
 The task claims the job in the store (a new attempt), runs the job type's
 function while a heartbeat renews its lease, and records the outcome with a
@@ -8,54 +8,31 @@ conditional update. Celery's own task state is never consulted.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
-import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery import Celery, Task, signals
+from celery import Task
 from celery.worker.request import Request
 
-from jobline import events, jobs, logs, metrics, schedules, webhooks
-from jobline.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
-from jobline.jobs import Catalogue, Context, JobType
-from jobline.queue import RUN_TASK, make_celery
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, Status, now
+from jobline import jobs
+from jobline.core import logs
+from jobline.core.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
+from jobline.engine import events, metrics, webhooks
+from jobline.engine.heartbeat import Heartbeat, Interrupter
+from jobline.engine.runtime import Runtime
+from jobline.jobs import Context, JobType
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, Status, now
 
 log = logging.getLogger(__name__)
 
-# Progress is written at most this often; a tight loop must not hammer MongoDB.
-PROGRESS_INTERVAL = 0.5
 # A delivery that finds MongoDB down is put back for this long, not dropped.
 STORE_DOWN_RETRY_SECONDS = 5.0
-# The signal the heartbeat sends to a job that lost its job, to stop it where it stands.
-STOP_SIGNAL = signal.SIGUSR2
-
-
-@dataclass
-class Runtime:
-    """What the task needs in each worker process; connections made after fork."""
-
-    settings: Settings
-    catalogue: Catalogue
-    _store: JobStore | None = None
-    _pid: int = 0
-
-    @property
-    def store(self) -> JobStore:
-        # pymongo clients must not cross a fork: one per process.
-        if self._store is None or self._pid != os.getpid():
-            self._store = JobStore(self.settings)
-            self._pid = os.getpid()
-        return self._store
 
 
 def error_info(exc: BaseException, reason: str = "error") -> dict[str, Any]:
@@ -67,115 +44,6 @@ def error_info(exc: BaseException, reason: str = "error") -> dict[str, Any]:
         "message": str(exc)[:2000],
         "traceback": "".join(tb)[-4000:],
     }
-
-
-@dataclass
-class Heartbeat:
-    """Renews a running attempt's lease and writes its progress, throttled.
-
-    Notices when the attempt no longer owns the job (it was cancelled, or the
-    sweeper handed it on): the next progress report raises JobCancelled, and
-    ``on_lost`` is called so that a job which never reports is stopped too.
-    """
-
-    store: JobStore
-    job_id: str
-    attempt: int
-    interval: float
-    on_lost: Callable[[], None] | None = None
-    # Called after each progress write this attempt still owns (live views).
-    on_progress: Callable[[float, str | None], None] | None = None
-    lost: threading.Event = field(default_factory=threading.Event)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _pending: tuple[float, str | None] | None = None
-    _last_write: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        # The claim has just written the lease, so the first progress report waits
-        # out the throttle too: a job shorter than PROGRESS_INTERVAL costs no
-        # MongoDB write beyond its claim and its result.
-        self._last_write = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="jobline-heartbeat", daemon=True)
-
-    def start(self) -> Heartbeat:
-        # The claim has just written the lease: a job that ends within the first
-        # interval costs no write besides its outcome.
-        self._last_write = time.monotonic()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def report(self, fraction: float, message: str | None = None) -> None:
-        if self.lost.is_set():
-            raise JobCancelled(self.job_id)
-        with self._lock:
-            self._pending = (fraction, message)
-            due = time.monotonic() - self._last_write >= PROGRESS_INTERVAL
-        if due:
-            self._write()
-        if self.lost.is_set():
-            raise JobCancelled(self.job_id)
-
-    def _write(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, None
-            self._last_write = time.monotonic()
-        fraction, message = pending if pending else (None, None)
-        try:
-            owned = self.store.heartbeat(self.job_id, self.attempt, fraction, message)
-        except Exception:  # a missed beat is retried; the lease has slack
-            log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
-            return
-        if not owned:
-            self.lost.set()
-        elif fraction is not None and self.on_progress is not None:
-            self.on_progress(fraction, message)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(min(self.interval, PROGRESS_INTERVAL * 2)):
-            with self._lock:
-                idle = time.monotonic() - self._last_write
-                dirty = self._pending is not None
-            if idle >= self.interval or (dirty and idle >= PROGRESS_INTERVAL):
-                self._write()
-            if self.lost.is_set() and self.on_lost is not None:
-                self.on_lost()  # again each round, until the job gives way
-
-
-class Interrupter:
-    """Raises JobCancelled in the thread running a job, from the heartbeat's thread.
-
-    A signal interrupts even a blocking call (a sleep, a socket read), where an
-    exception set from another thread would wait for the call to return. Works
-    when the job runs in a process's main thread, as in Celery's prefork pool;
-    elsewhere the job only stops at its next progress report.
-    """
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.armed = False
-        self.usable = threading.current_thread() is threading.main_thread()
-
-    def __enter__(self) -> Interrupter:
-        if self.usable:
-            # Left installed afterwards: a late signal must find a handler, not kill the process.
-            signal.signal(STOP_SIGNAL, self._handle)
-        self.armed = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.armed = False
-
-    def fire(self) -> None:
-        if self.armed and self.usable:
-            signal.pthread_kill(threading.main_thread().ident or 0, STOP_SIGNAL)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.armed:
-            raise JobCancelled(self.job_id)
 
 
 def retry_delay(policy: jobs.RetryPolicy, attempt: int) -> float:
@@ -390,26 +258,3 @@ def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
         # Delivered before its time: put it back until then.
         raise task.retry(eta=run_at, max_retries=None)
     return f"skipped: {job['status']}"
-
-
-def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app of a worker process, with the job task registered."""
-    app = make_celery(settings)
-    runtime = Runtime(settings, jobs.load(settings.job_module_list))
-    JobTask.runtime = runtime
-
-    @signals.setup_logging.connect(weak=False)
-    def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
-        # Connected, this replaces Celery's own logging set-up with ours, at the
-        # level the worker was started with (--loglevel).
-        if isinstance(loglevel, int):
-            loglevel = logging.getLevelName(loglevel)
-        logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
-
-    @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
-    def run(self: JobTask, job_id: str) -> str:
-        return run_job(self, runtime, job_id)
-
-    webhooks.register(app, runtime)
-    schedules.register(app, runtime)
-    return app

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,13 +23,12 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from pydantic import AfterValidator, StringConstraints
 
-from jobline.errors import JoblineError
-from jobline.queue import DEFAULT_QUEUE
-from jobline.settings import Settings
-from jobline.store import Job, JobStore, Status
-
-if TYPE_CHECKING:
-    from jobline.worker import Runtime
+from jobline.core.errors import JoblineError
+from jobline.core.settings import Settings
+from jobline.engine.queue import DEFAULT_QUEUE
+from jobline.store.jobs import JobStore
+from jobline.store.records import Job, Status
+from jobline.store.views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,6 @@ def verify(secret: str, body: bytes, signature: str) -> bool:
 
 def render(job: Job) -> str:
     """The webhook body: the job as the API shows it, without its delivery record."""
-    from jobline.api.payloads import job_view  # the API package imports the pipeline
-
     view = job_view(job)
     view.pop("webhook", None)
     return json.dumps(view, separators=(",", ":"))
@@ -164,20 +161,3 @@ def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: st
         log.warning("webhook of job %s refused with %s; not retried", job_id, code)
         return code
     raise DeliveryFailed(error)
-
-
-def register(app: Celery, runtime: Runtime) -> None:
-    """Register the delivery task on a worker's Celery app."""
-
-    @app.task(
-        name=DELIVER_TASK,
-        autoretry_for=(DeliveryFailed,),
-        retry_backoff=True,
-        retry_backoff_max=600,
-        retry_jitter=True,
-        max_retries=runtime.settings.webhook_max_retries,
-    )
-    def deliver_webhook(job_id: str, url: str, body: str) -> int:
-        return deliver(runtime.settings, runtime.store, job_id, url, body)
-
-    _ = deliver_webhook

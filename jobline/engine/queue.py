@@ -12,10 +12,10 @@ from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from jobline.errors import BrokerUnavailable
+from jobline.core.errors import BrokerUnavailable
+from jobline.core.settings import Settings
 from jobline.jobs import JobType
-from jobline.settings import Settings
-from jobline.store import Job
+from jobline.store.records import Job
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from jobline.client import Client
+    from jobline.clients.python import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +31,7 @@ def connection_options(command: F) -> F:
     @click.option("--api-key", envvar="JOBLINE_API_KEY", default=None, help="[env JOBLINE_API_KEY]")
     @functools.wraps(command)
     def wrapper(url: str, api_key: str | None, **kwargs: Any) -> Any:
-        from jobline.client import ApiError, Client, ClientError
+        from jobline.clients.python import ApiError, Client, ClientError
 
         with Client(url, api_key=api_key) as client:
             try:

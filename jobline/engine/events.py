@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from jobline.settings import Settings
+from jobline.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-from jobline.settings import Settings
+from jobline.core.settings import Settings
 
 _SECRETS = (
     (re.compile(r"jl_[A-Za-z0-9_-]{4,}"), "jl_[redacted]"),

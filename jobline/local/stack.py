@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobline import local
+from jobline.local import servers as local
 
 
 @dataclass

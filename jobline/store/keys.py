@@ -18,8 +18,9 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from jobline.errors import JoblineError
-from jobline.store import _unavailable_as_error, now
+from jobline.core.errors import JoblineError
+from jobline.store.mongo import unavailable_as_error
+from jobline.store.records import now
 
 KEY_PREFIX = "jl_"
 # Shown by `jobline keys list` so a key can be recognised; not enough to use it.
@@ -56,11 +57,11 @@ class KeyStore:
     def __init__(self, db: Database[Any]) -> None:
         self.keys: Collection[Any] = db["api_keys"]
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def ensure_indexes(self) -> None:
         self.keys.create_index([("name", ASCENDING)])
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def create(self, name: str, *, admin: bool = False) -> str:
         """Store a new key for ``name`` and return it; the only time it is ever seen."""
         if self.keys.find_one({"name": name, "revoked_at": None}) is not None:
@@ -78,7 +79,7 @@ class KeyStore:
         )
         return key
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def lookup(self, key: str) -> Principal | None:
         """The principal a presented key stands for, or None if unknown or revoked."""
         if not key.startswith(KEY_PREFIX) or len(key) > 200:
@@ -88,13 +89,13 @@ class KeyStore:
             return None
         return Principal(found["name"], bool(found.get("admin")))
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def list(self) -> list[dict[str, Any]]:
         """Every key's name, shown prefix, admin flag and dates; never the key or its hash."""
         fields = {"_id": 0, "name": 1, "prefix": 1, "admin": 1, "created_at": 1, "revoked_at": 1}
         return list(self.keys.find({}, fields).sort("created_at", ASCENDING))
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def revoke(self, name: str) -> int:
         """Revoke every live key of ``name``; how many were revoked."""
         revoked_at: datetime = now()

@@ -5,8 +5,8 @@ transport a worker holds ETA messages in its own memory, and with late
 acknowledgement a killed worker's ETA messages come back only after the
 broker's visibility timeout (six hours here); an ETA beyond that timeout is even
 delivered twice. So a job due later than :func:`horizon` is stored ``scheduled``
-and ``held``, with no message at all, and :func:`release_due` (called by the
-sweeper on every pass) publishes it shortly before its time, with an ETA of
+and ``held``, with no message at all, and the sweeper's ``release_due`` (on
+every pass) publishes it shortly before its time, with an ETA of
 ``run_at``. A worker restart while a job waits therefore loses nothing: the
 record in MongoDB is the only copy. Only a job within the horizon sits in a
 worker's memory, and if that worker dies the sweeper republishes the job once it
@@ -18,17 +18,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Self
+from typing import Annotated, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 
-from jobline import ids, queue
-from jobline.errors import BrokerUnavailable, UnknownJobType
-from jobline.settings import Settings
-from jobline.store import Job, Status, now
-
-if TYPE_CHECKING:
-    from jobline.pipeline import Pipeline
+from jobline.core.settings import Settings
+from jobline.store.records import Job, Status, now
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +85,3 @@ def holds(job: Job, settings: Settings) -> bool:
         and run_at is not None
         and run_at > now() + horizon(settings)
     )
-
-
-def release_due(p: Pipeline) -> int:
-    """Publish held jobs due within the horizon; returns how many. Safe to run concurrently."""
-    released = 0
-    for job in list(p.store.held_until(now() + horizon(p.settings))):
-        task_id = ids.new_id()
-        released_job = p.store.release(job, task_id)
-        if released_job is None:
-            continue  # cancelled, or another sweeper released it first
-        try:
-            queue.publish(p.celery, released_job, p.catalogue.get(job["type"]))
-        except UnknownJobType:
-            log.error("job %s has unknown type %s; left for an operator", job["_id"], job["type"])
-            continue
-        except BrokerUnavailable as exc:
-            # The sweeper republishes waiting jobs whose message went missing.
-            log.warning("could not publish due job %s: %s", job["_id"], exc)
-            continue
-        released += 1
-    return released

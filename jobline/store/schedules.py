@@ -1,7 +1,7 @@
 """The MongoDB record of recurring schedules: every query on the ``schedules`` collection.
 
 MongoDB is the truth of which schedules exist (listing, paging, what a fire
-submits); RedBeat keeps the timing of each in Redis (see jobline.schedules).
+submits); RedBeat keeps the timing of each in Redis (see jobline.engine.schedules).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from jobline import ids
-from jobline.errors import JoblineError
-from jobline.paging import Page, decode_cursor, encode_cursor
-from jobline.store import _mine, _unavailable_as_error, now
+from jobline.core import ids
+from jobline.core.errors import JoblineError
+from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.paging import Page, decode_cursor, encode_cursor
+from jobline.store.records import now
 
 Schedule = dict[str, Any]
 
@@ -35,17 +36,17 @@ class ScheduleStore:
     def __init__(self, db: Database[Any]) -> None:
         self.schedules: Collection[Schedule] = db["schedules"]
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def insert(self, schedule: Schedule) -> Schedule:
         self.schedules.insert_one(schedule)
         return schedule
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def find(self, schedule_id: str, owner: str | None = None) -> Schedule | None:
         """The schedule (``owner``'s, unless None), or None if there is none (any more)."""
         if not ids.is_id(schedule_id):
             return None
-        return self.schedules.find_one(_mine({"_id": schedule_id}, owner))
+        return self.schedules.find_one(mine({"_id": schedule_id}, owner))
 
     def get(self, schedule_id: str, owner: str | None = None) -> Schedule:
         """The schedule; ScheduleNotFound if there is none (or it is another owner's)."""
@@ -54,10 +55,10 @@ class ScheduleStore:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return schedule
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def list(self, *, limit: int = 50, cursor: str | None = None, owner: str | None = None) -> Page:
         """Schedules newest first, one page at a time; ValueError for a bad cursor."""
-        query: dict[str, Any] = _mine({}, owner)
+        query: dict[str, Any] = mine({}, owner)
         if cursor is not None:
             query["_id"] = {"$lt": decode_cursor(cursor)}
         items = list(self.schedules.find(query).sort("_id", DESCENDING).limit(limit + 1))
@@ -65,20 +66,20 @@ class ScheduleStore:
         items = items[:limit]
         return Page(items, encode_cursor(items[-1]["_id"]) if more else None)
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def all_ids(self) -> Iterator[str]:
         """Every schedule's id."""
         return (doc["_id"] for doc in self.schedules.find({}, {"_id": 1}))
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def delete(self, schedule_id: str, owner: str | None = None) -> Schedule:
         """Remove a schedule and return it; ScheduleNotFound if there is none."""
         schedule = self.get(schedule_id, owner)
-        if self.schedules.delete_one(_mine({"_id": schedule_id}, owner)).deleted_count != 1:
+        if self.schedules.delete_one(mine({"_id": schedule_id}, owner)).deleted_count != 1:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         return schedule
 
-    @_unavailable_as_error
+    @unavailable_as_error
     def fired(self, schedule_id: str, job_id: str | None, error: str | None = None) -> None:
         """Note that the schedule fired, and the job it submitted (or why it could not)."""
         changes: dict[str, Any] = {"last_fired_at": now(), "last_error": error}

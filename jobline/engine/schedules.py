@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import Annotated, Any, Self
 
 from celery import Celery
 from celery.schedules import BaseSchedule, crontab, schedule
@@ -33,16 +33,13 @@ from pydantic import ValidationError as PydanticValidationError
 from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
 from redis.exceptions import RedisError
 
-from jobline.errors import Unavailable, UnknownJobType
-from jobline.paging import Page
-from jobline.pipeline import Pipeline
-from jobline.queue import DEFAULT_QUEUE
-from jobline.schedule_store import Schedule, ScheduleStore, new_schedule
-from jobline.settings import Settings
-from jobline.webhooks import CallbackUrl, WebhooksNotConfigured, require_secret
-
-if TYPE_CHECKING:
-    from jobline.worker import Runtime
+from jobline.core.errors import Unavailable, UnknownJobType
+from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import DEFAULT_QUEUE
+from jobline.engine.webhooks import CallbackUrl, WebhooksNotConfigured, require_secret
+from jobline.store.paging import Page
+from jobline.store.schedules import Schedule, ScheduleStore, new_schedule
 
 log = logging.getLogger(__name__)
 
@@ -306,19 +303,3 @@ def fire(p: Pipeline, schedule_id: str) -> str | None:
     except Unavailable as exc:  # the job is in; retrying the fire would submit another
         log.warning("could not note the fire of schedule %s: %s", schedule_id, exc)
     return str(job["_id"])
-
-
-def register(app: Celery, runtime: Runtime) -> None:
-    """Register the fire task on a worker's Celery app."""
-
-    @app.task(
-        name=FIRE_TASK,
-        acks_late=False,
-        autoretry_for=(Unavailable,),
-        max_retries=3,
-        retry_backoff=True,
-    )
-    def schedule_fire(schedule_id: str) -> str | None:
-        return fire(Pipeline(runtime.settings, runtime.store, app, runtime.catalogue), schedule_id)
-
-    _ = schedule_fire

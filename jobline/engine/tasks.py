@@ -1,0 +1,67 @@
+"""Every Celery task a worker runs, registered in one place on the worker's app.
+
+The task modules (``worker``, ``webhooks``, ``schedules``) hold plain
+functions and never import this one, so nothing imports its way back here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from jobline import jobs
+from jobline.core import logs
+from jobline.core.errors import Unavailable
+from jobline.core.settings import Settings
+from jobline.engine import schedules, webhooks
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import RUN_TASK, make_celery
+from jobline.engine.runtime import Runtime
+from jobline.engine.worker import JobTask, run_job
+
+
+def create_worker_app(settings: Settings) -> Celery:
+    """The Celery app of a worker process, with every task registered."""
+    app = make_celery(settings)
+    runtime = Runtime(settings, jobs.load(settings.job_module_list))
+    JobTask.runtime = runtime
+
+    @signals.setup_logging.connect(weak=False)
+    def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
+        # Connected, this replaces Celery's own logging set-up with ours, at the
+        # level the worker was started with (--loglevel).
+        if isinstance(loglevel, int):
+            loglevel = logging.getLevelName(loglevel)
+        logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
+
+    @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
+    def run(self: JobTask, job_id: str) -> str:
+        return run_job(self, runtime, job_id)
+
+    @app.task(
+        name=webhooks.DELIVER_TASK,
+        autoretry_for=(webhooks.DeliveryFailed,),
+        retry_backoff=True,
+        retry_backoff_max=600,
+        retry_jitter=True,
+        max_retries=settings.webhook_max_retries,
+    )
+    def deliver_webhook(job_id: str, url: str, body: str) -> int:
+        return webhooks.deliver(runtime.settings, runtime.store, job_id, url, body)
+
+    # A fire is acknowledged on receipt: a killed worker skips one run, never makes two.
+    @app.task(
+        name=schedules.FIRE_TASK,
+        acks_late=False,
+        autoretry_for=(Unavailable,),
+        max_retries=3,
+        retry_backoff=True,
+    )
+    def schedule_fire(schedule_id: str) -> str | None:
+        pipeline = Pipeline(runtime.settings, runtime.store, app, runtime.catalogue)
+        return schedules.fire(pipeline, schedule_id)
+
+    _ = (run, deliver_webhook, schedule_fire)
+    return app

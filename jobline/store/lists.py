@@ -1,0 +1,76 @@
+"""Listing jobs newest first, a page at a time, on the indexes the lists need."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+
+from jobline.store.collection import JobCollection
+from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.paging import Page, Span, Window, at_ms, encode_cursor, windows
+from jobline.store.records import Job, Status, now
+
+# A list query with type or status is equality on an index's prefix and a range
+# on _id (a UUIDv7: {_id: -1} is newest first). One without is a created_at
+# range: SecantusDB scans the collection for a range on _id alone.
+LIST_INDEXES = (
+    [("type", ASCENDING), ("_id", DESCENDING)],
+    [("status", ASCENDING), ("_id", DESCENDING)],
+    [("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+    [("created_at", DESCENDING), ("_id", DESCENDING)],
+    # A key that is not an admin's lists only its owner's jobs.
+    [("owner", ASCENDING), ("_id", DESCENDING)],
+    [("owner", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
+)
+NEWEST_FIRST = [("_id", DESCENDING)]
+
+
+class Lists(JobCollection):
+    """Pages of jobs, filtered by owner, type, status and creation time."""
+
+    @unavailable_as_error
+    def list(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        type: str | None = None,
+        status: Status | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        owner: str | None = None,
+    ) -> Page:
+        """Jobs newest first, one page at a time; see jobline.store.paging for how."""
+        equal: dict[str, Any] = mine({}, owner)
+        if type is not None:
+            equal["type"] = type
+        if status is not None:
+            equal["status"] = str(status)
+        span = Span.of(cursor, created_after, created_before)
+        items: list[Job] = []
+        if not equal:
+            below = span.below
+            inside, span = span.split_millisecond()
+            if inside is not None and below is not None:
+                same = self.jobs.find({"created_at": at_ms(inside)}).sort(NEWEST_FIRST)
+                items += [job for job in same if job["_id"] < below][: limit + 1]
+        for window in windows(span, int(now().timestamp() * 1000)):
+            if len(items) > limit:
+                break
+            query, order = _window_query(equal, window)
+            items += self.jobs.find(query).sort(order).limit(limit + 1 - len(items))
+        if len(items) > limit:
+            return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
+        return Page(items, None)
+
+
+def _window_query(equal: dict[str, Any], window: Window) -> tuple[dict[str, Any], list[Any]]:
+    """The filter and order that read one window of a list (see LIST_INDEXES)."""
+    if equal:
+        id_range = window.id_range()
+        return {**equal, "_id": id_range} if id_range else dict(equal), NEWEST_FIRST
+    created = window.created_range()
+    order = [("created_at", DESCENDING), *NEWEST_FIRST]
+    return ({"created_at": created} if created else {}), order

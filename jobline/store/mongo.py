@@ -1,0 +1,48 @@
+"""Reaching MongoDB: one client per process, and a lost connection as StoreUnavailable."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from pymongo import MongoClient
+from pymongo.errors import ConnectionFailure
+
+from jobline.core.errors import StoreUnavailable
+from jobline.core.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """A client that gives up within the connect timeout, so callers can answer 503."""
+    timeout_ms = int(settings.connect_timeout_seconds * 1000)
+    return MongoClient(
+        settings.mongo_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="jobline",
+    )
+
+
+def unavailable_as_error(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a lost MongoDB connection into StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except ConnectionFailure as exc:
+            raise StoreUnavailable(f"MongoDB unreachable: {type(exc).__name__}") from exc
+
+    return wrapper
+
+
+def mine(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
+    """``query`` narrowed to one owner's jobs; None means every job (admins, auth off)."""
+    if owner is not None:
+        query["owner"] = owner
+    return query

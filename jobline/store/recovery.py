@@ -1,0 +1,107 @@
+"""Recovery: the queries and hand-overs of the sweeper, delayed jobs and webhook records.
+
+Jobs whose worker stopped renewing its lease, waiting jobs whose message was
+lost, scheduled jobs held back from the broker until they are due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobline.store.collection import JobCollection
+from jobline.store.mongo import unavailable_as_error
+from jobline.store.records import WAITING, Job, Status, now
+
+
+class Recovery(JobCollection):
+    """What the sweeper reads and the conditional updates with which it hands jobs on."""
+
+    @unavailable_as_error
+    def expired_leases(self, limit: int = 500) -> Iterator[Job]:
+        """Running jobs whose worker stopped renewing the lease."""
+        return self.jobs.find({"status": str(Status.RUNNING), "lease_until": {"$lt": now()}}).limit(
+            limit
+        )
+
+    @unavailable_as_error
+    def requeue(self, job: Job, task_id: str) -> bool:
+        """Hand a running job whose worker is gone back to the queue."""
+        done = self.jobs.update_one(
+            {
+                "_id": job["_id"],
+                "status": str(Status.RUNNING),
+                "attempts": job["attempts"],
+                "lease_until": {"$lt": now()},
+            },
+            {
+                "$set": {
+                    "status": str(Status.QUEUED),
+                    "task_id": task_id,
+                    "updated_at": now(),
+                    "lease_until": None,
+                }
+            },
+        )
+        return done.modified_count == 1
+
+    @unavailable_as_error
+    def stale_waiting(self, older_than: timedelta, limit: int = 500) -> Iterator[Job]:
+        """Waiting jobs untouched for ``older_than`` past when they were due."""
+        cutoff = now() - older_than
+        return self.jobs.find(
+            {
+                "status": {"$in": [str(s) for s in WAITING]},
+                "updated_at": {"$lt": cutoff},
+                "$or": [{"run_at": None}, {"run_at": {"$lt": cutoff}}],
+            }
+        ).limit(limit)
+
+    @unavailable_as_error
+    def touch(self, job: Job, task_id: str) -> bool:
+        """Note that a waiting job's message was published again."""
+        done = self.jobs.update_one(
+            {"_id": job["_id"], "status": job["status"], "attempts": job["attempts"]},
+            {"$set": {"updated_at": now(), "task_id": task_id}},
+        )
+        return done.modified_count == 1
+
+    @unavailable_as_error
+    def held_until(self, until: datetime, limit: int = 500) -> Iterator[Job]:
+        """Scheduled jobs held back from the broker that are due by ``until``."""
+        return self.jobs.find(
+            {"status": str(Status.SCHEDULED), "held": True, "run_at": {"$lte": until}}
+        ).limit(limit)
+
+    @unavailable_as_error
+    def release(self, job: Job, task_id: str) -> Job | None:
+        """Mark a held job as handed to the broker (queued if already due); None if it moved."""
+        t = now()
+        changes: dict[str, Any] = {"held": False, "task_id": task_id, "updated_at": t}
+        if job["run_at"] <= t:
+            changes["status"] = str(Status.QUEUED)
+        done = self.jobs.update_one(
+            {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True},
+            {"$set": changes},
+        )
+        return {**job, **changes} if done.modified_count == 1 else None
+
+    @unavailable_as_error
+    def record_webhook(
+        self,
+        job_id: str,
+        *,
+        last_status: int | None,
+        last_error: str | None,
+        delivered: bool,
+    ) -> None:
+        """Count one webhook delivery attempt on the job and note how it went."""
+        changes: dict[str, Any] = {
+            "webhook.last_status": last_status,
+            "webhook.last_error": last_error,
+            "webhook.last_attempt_at": now(),
+        }
+        if delivered:
+            changes["webhook.delivered_at"] = changes["webhook.last_attempt_at"]
+        self.jobs.update_one({"_id": job_id}, {"$set": changes, "$inc": {"webhook.attempts": 1}})

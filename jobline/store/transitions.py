@@ -1,0 +1,243 @@
+"""The named transitions of a job: each one conditional update from a named state.
+
+A duplicate message, a late retry or a worker that lost its lease therefore
+matches nothing and changes nothing: a job reaches a terminal state once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from jobline.core.errors import InvalidTransition, KeyInUse
+from jobline.store.collection import HOSTNAME, JobCollection
+from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.records import WAITING, Job, Status, now
+
+
+class Transitions(JobCollection):
+    """Submission, claim, heartbeat, outcome, cancel and retry of one job."""
+
+    @unavailable_as_error
+    def insert(self, job: Job) -> Job:
+        """Record a newly accepted job; KeyInUse if its idempotency key is taken."""
+        try:
+            self.jobs.insert_one(job)
+        except DuplicateKeyError as exc:
+            if job.get("idempotency_key") is None:
+                raise
+            raise KeyInUse(job["idempotency_key"]) from exc
+        return job
+
+    @unavailable_as_error
+    def insert_many(self, jobs: Sequence[Job]) -> None:
+        """Record many newly accepted jobs in one round trip."""
+        if jobs:
+            self.jobs.insert_many(jobs, ordered=False)
+
+    @unavailable_as_error
+    def find_by_key(self, key: str, submitted_by: str | None = None) -> Job | None:
+        """The job ``submitted_by`` (None: with auth off) made with this idempotency key."""
+        return self.jobs.find_one({"idempotency_key": key, "owner": submitted_by})
+
+    @unavailable_as_error
+    def discard(self, job_ids: Sequence[str]) -> int:
+        """Remove jobs that were never published (their submission was refused)."""
+        result = self.jobs.delete_many(
+            {"_id": {"$in": list(job_ids)}, "status": {"$in": [str(s) for s in WAITING]}}
+        )
+        return result.deleted_count
+
+    @unavailable_as_error
+    def claim(self, job_id: str, task_id: str | None = None) -> Job | None:
+        """Move a waiting job (or one whose lease ran out) to running as a new attempt.
+
+        Returns the job as claimed, or None when this delivery must not run it:
+        the job is finished, cancelled, unknown, or held by a live worker.
+        """
+        job = self.jobs.find_one({"_id": job_id})
+        if job is None or not self._claimable(job):
+            return None
+        t = now()
+        changes = {
+            "status": str(Status.RUNNING),
+            "started_at": t,
+            "updated_at": t,
+            "lease_until": t + self.lease,
+            "worker": HOSTNAME,
+            "progress": 0.0,
+            "progress_message": None,
+        }
+        if task_id is not None:
+            changes["task_id"] = task_id
+        result = self.jobs.update_one(
+            {"_id": job_id, "status": job["status"], "attempts": job["attempts"]},
+            {"$set": changes, "$inc": {"attempts": 1}},
+        )
+        if result.modified_count != 1:
+            return None  # someone else moved it first
+        job.update(changes, attempts=job["attempts"] + 1)
+        return job
+
+    def _claimable(self, job: Job) -> bool:
+        status = Status(job["status"])
+        if status is Status.RUNNING:
+            lease = job.get("lease_until")
+            return lease is not None and lease < now()
+        if status is Status.SCHEDULED:
+            run_at = job.get("run_at")
+            return run_at is None or run_at <= now()
+        return status in WAITING
+
+    def _running(self, job_id: str, attempt: int | None) -> dict[str, Any]:
+        query: dict[str, Any] = {"_id": job_id, "status": str(Status.RUNNING)}
+        if attempt is not None:
+            query["attempts"] = attempt
+        return query
+
+    @unavailable_as_error
+    def heartbeat(
+        self,
+        job_id: str,
+        attempt: int,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Renew the lease (and record progress); False if this attempt no longer owns the job."""
+        t = now()
+        changes: dict[str, Any] = {"lease_until": t + self.lease}
+        if progress is not None:
+            changes.update(progress=progress, progress_message=message, updated_at=t)
+        result = self.jobs.update_one(self._running(job_id, attempt), {"$set": changes})
+        return result.matched_count == 1
+
+    @unavailable_as_error
+    def succeed(self, job_id: str, attempt: int, result: Any) -> bool:
+        """Record the result of a running attempt; False if the attempt lost the job."""
+        t = now()
+        done = self.jobs.update_one(
+            self._running(job_id, attempt),
+            {
+                "$set": {
+                    "status": str(Status.SUCCEEDED),
+                    "result": result,
+                    "error": None,
+                    "progress": 1.0,
+                    "finished_at": t,
+                    "updated_at": t,
+                    "lease_until": None,
+                    "expires_at": self._expiry(t),
+                }
+            },
+        )
+        return done.modified_count == 1
+
+    @unavailable_as_error
+    def fail(
+        self,
+        job_id: str,
+        attempt: int | None,
+        error: dict[str, Any],
+        *,
+        task_id: str | None = None,
+    ) -> bool:
+        """Record the final failure of a running attempt.
+
+        ``attempt`` None means whichever attempt the delivery ``task_id`` is running.
+        """
+        query = self._running(job_id, attempt)
+        if task_id is not None:
+            query["task_id"] = task_id
+        t = now()
+        done = self.jobs.update_one(
+            query,
+            {
+                "$set": {
+                    "status": str(Status.FAILED),
+                    "error": error,
+                    "finished_at": t,
+                    "updated_at": t,
+                    "lease_until": None,
+                    "expires_at": self._expiry(t),
+                }
+            },
+        )
+        return done.modified_count == 1
+
+    @unavailable_as_error
+    def retry_later(self, job_id: str, attempt: int, error: dict[str, Any], at: datetime) -> bool:
+        """A running attempt failed in a way worth retrying: wait until ``at``."""
+        done = self.jobs.update_one(
+            self._running(job_id, attempt),
+            {
+                "$set": {
+                    "status": str(Status.RETRYING),
+                    "error": error,
+                    "run_at": at,
+                    "updated_at": now(),
+                    "lease_until": None,
+                }
+            },
+        )
+        return done.modified_count == 1
+
+    @unavailable_as_error
+    def cancel(self, job_id: str, owner: str | None = None) -> Job:
+        """Cancel an unfinished job and return it as it was before; finished jobs are kept."""
+        for _ in range(5):
+            job = self.get(job_id, owner)
+            if Status(job["status"]).finished:
+                return job
+            t = now()
+            done = self.jobs.update_one(
+                {"_id": job_id, "status": job["status"], "attempts": job["attempts"]},
+                {
+                    "$set": {
+                        "status": str(Status.CANCELLED),
+                        "finished_at": t,
+                        "updated_at": t,
+                        "lease_until": None,
+                        "expires_at": self._expiry(t),
+                    }
+                },
+            )
+            if done.modified_count == 1:
+                return job
+        raise InvalidTransition(f"job {job_id} kept changing; try again")
+
+    @unavailable_as_error
+    def restart(self, job_id: str, task_id: str, owner: str | None = None) -> Job:
+        """Queue a failed or cancelled job again, as a fresh attempt."""
+        job = self.get(job_id, owner)
+        if job["status"] not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(
+                f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried"
+            )
+        changes = {
+            "status": str(Status.QUEUED),
+            "task_id": task_id,
+            "result": None,
+            "error": None,
+            "progress": 0.0,
+            "progress_message": None,
+            "finished_at": None,
+            "started_at": None,
+            "run_at": None,
+            "updated_at": now(),
+            "expires_at": None,
+        }
+        done = self.jobs.update_one(
+            {"_id": job_id, "status": job["status"], "attempts": job["attempts"]},
+            {"$set": changes},
+        )
+        if done.modified_count != 1:
+            raise InvalidTransition(f"job {job_id} changed while being retried")
+        job.update(changes)
+        return job
+
+    @unavailable_as_error
+    def delete(self, job_id: str, owner: str | None = None) -> bool:
+        return self.jobs.delete_one(mine({"_id": job_id}, owner)).deleted_count == 1

@@ -1,0 +1,54 @@
+"""The public shape of a job: what the API answers, webhooks send and live views show."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from jobline.store.records import Job
+
+
+def iso(value: datetime | None) -> str | None:
+    """A UTC time as ISO 8601 with milliseconds and a Z."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The public representation of a job record."""
+    progress = job.get("progress") or 0.0
+    return {
+        "id": job["_id"],
+        "type": job["type"],
+        "status": job["status"],
+        "params": job.get("params"),
+        "result": job.get("result"),
+        "error": job.get("error"),
+        "progress": progress if math.isfinite(progress) else 0.0,
+        "progress_message": job.get("progress_message"),
+        "attempts": job.get("attempts", 0),
+        "queue": job.get("queue"),
+        "priority": job.get("priority"),
+        "run_at": iso(job.get("run_at")),
+        "created_at": iso(job.get("created_at")),
+        "started_at": iso(job.get("started_at")),
+        "finished_at": iso(job.get("finished_at")),
+        "expires_at": iso(job.get("expires_at")),
+        "callback_url": job.get("callback_url"),
+        "schedule_id": job.get("schedule_id"),
+        "webhook": _webhook(job.get("webhook")),
+    }
+
+
+def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the job's webhook deliveries went, if it asked for one."""
+    if not record:
+        return None
+    return {
+        "attempts": record.get("attempts", 0),
+        "last_status": record.get("last_status"),
+        "delivered_at": iso(record.get("delivered_at")),
+        "last_error": record.get("last_error"),
+    }
