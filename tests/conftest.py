@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,35 @@ from jobline.store.jobs import JobStore
 from jobline.store.keys import KeyStore
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_names_resolved_off_this_machine() -> Iterator[None]:
+    """Names other than localhost fail to resolve in the tests' own process.
+
+    A callback_url's host is resolved at submission; generated or mistyped
+    names must never turn into a DNS query leaving the machine.
+    """
+    real = socket.getaddrinfo
+
+    def local_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name.rstrip(".").lower() == "localhost":
+            return real(host, *args, **kwargs)
+        try:
+            ipaddress.ip_address(name.split("%", 1)[0])
+        except ValueError:
+            try:
+                socket.inet_aton(name)  # IPv4 in a spelling only the resolver reads (127.1)
+            except OSError:
+                raise socket.gaierror(
+                    socket.EAI_NONAME, f"tests resolve no names: {name}"
+                ) from None
+        return real(host, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", local_only)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +83,10 @@ def make_settings(redis_url: str, mongo_url: str, **overrides: Any) -> Settings:
         "connect_timeout_seconds": 1,
         "job_modules": "tests.jobtypes",
         "webhook_secret": "test-webhook-secret-not-for-production",
+        # The tests' webhook receivers listen here; nothing else off limits is allowed.
+        "webhook_allowed_networks": "127.0.0.1/32",
+        # Many tests send wrong keys on purpose; tests/api/test_lockout.py sets its own limit.
+        "auth_failures_per_minute": 10_000,
         # Most tests are not about keys; the keyed_* fixtures turn auth on.
         "auth": False,
     }

@@ -43,6 +43,9 @@ class Receiver:
 
     answers: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    # Sent with every answer (a redirect's target).
+    location: str | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -53,14 +56,16 @@ class Receiver:
                 receiver.received.append(Received(dict(self.headers), body))
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/jobline"
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
+        self.url = f"http://{self.host}:{self.server.server_port}/hooks/jobline"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
@@ -187,6 +192,59 @@ def test_a_job_killed_at_its_hard_time_limit_is_posted_as_failed(
     assert sent["id"] == job["_id"]
     assert sent["status"] == "failed"
     assert sent["error"]["reason"] == "timeout"
+
+
+def test_a_redirect_is_recorded_as_a_final_failure_and_never_followed(
+    pipeline: Pipeline, store: JobStore, worker: local.Process, receiver: Receiver
+) -> None:
+    elsewhere = Receiver()
+    try:
+        receiver.answers = [307]
+        receiver.location = elsewhere.url
+        job = pipeline.submit("bmi", ADA, extra={"callback_url": receiver.url})
+        receiver.wait_for(1)
+        final = wait_job(store, job["_id"], lambda j: bool(j.get("webhook")))
+        assert final["webhook"]["last_status"] == 307
+        assert final["webhook"]["last_error"] == "receiver answered 307 (a redirect: not followed)"
+        time.sleep(2)  # a retry would have come within a second or two of backoff
+        assert len(receiver.received) == 1
+        assert elsewhere.received == []
+    finally:
+        elsewhere.close()
+
+
+def test_a_callback_by_name_is_sent_to_the_checked_address_keeping_the_name_as_host(
+    pipeline: Pipeline, store: JobStore, worker: local.Process, receiver: Receiver
+) -> None:
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    job = pipeline.submit("bmi", ADA, extra={"callback_url": url})
+    [hook] = receiver.wait_for(1)
+    assert hook.headers["Host"] == f"localhost:{receiver.server.server_port}"
+    assert wait_job(store, job["_id"], delivered)["webhook"]["last_status"] == 200
+
+
+def test_a_callback_off_limits_at_delivery_is_not_sent_and_recorded_as_a_final_failure(
+    settings: Settings, store: JobStore, worker: local.Process
+) -> None:
+    # The API let 127.0.0.0/8 through; the worker allows 127.0.0.1 only, as if
+    # the name had come to resolve elsewhere between submission and delivery.
+    elsewhere = Receiver(host="127.0.0.2")
+    try:
+        lenient = Settings(**{**settings.model_dump(), "webhook_allowed_networks": "127.0.0.0/8"})
+        p = Pipeline(lenient, store, make_celery(lenient), jobs.load(lenient.job_module_list))
+        job = p.submit("bmi", ADA, extra={"callback_url": elsewhere.url})
+        final = wait_job(store, job["_id"], lambda j: bool(j.get("webhook")))
+        record = final["webhook"]
+        assert record["attempts"] == 1
+        assert record["last_status"] is None
+        assert record["last_error"].startswith("not sent: the callback_url host '127.0.0.2'")
+        assert "loopback" in record["last_error"]
+        assert "delivered_at" not in record
+        time.sleep(2)  # a retry would have come within a second or two of backoff
+        assert store.get(job["_id"])["webhook"]["attempts"] == 1
+        assert elsewhere.received == []
+    finally:
+        elsewhere.close()
 
 
 def test_a_job_without_a_callback_url_sends_nothing(

@@ -17,6 +17,7 @@ from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
 from jobline.core.errors import JoblineError, JobNotFound, KeyInUse
 from jobline.engine import webhooks
+from jobline.engine.destinations import ForbiddenDestination
 from jobline.engine.pipeline import Submission
 from jobline.store.paging import Page
 from jobline.store.records import Job
@@ -64,8 +65,9 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
     params = parse(catalogue.get(req.type).params, req.params, prefix=params_loc)
     if req.callback_url:
         try:
-            webhooks.require_secret(pipeline().settings)
-        except webhooks.WebhooksNotConfigured as exc:  # refuses this job alone in a batch
+            webhooks.check_callback(pipeline().settings, str(req.callback_url))
+        except (webhooks.WebhooksNotConfigured, ForbiddenDestination) as exc:
+            # Refuses this job alone in a batch.
             raise InvalidInput(str(exc), exc.errors) from None
     extra = {"callback_url": str(req.callback_url)} if req.callback_url else {}
     return Submission(

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+from ipaddress import IPv4Network, IPv6Network
+
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+@functools.cache
+def networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated CIDRs (``10.1.0.0/16,127.0.0.1/32``); ValueError naming a bad entry."""
+    parsed = []
+    for entry in (part.strip() for part in value.split(",")):
+        if entry:
+            try:
+                parsed.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not a CIDR network: {exc}") from None
+    return tuple(parsed)
 
 
 class Settings(BaseSettings):
@@ -47,6 +64,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Failed deliveries are retried with exponential backoff, capped at 10 minutes.
     webhook_max_retries: int = Field(default=10, ge=0, le=50)
+    # Comma-separated CIDRs webhooks may reach although they are not public
+    # (receivers on a private network), e.g. "10.1.0.0/16,127.0.0.1/32".
+    webhook_allowed_networks: str = ""
     # How often beat looks for schedules added or removed since its last look.
     beat_max_loop_seconds: float = Field(default=5.0, gt=0, le=300)
 
@@ -66,6 +86,12 @@ class Settings(BaseSettings):
     rate_limit: str = ""
     # A submission to a queue holding more messages than this gets 503; 0 means no limit.
     max_queue_depth: int = Field(default=0, ge=0)
+    # Wrong API keys one client address may send a minute; beyond, 429 until the minute ends.
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    # Reverse proxies in front of the API that append to X-Forwarded-For; the
+    # client address (for limits and logs) is the one that many hops back.
+    # 0: the address of whoever connected.
+    proxy_hops: int = Field(default=0, ge=0, le=10)
     # "user:password" Flower asks for; `jobline up` makes one up when unset.
     flower_basic_auth: SecretStr | None = None
     # "json" (one JSON object a line) or "text".
@@ -81,11 +107,22 @@ class Settings(BaseSettings):
             parse_many(value)  # ValueError names what is wrong
         return value.strip()
 
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        networks(value)  # ValueError names the bad entry
+        return value.strip()
+
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:
         if not self.broker_url:
             self.broker_url = self.redis_url
         return self
+
+    @property
+    def webhook_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        """JOBLINE_WEBHOOK_ALLOWED_NETWORKS, parsed."""
+        return networks(self.webhook_allowed_networks)
 
     @property
     def job_module_list(self) -> list[str]:

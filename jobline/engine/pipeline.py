@@ -143,7 +143,7 @@ class Pipeline:
         job_type = self.catalogue.get(s.type)
         model = job_type.validate_params(s.params)
         if s.extra and s.extra.get("callback_url"):
-            webhooks.require_secret(self.settings)
+            webhooks.check_callback(self.settings, s.extra["callback_url"])
         run_at = s.run_at
         if s.delay_seconds is not None:
             run_at = now() + timedelta(seconds=s.delay_seconds)

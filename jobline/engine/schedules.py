@@ -35,9 +35,10 @@ from redis.exceptions import RedisError
 
 from jobline.core.errors import Unavailable, UnknownJobType
 from jobline.core.settings import Settings
+from jobline.engine.destinations import ForbiddenDestination
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import DEFAULT_QUEUE
-from jobline.engine.webhooks import CallbackUrl, WebhooksNotConfigured, require_secret
+from jobline.engine.webhooks import CallbackUrl, WebhooksNotConfigured, check_callback
 from jobline.store.paging import Page
 from jobline.store.schedules import Schedule, ScheduleStore, new_schedule
 
@@ -188,12 +189,13 @@ class Schedules:
     def create(self, spec: ScheduleSpec, owner: str | None = None) -> Schedule:
         """Validate params with the job type's model, record the schedule, start its timing.
 
-        Raises UnknownJobType, pydantic's ValidationError (params), WebhooksNotConfigured.
+        Raises UnknownJobType, pydantic's ValidationError (params), WebhooksNotConfigured,
+        ForbiddenDestination.
         """
         job_type = self.pipeline.catalogue.get(spec.type)
         params = job_type.validate_params(spec.params).model_dump(mode="json")
         if spec.callback_url:
-            require_secret(self.pipeline.settings)
+            check_callback(self.pipeline.settings, spec.callback_url)
         record = new_schedule(
             {
                 "type": spec.type,
@@ -293,7 +295,12 @@ def fire(p: Pipeline, schedule_id: str) -> str | None:
         extra["callback_url"] = record["callback_url"]
     try:
         job = p.submit(record["type"], record["params"], extra=extra, owner=record.get("owner"))
-    except (UnknownJobType, PydanticValidationError, WebhooksNotConfigured) as exc:
+    except (
+        UnknownJobType,
+        PydanticValidationError,
+        WebhooksNotConfigured,
+        ForbiddenDestination,
+    ) as exc:
         # The catalogue changed since the schedule was made; say so on the schedule.
         log.error("schedule %s could not submit its job: %s", schedule_id, exc)
         store.fired(schedule_id, None, error=f"{type(exc).__name__}: {exc}"[:2000])

@@ -48,7 +48,7 @@ def create_worker_app(settings: Settings) -> Celery:
         retry_jitter=True,
         max_retries=settings.webhook_max_retries,
     )
-    def deliver_webhook(job_id: str, url: str, body: str) -> int:
+    def deliver_webhook(job_id: str, url: str, body: str) -> int | None:
         return webhooks.deliver(runtime.settings, runtime.store, job_id, url, body)
 
     # A fire is acknowledged on receipt: a killed worker skips one run, never makes two.

@@ -6,7 +6,8 @@ HMAC-SHA256 under ``JOBLINE_WEBHOOK_SECRET`` as ``X-Jobline-Signature:
 sha256=<hex>``. Delivery is a Celery task retried with exponential backoff, so
 it is at least once: a receiver should treat a repeat of the same job id and
 ``finished_at`` as one event. Each attempt is counted on the job's ``webhook``
-field.
+field. Where a webhook may go is :mod:`jobline.engine.destinations`' rule,
+applied at submission and again at each delivery; redirects are never followed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import AfterValidator, StringConstraints
 
 from jobline.core.errors import JoblineError
 from jobline.core.settings import Settings
+from jobline.engine import destinations
 from jobline.engine.queue import DEFAULT_QUEUE
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status
@@ -84,6 +86,12 @@ def require_secret(settings: Settings) -> None:
         raise WebhooksNotConfigured()
 
 
+def check_callback(settings: Settings, url: str) -> None:
+    """Refuse a callback_url that cannot be signed or whose host webhooks may not reach."""
+    require_secret(settings)
+    destinations.check_recent(url, settings.webhook_networks)
+
+
 def sign(secret: str, body: bytes) -> str:
     """The ``X-Jobline-Signature`` value for ``body``."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -126,13 +134,27 @@ def after_run(app: Celery, store: JobStore, job_id: str, status: str) -> None:
         notify(app, job)
 
 
-def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: str) -> int:
-    """POST one attempt and record it; the answer's status, or DeliveryFailed to retry."""
+def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: str) -> int | None:
+    """POST one attempt and record it; the answer's status, or DeliveryFailed to retry.
+
+    None when the URL's host now resolves where webhooks may not go: recorded
+    as a final failure, nothing sent.
+    """
     if settings.webhook_secret is None:
         store.record_webhook(
             job_id, last_status=None, last_error="no JOBLINE_WEBHOOK_SECRET", delivered=False
         )
         raise DeliveryFailed("no JOBLINE_WEBHOOK_SECRET on this worker")
+    try:
+        destination = destinations.check(url, settings.webhook_networks)
+    except destinations.Unresolvable as exc:  # DNS may be back on the next try
+        store.record_webhook(job_id, last_status=None, last_error=str(exc), delivered=False)
+        raise DeliveryFailed(str(exc)) from None
+    except destinations.ForbiddenDestination as exc:
+        log.warning("webhook of job %s not sent: %s", job_id, exc)
+        error = f"not sent: {exc}"
+        store.record_webhook(job_id, last_status=None, last_error=error, delivered=False)
+        return None
     raw = body.encode()
     headers = {
         "Content-Type": "application/json",
@@ -140,13 +162,7 @@ def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: st
         SIGNATURE_HEADER: sign(settings.webhook_secret.get_secret_value(), raw),
     }
     try:
-        answer = httpx.post(
-            url,
-            content=raw,
-            headers=headers,
-            timeout=settings.webhook_timeout_seconds,
-            follow_redirects=False,
-        )
+        answer = _post(destination, raw, headers, settings.webhook_timeout_seconds)
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: could not reach the receiver"
         store.record_webhook(job_id, last_status=None, last_error=error, delivered=False)
@@ -156,8 +172,28 @@ def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: st
         store.record_webhook(job_id, last_status=code, last_error=None, delivered=True)
         return code
     error = f"receiver answered {code}"
+    if 300 <= code < 400:
+        error += " (a redirect: not followed)"
     store.record_webhook(job_id, last_status=code, last_error=error, delivered=False)
-    if 400 <= code < 500 and code not in RETRYABLE_4XX:
+    if 300 <= code < 500 and code not in RETRYABLE_4XX:
         log.warning("webhook of job %s refused with %s; not retried", job_id, code)
         return code
     raise DeliveryFailed(error)
+
+
+def _post(
+    destination: destinations.Destination, raw: bytes, headers: dict[str, str], timeout: float
+) -> httpx.Response:
+    """POST to the checked addresses in turn, until one takes the connection."""
+    # No proxy from the environment: the connection must go to the address checked.
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for i, ip in enumerate(destination.addresses):
+            target, host, extensions = destinations.pinned(destination.url, ip)
+            try:
+                return client.post(
+                    target, content=raw, headers={**headers, **host}, extensions=extensions
+                )
+            except httpx.ConnectError:
+                if i == len(destination.addresses) - 1:
+                    raise
+    raise httpx.ConnectError("the callback_url host resolved to no address")

@@ -61,12 +61,14 @@ def test_priority_callback_and_delay_are_kept_on_the_job(idle_api: Api) -> None:
         "type": "noop",
         "priority": 9,
         "delay_seconds": 600,
-        "callback_url": "https://example.org/hook?x=1",
+        # A public address, never reached:
+        # no worker consumes this API's queue, and the job waits ten minutes.
+        "callback_url": "https://93.184.215.14/hook?x=1",
     }
     before = datetime.now(UTC)
     job = idle_api.post(JOBS, json=body).json()
     assert job["priority"] == 9
-    assert job["callback_url"] == "https://example.org/hook?x=1"
+    assert job["callback_url"] == "https://93.184.215.14/hook?x=1"
     assert job["status"] == "scheduled"
     run_at = datetime.fromisoformat(job["run_at"])
     assert before + timedelta(seconds=599) <= run_at <= datetime.now(UTC) + timedelta(seconds=601)
