@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 from flask_restx import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jobline.api import problems
 from jobline.api.services import EXTENSION
@@ -32,10 +33,17 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, events, job_types, schedules
+    from jobline.api import calculations, docs, events, job_types, schedules, swagger
     from jobline.api import jobs as jobs_api
 
-    bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
+    bp = Blueprint(
+        "api",
+        __name__,
+        url_prefix=API_PREFIX,
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/static",
+    )
     api = JoblineApi(
         bp,
         version="1",
@@ -53,6 +61,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
         },
         security="bearer",
     )
+    api.documentation(swagger.page(api))
     docs.describe_catalogue(jobs_api.ns, jobs_api.request_model, catalogue)
     api.add_namespace(jobs_api.ns, path="/jobs")
     api.add_namespace(job_types.ns, path="/job-types")
@@ -88,10 +97,16 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
     app.extensions[EXTENSION] = pipeline
 
     from jobline import board
-    from jobline.api import auth, health, limits, metrics, payloads
+    from jobline.api import auth, headers, health, limits, metrics, payloads
+
+    if settings.proxy_hops:
+        # The client's address is the one the nearest proxies appended to
+        # X-Forwarded-For; whatever a client wrote there itself is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
 
     # Order matters: the timer first, then who is asking, then their rate limit.
     metrics.instrument(app)
+    headers.init_app(app)
     auth.init_app(app, settings, keys)
     limits.init_app(app, settings)
     app.before_request(payloads.refuse_oversized)
