@@ -8,14 +8,18 @@ the store and :func:`owner` for the owner to record on a new job.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import cachetools
 from flask import Flask, g, request
 
+from jobline.api.lockout import Lockout
 from jobline.core.errors import Unauthorized
 from jobline.core.settings import Settings
 from jobline.store.keys import KeyStore, Principal, digest
+
+log = logging.getLogger(__name__)
 
 # Probes and scrapers carry no keys; the docs and spec show no data.
 PUBLIC_ENDPOINTS = frozenset(
@@ -27,6 +31,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "api.doc",
         "api.specs",
         "restx_doc.static",
+        "api.static",
         "static",
         # The board's page and files: it asks for a key and sends it with every call.
         "dashboard.index",
@@ -44,6 +49,7 @@ def init_app(app: Flask, settings: Settings, keys: KeyStore) -> None:
         maxsize=10_000, ttl=settings.key_cache_seconds
     )
     lookup = cachetools.cached(cache, key=digest, lock=threading.Lock())(keys.lookup)
+    lockout = Lockout(settings)
 
     @app.before_request
     def authenticate() -> None:
@@ -56,6 +62,10 @@ def init_app(app: Flask, settings: Settings, keys: KeyStore) -> None:
             raise Unauthorized("send an API key: `Authorization: Bearer KEY`")
         principal = lookup(key)
         if principal is None:
+            # The address, never the key: a wrong key may be a real one mistyped.
+            address = request.remote_addr or "unknown"
+            log.warning("wrong API key", extra={"client_address": address, "path": request.path})
+            lockout.failed(address)
             raise Unauthorized("the API key is unknown or revoked", invalid=True)
         g.principal = principal
 
