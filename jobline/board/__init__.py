@@ -1,6 +1,7 @@
 """The board at ``/``: the people's view of jobs, live, served as static files.
 
-One HTML page, one stylesheet, one script and a vendored copy of Alpine.js:
+One HTML page, one stylesheet, one script and a vendored copy of Alpine.js (its
+CSP build: the page runs under a policy with no inline script and no eval):
 no build step. The page talks to the public API only (``/api/v1``) and follows
 ``/api/v1/events`` for live changes. Imports the core only: the app factory
 hands it the settings.

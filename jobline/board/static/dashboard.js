@@ -1,6 +1,16 @@
 // The jobline board: one Alpine.js component over the public API.
 // Jobs are loaded once (and again on every reconnect), then kept current by
 // the /events stream; the MongoDB record behind GET /jobs/<id> stays the truth.
+//
+// The page runs under a Content-Security-Policy with no 'unsafe-eval' and no
+// 'unsafe-inline' (jobline/api/headers.py), on Alpine's CSP build. So in
+// dashboard.html, an x-/:/@ attribute may hold only what that build parses:
+// names and paths (job.status, values[f.name]), calls with arguments
+// (act(job, 'cancel')), literals ('text', 1, [..], {..}), ! && || ?: === <
+// + - and assignments. No arrow functions, no template literals, no globals
+// (window, JSON, Math…): write a method here instead. No inline <script>,
+// <style> or style="…"; bind :style to an object ({ width: '40%' }), which
+// Alpine applies property by property, as the CSP allows.
 "use strict";
 
 const TERMINAL = ["succeeded", "failed", "cancelled"];
@@ -364,6 +374,15 @@ document.addEventListener("alpine:init", () => {
     },
     pct(job) {
       return Math.round((job.status === "succeeded" ? 1 : job.progress || 0) * 100);
+    },
+    pctLabel(job) {
+      return `${this.pct(job)} %`;
+    },
+    barWidth(job) {
+      return { width: `${this.pct(job)}%` };
+    },
+    tryLabel(job) {
+      return `try ${job.attempts}`;
     },
     duration(job) {
       if (!job.started_at) return job.status === "scheduled" && job.run_at ? `at ${job.run_at.slice(11, 19)}` : "";
