@@ -8,10 +8,13 @@ count lives in the Redis every API process shares, kept by ``limits`` (the
 library under Flask-Limiter). The client address is ``request.remote_addr``:
 whoever connected, or with ``JOBLINE_PROXY_HOPS`` set, the address that many
 proxies back in ``X-Forwarded-For`` (see :func:`jobline.api.create_app`).
+An IPv6 client is counted by its /64, the block one subscriber is usually
+given, so that it cannot start afresh by moving to the next address.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -40,6 +43,19 @@ class TooManyFailures(JoblineError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+def counted_as(address: str) -> str:
+    """What wrong keys from ``address`` are counted under: the address, or its IPv6 /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 class Lockout:
     """Counts wrong keys per address; refuses an address past its limit for the minute."""
 
@@ -53,10 +69,11 @@ class Lockout:
 
     def failed(self, address: str) -> None:
         """Count a wrong key from ``address``; TooManyFailures once it is past the limit."""
+        subject = counted_as(address)
         try:
-            if self.counter.hit(self.limit, NAMESPACE, address):
+            if self.counter.hit(self.limit, NAMESPACE, subject):
                 return
-            reset_at = self.counter.get_window_stats(self.limit, NAMESPACE, address).reset_time
+            reset_at = self.counter.get_window_stats(self.limit, NAMESPACE, subject).reset_time
         except (RedisError, OSError) as exc:
             # Redis down must not take the API down: the wrong key still gets its 401.
             log.warning("could not count a wrong API key: %s", type(exc).__name__)

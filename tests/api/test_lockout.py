@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobline.api import create_app
+from jobline.api.lockout import counted_as
 from jobline.core.settings import Settings
 from tests.conftest import Api, ServedApp, idle_settings
 
@@ -71,6 +72,30 @@ def test_a_client_cannot_escape_the_count_by_writing_its_own_forwarded_for(
         api = client(served, f"198.51.100.{i}, 203.0.113.30")
         codes.append(api.get(TYPES).status_code)
     assert codes == [401] * LIMIT + [429, 429]
+
+
+def test_an_ipv6_client_is_counted_by_its_64_block(
+    guarded: tuple[ServedApp, ServedApp],
+) -> None:
+    served, _ = guarded
+    codes = [
+        client(served, f"2001:db8:17:b::{i:x}").get(TYPES).status_code for i in range(LIMIT + 1)
+    ]
+    assert codes == [401] * LIMIT + [429]
+    assert client(served, "2001:db8:17:c::1").get(TYPES).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("address", "counted"),
+    [
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.9", "203.0.113.9"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_wrong_keys_are_counted_by_address_or_ipv6_block(address: str, counted: str) -> None:
+    assert counted_as(address) == counted
 
 
 def test_requests_without_a_key_are_not_counted_as_guesses(
