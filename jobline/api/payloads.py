@@ -97,7 +97,16 @@ class JobRequest(When):
     priority: (
         Annotated[int, Field(ge=0, le=9, strict=True, description="0 runs first; default 5")] | None
     ) = None
-    callback_url: CallbackUrl | None = None
+    callback_url: (
+        Annotated[
+            CallbackUrl,
+            Field(
+                description="http(s) URL POSTed the job once it ends; its host must be "
+                "public (or in JOBLINE_WEBHOOK_ALLOWED_NETWORKS)"
+            ),
+        ]
+        | None
+    ) = None
 
     def fingerprint(self) -> str:
         """A digest of the request as sent, to tell a repeat from a different request."""
