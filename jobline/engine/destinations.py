@@ -98,6 +98,14 @@ def resolve(host: str, port: int) -> list[Address]:
     return found
 
 
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class Destination:
     """A callback URL whose every address was checked, and those addresses."""
@@ -113,11 +121,12 @@ def check(url: str, networks: tuple[Network, ...]) -> Destination:
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = resolve(host, port)
+    named = not (len(addresses) == 1 and _is_literal(host))
     for ip in addresses:
         kind = off_limits(ip)
         if kind and not _allowed(ip, networks):
             article = "an" if kind[0] in "aeiou" else "a"
-            what = "is" if str(ip) == host else f"resolves to {ip},"
+            what = f"resolves to {ip}," if named else "is"
             raise ForbiddenDestination(
                 f"the callback_url host {host!r} {what} {article} {kind} address; webhooks go to "
                 f"public addresses only, or to networks listed in {ALLOWED_SETTING}"
