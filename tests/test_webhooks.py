@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 from pydantic import BaseModel, ValidationError
 
 from jobline import jobs
@@ -20,7 +22,14 @@ from jobline.api import create_app
 from jobline.core.settings import Settings
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import make_celery
-from jobline.engine.webhooks import CallbackUrl, WebhooksNotConfigured, sign, verify
+from jobline.engine.webhooks import (
+    CallbackUrl,
+    DeliveryFailed,
+    WebhooksNotConfigured,
+    deliver,
+    sign,
+    verify,
+)
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job
@@ -46,6 +55,9 @@ class Receiver:
     host: str = "127.0.0.1"
     # Sent with every answer (a redirect's target).
     location: str | None = None
+    # Serve HTTPS with this context; the server names clients asked for (SNI) are kept.
+    tls: ssl.SSLContext | None = None
+    server_names: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -65,7 +77,12 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer((self.host, 0), Handler)
-        self.url = f"http://{self.host}:{self.server.server_port}/hooks/jobline"
+        scheme = "http"
+        if self.tls is not None:
+            self.tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://{self.host}:{self.server.server_port}/hooks/jobline"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
@@ -221,6 +238,40 @@ def test_a_callback_by_name_is_sent_to_the_checked_address_keeping_the_name_as_h
     [hook] = receiver.wait_for(1)
     assert hook.headers["Host"] == f"localhost:{receiver.server.server_port}"
     assert wait_job(store, job["_id"], delivered)["webhook"]["last_status"] == 200
+
+
+def tls_receiver(ca: trustme.CA, *names: str) -> Receiver:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return Receiver(tls=context)
+
+
+def test_an_https_callback_by_name_is_pinned_with_the_name_in_sni_and_in_the_certificate_check(
+    pipeline: Pipeline, store: JobStore, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    job = pipeline.submit("bmi", ADA, delay_seconds=3600)
+    settings = pipeline.settings
+    # A certificate for the name: the connection goes to 127.0.0.1, TLS speaks of localhost.
+    named = tls_receiver(ca, "localhost")
+    ip_only = tls_receiver(ca, "127.0.0.1")
+    try:
+        url = named.url.replace("127.0.0.1", "localhost")
+        assert deliver(settings, store, job["_id"], url, "{}") == 200
+        assert named.server_names == ["localhost"]
+        assert named.received[0].headers["Host"] == f"localhost:{named.server.server_port}"
+        # A certificate for the address alone does not pass: it is checked against the name.
+        with pytest.raises(DeliveryFailed):
+            deliver(
+                settings, store, job["_id"], ip_only.url.replace("127.0.0.1", "localhost"), "{}"
+            )
+        assert ip_only.received == []
+    finally:
+        named.close()
+        ip_only.close()
+    assert store.get(job["_id"])["webhook"]["attempts"] == 2
 
 
 def test_a_callback_off_limits_at_delivery_is_not_sent_and_recorded_as_a_final_failure(

@@ -185,8 +185,12 @@ def _post(
     destination: destinations.Destination, raw: bytes, headers: dict[str, str], timeout: float
 ) -> httpx.Response:
     """POST to the checked addresses in turn, until one takes the connection."""
-    # No proxy from the environment: the connection must go to the address checked.
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    # No proxy from the environment (the connection must go to the address
+    # checked), but the transport still honours SSL_CERT_FILE / SSL_CERT_DIR.
+    transport = httpx.HTTPTransport(trust_env=True)
+    with httpx.Client(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
         for i, ip in enumerate(destination.addresses):
             target, host, extensions = destinations.pinned(destination.url, ip)
             try:
