@@ -33,7 +33,7 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, events, job_types, schedules, swagger
+    from jobline.api import calculations, docs, events, job_types, schedules, swagger, workflows
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint(
@@ -67,6 +67,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(job_types.ns, path="/job-types")
     api.add_namespace(calculations.ns, path="/calculations")
     api.add_namespace(schedules.ns, path="/schedules")
+    api.add_namespace(workflows.ns, path="/workflows")
     api.add_namespace(events.ns)
     return bp
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
     try:
         pipeline.store.ensure_indexes()
         keys.ensure_indexes()
+        pipeline.progression().flows.ensure_indexes()
     except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
         log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline

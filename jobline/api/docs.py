@@ -52,7 +52,7 @@ JOB_SCHEMA: dict[str, Any] = {
             "enum": [str(s) for s in Status],
         },
         "params": {"type": "object"},
-        "result": {"type": "object", "x-nullable": True},
+        "result": {"x-nullable": True, "description": "any JSON (a list for split_fasta)"},
         "error": {"type": "object", "x-nullable": True},
         "progress": {"type": "number", "minimum": 0, "maximum": 1},
         "progress_message": _NULLABLE_STRING,
@@ -66,6 +66,8 @@ JOB_SCHEMA: dict[str, Any] = {
         "expires_at": {**_NULLABLE_STRING, "format": "date-time"},
         "callback_url": {**_NULLABLE_STRING, "format": "uri"},
         "schedule_id": {**_NULLABLE_STRING, "description": "the schedule that submitted it"},
+        "workflow_id": {**_NULLABLE_STRING, "description": "the workflow it is a step job of"},
+        "step": {**_NULLABLE_STRING, "description": "the id of its step in that workflow"},
         "webhook": {
             "type": "object",
             "x-nullable": True,
@@ -77,6 +79,51 @@ JOB_SCHEMA: dict[str, Any] = {
                 "last_error": _NULLABLE_STRING,
             },
         },
+    },
+}
+
+
+_WEBHOOK_SCHEMA = JOB_SCHEMA["properties"]["webhook"]
+_STEP_STATUSES = ["waiting", "queued", "running", "succeeded", "failed", "cancelled", "skipped"]
+WORKFLOW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "status": {
+            "type": "string",
+            "enum": ["queued", "running", "succeeded", "failed", "cancelled"],
+        },
+        "steps": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "status": {"type": "string", "enum": _STEP_STATUSES},
+                    "needs": {"type": "array", "items": {"type": "string"}},
+                    "for_each": _NULLABLE_STRING,
+                    "params": {"type": "object"},
+                    "job_ids": {"type": "array", "items": {"type": "string"}},
+                    "done": {"type": "integer", "description": "jobs of the step succeeded"},
+                    "total": {"type": "integer", "description": "jobs the step runs"},
+                    "run": {"type": "integer", "description": "0, then 1 more per retry"},
+                    "result": {"x-nullable": True},
+                    "error": {"type": "object", "x-nullable": True},
+                    "started_at": {**_NULLABLE_STRING, "format": "date-time"},
+                    "finished_at": {**_NULLABLE_STRING, "format": "date-time"},
+                },
+            },
+        },
+        "error": {"type": "object", "x-nullable": True},
+        "owner": _NULLABLE_STRING,
+        "priority": {"type": "integer", "x-nullable": True},
+        "callback_url": {**_NULLABLE_STRING, "format": "uri"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "started_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "finished_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "expires_at": {**_NULLABLE_STRING, "format": "date-time"},
+        "webhook": _WEBHOOK_SCHEMA,
     },
 }
 

@@ -52,6 +52,8 @@ def message(job: Mapping[str, Any], status: str, **fields: Any) -> dict[str, Any
     }
     if job.get("owner") is not None:
         body["owner"] = job["owner"]
+    if job.get("workflow_id") is not None:  # so a view of the workflow knows to look again
+        body["workflow_id"] = job["workflow_id"]
     body.update(fields)
     if status == "succeeded":
         body["progress"] = 1.0

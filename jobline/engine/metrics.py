@@ -47,6 +47,11 @@ JOBS_CANCELLED = Counter("jobline_jobs_cancelled", "Unfinished jobs cancelled", 
 JOBS_RETRIED = Counter(
     "jobline_jobs_retried", "Attempts queued again, by a retry policy or a client", ["type"]
 )
+WORKFLOWS_SUBMITTED = Counter("jobline_workflows_submitted", "Workflows accepted for running")
+WORKFLOWS_FINISHED = Counter(
+    "jobline_workflows_finished", "Workflows that ended, by outcome", ["outcome"]
+)
+WORKFLOWS_RETRIED = Counter("jobline_workflows_retried", "Failed or cancelled workflows run again")
 JOB_DURATION = Histogram(
     "jobline_job_duration_seconds",
     "Run time of one attempt, from claim to end",

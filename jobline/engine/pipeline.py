@@ -21,6 +21,7 @@ from jobline.core.errors import BrokerUnavailable, QueueFull, Unavailable
 from jobline.core.logs import job_fields
 from jobline.core.settings import Settings
 from jobline.engine import delays, events, metrics, queue, webhooks
+from jobline.engine.workflows.progress import Progression
 from jobline.jobs import Catalogue, JobType
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status, new_job, now
@@ -180,7 +181,13 @@ class Pipeline:
         if not Status(before["status"]).finished:
             events.job_changed(self.settings, job, job["status"])
             webhooks.notify(self.celery, job)
+            if job.get("workflow_id"):
+                self.progression().job_ended(job, Status.CANCELLED)
         return job
+
+    def progression(self) -> Progression:
+        """What moves workflows on, over this pipeline's store, broker and catalogue."""
+        return Progression(self.settings, self.store, self.celery, self.catalogue)
 
     def retry(self, job_id: str, owner: str | None = None) -> Job:
         """Run a failed or cancelled job again as a new attempt."""

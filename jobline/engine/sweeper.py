@@ -16,6 +16,7 @@ from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobT
 from jobline.core.logs import job_fields
 from jobline.engine import delays, events, queue
 from jobline.engine.pipeline import Pipeline
+from jobline.engine.workflows import repair as workflows_repair
 from jobline.store.records import Job, now
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     done: Counter[str] = Counter()
     if released := release_due(p):  # delayed jobs now due
         done["released"] = released
+    if looked_at := workflows_repair.repair(p.progression()):  # workflows a crash left behind
+        done["workflows"] = looked_at
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()
         if p.store.requeue(job, task_id):

@@ -20,6 +20,7 @@ from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import RUN_TASK, make_celery
 from jobline.engine.runtime import Runtime
 from jobline.engine.worker import JobTask, run_job
+from jobline.store.workflows import WorkflowStore
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -51,6 +52,18 @@ def create_worker_app(settings: Settings) -> Celery:
     def deliver_webhook(job_id: str, url: str, body: str) -> int | None:
         return webhooks.deliver(runtime.settings, runtime.store, job_id, url, body)
 
+    @app.task(
+        name=webhooks.WORKFLOW_DELIVER_TASK,
+        autoretry_for=(webhooks.DeliveryFailed,),
+        retry_backoff=True,
+        retry_backoff_max=600,
+        retry_jitter=True,
+        max_retries=settings.webhook_max_retries,
+    )
+    def deliver_workflow_webhook(workflow_id: str, url: str, body: str) -> int | None:
+        flows = WorkflowStore(runtime.store.db)
+        return webhooks.deliver(runtime.settings, flows, workflow_id, url, body)
+
     # A fire is acknowledged on receipt: a killed worker skips one run, never makes two.
     @app.task(
         name=schedules.FIRE_TASK,
@@ -63,5 +76,5 @@ def create_worker_app(settings: Settings) -> Celery:
         pipeline = Pipeline(runtime.settings, runtime.store, app, runtime.catalogue)
         return schedules.fire(pipeline, schedule_id)
 
-    _ = (run, deliver_webhook, schedule_fire)
+    _ = (run, deliver_webhook, deliver_workflow_webhook, schedule_fire)
     return app

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,11 +30,12 @@ from jobline.engine import destinations
 from jobline.engine.queue import DEFAULT_QUEUE
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status
-from jobline.store.views import job_view
+from jobline.store.views import job_view, workflow_view
 
 log = logging.getLogger(__name__)
 
 DELIVER_TASK = "jobline.deliver_webhook"
+WORKFLOW_DELIVER_TASK = "jobline.deliver_workflow_webhook"
 SIGNATURE_HEADER = "X-Jobline-Signature"
 MAX_URL_LENGTH = 2000
 # Answers that may go away on their own; any other 4xx is the receiver refusing for good.
@@ -74,6 +75,14 @@ class WebhooksNotConfigured(JoblineError):
         msg = "set JOBLINE_WEBHOOK_SECRET on the server to use callback_url"
         super().__init__(f"this server does not send webhooks: {msg}")
         self.errors = [{"loc": ["callback_url"], "msg": msg, "type": "webhooks_not_configured"}]
+
+
+class Deliveries(Protocol):
+    """Where delivery attempts are recorded: the job's record, or the workflow's."""
+
+    def record_webhook(
+        self, id: str, /, *, last_status: int | None, last_error: str | None, delivered: bool
+    ) -> None: ...
 
 
 class DeliveryFailed(Exception):
@@ -122,6 +131,20 @@ def notify(app: Celery, job: Job) -> bool:
     return True
 
 
+def notify_workflow(app: Celery, workflow: dict[str, Any]) -> bool:
+    """Queue the webhook of a finished workflow: its body is the workflow as GET shows it."""
+    view = workflow_view(workflow)
+    view.pop("webhook", None)
+    body = json.dumps(view, separators=(",", ":"))
+    args = [workflow["_id"], workflow["callback_url"], body]
+    try:
+        app.send_task(WORKFLOW_DELIVER_TASK, args=args, queue=DEFAULT_QUEUE)
+    except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+        log.warning("could not queue the webhook of workflow %s: %s", workflow["_id"], exc)
+        return False
+    return True
+
+
 def after_run(app: Celery, store: JobStore, job_id: str, status: str) -> None:
     """After a worker's run reached ``status``: send the webhook if the store agrees it ended so."""
     if status not in (Status.SUCCEEDED, Status.FAILED):
@@ -134,7 +157,7 @@ def after_run(app: Celery, store: JobStore, job_id: str, status: str) -> None:
         notify(app, job)
 
 
-def deliver(settings: Settings, store: JobStore, job_id: str, url: str, body: str) -> int | None:
+def deliver(settings: Settings, store: Deliveries, job_id: str, url: str, body: str) -> int | None:
     """POST one attempt and record it; the answer's status, or DeliveryFailed to retry.
 
     None when the URL's host now resolves where webhooks may not go: recorded

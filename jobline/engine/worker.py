@@ -25,6 +25,7 @@ from jobline.core.errors import JobCancelled, JobNotFound, StoreUnavailable, Unk
 from jobline.engine import events, metrics, webhooks
 from jobline.engine.heartbeat import Heartbeat, Interrupter
 from jobline.engine.runtime import Runtime
+from jobline.engine.workflows.progress import Progression
 from jobline.jobs import Context, JobType
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status, now
@@ -85,6 +86,8 @@ class JobRequest(Request):  # type: ignore[misc]
             log.warning(message, job_id, timeout, extra=fields)
             announce(JobTask.runtime, job_id, Status.FAILED)
             webhooks.after_run(self.task.app, JobTask.runtime.store, job_id, Status.FAILED)
+            if job.get("workflow_id"):
+                progression(self.task.app, JobTask.runtime).job_ended(job, Status.FAILED)
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -92,6 +95,11 @@ class JobTask(Task):  # type: ignore[misc]
 
     Request = JobRequest
     runtime: Runtime
+
+
+def progression(app: Any, runtime: Runtime) -> Progression:
+    """What moves a workflow on, for a step job's start and end (jobs outside one never ask)."""
+    return Progression(runtime.settings, runtime.store, app, runtime.catalogue)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
@@ -138,6 +146,8 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
     store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
     patience = runtime.settings.lease_seconds
     events.job_changed(runtime.settings, job, "running")
+    if job.get("workflow_id"):
+        progression(task.app, runtime).job_started(job)
     try:
         job_type = runtime.catalogue.get(job["type"])
     except UnknownJobType as exc:
@@ -155,7 +165,7 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
             runtime.settings, job, "running", progress=fraction, progress_message=message
         ),
     ).start()
-    ctx = Context(job_id=job_id, attempt=attempt, settings=runtime.settings, report=beat.report)
+    ctx = Context(job_id, attempt, runtime.settings, beat.report, job.get("inputs") or {})
     try:
         with interrupter:
             result = job_type.run(ctx, job["params"])
@@ -224,6 +234,8 @@ def _ended(
         events.job_changed(task.runtime.settings, job, status, result=result, error=error)
         if job.get("callback_url"):
             webhooks.after_run(task.app, store, job["_id"], status)
+        if job.get("workflow_id"):
+            progression(task.app, task.runtime).job_ended(job, status, result, error)
     return _outcome(recorded, what or status)
 
 

@@ -60,6 +60,8 @@ class Context:
     attempt: int
     settings: Settings
     report: ProgressReporter = field(default=_ignore_progress)
+    # A workflow step's job: {need_id: result} of the steps it needs (empty outside one).
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress in [0, 1]; raises JobCancelled if the job was cancelled.
@@ -99,8 +101,11 @@ class JobType:
         """Parse raw params with the type's model; raises pydantic.ValidationError."""
         return self.params.model_validate(raw)
 
-    def run(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any] | None:
-        """Run the function on validated params and return a JSON-ready result."""
+    def run(self, ctx: Context, params: dict[str, Any]) -> Any:
+        """Run the function on validated params and return a JSON-ready result.
+
+        A result model may be a RootModel of a list (a step others fan out over).
+        """
         value = self.function(ctx, self.params.model_validate(params))
         if value is None:
             return None
@@ -212,6 +217,8 @@ BUILTIN_MODULES = (
     "jobline.jobs.align",
     "jobline.jobs.sleep",
     "jobline.jobs.noop",
+    "jobline.jobs.split_fasta",
+    "jobline.jobs.rank_alignments",
 )
 
 

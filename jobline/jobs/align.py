@@ -93,6 +93,10 @@ class AlignParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     alphabet: Alphabet = "dna"
+    # A workflow's split_fasta items carry their record's name; align only keeps it.
+    name: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="a label for the pair, e.g. the record seq_a came from"
+    )
     seq_a: Sequence
     seq_b: Sequence
     scoring: Scoring | None = None

@@ -45,9 +45,10 @@ def new_job(
     run_at: datetime | None = None,
     priority: int | None = None,
     owner: str | None = None,
+    job_id: str | None = None,
 ) -> Job:
-    """A job record as it is first stored."""
-    job_id = ids.new_id()
+    """A job record as it is first stored (under ``job_id`` if given, a fresh id otherwise)."""
+    job_id = job_id or ids.new_id()
     # created_at is the id's own millisecond: lists window on either (see paging).
     t = at_ms(ids.timestamp_ms(job_id))
     scheduled = run_at is not None and run_at > t

@@ -1,4 +1,5 @@
-"""The public shape of a job: what the API answers, webhooks send and live views show."""
+"""The public shape of a job and of a workflow: what the API answers, webhooks send and
+live views show."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "expires_at": iso(job.get("expires_at")),
         "callback_url": job.get("callback_url"),
         "schedule_id": job.get("schedule_id"),
+        "workflow_id": job.get("workflow_id"),
+        "step": job.get("step"),
         "webhook": _webhook(job.get("webhook")),
     }
 
@@ -51,4 +54,42 @@ def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
         "last_status": record.get("last_status"),
         "delivered_at": iso(record.get("delivered_at")),
         "last_error": record.get("last_error"),
+    }
+
+
+def workflow_view(workflow: dict[str, Any]) -> dict[str, Any]:
+    """The public representation of a workflow record and its steps."""
+    return {
+        "id": workflow["_id"],
+        "status": workflow["status"],
+        "steps": [_step_view(step) for step in workflow["steps"]],
+        "error": workflow.get("error"),
+        "owner": workflow.get("owner"),
+        "priority": workflow.get("priority"),
+        "callback_url": workflow.get("callback_url"),
+        "created_at": iso(workflow.get("created_at")),
+        "started_at": iso(workflow.get("started_at")),
+        "finished_at": iso(workflow.get("finished_at")),
+        "expires_at": iso(workflow.get("expires_at")),
+        "webhook": _webhook(workflow.get("webhook")),
+    }
+
+
+def _step_view(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": step["id"],
+        "type": step["type"],
+        "status": step["status"],
+        "needs": step["needs"],
+        "for_each": step.get("for_each"),
+        "params": step.get("params"),
+        "job_ids": step.get("job_ids", []),
+        # Members of a fan-out that have succeeded, of how many (1 of 1 for a plain step).
+        "done": step.get("total", 0) if step["status"] == "succeeded" else step.get("done", 0),
+        "total": step.get("total", 0),
+        "run": step.get("run", 0),
+        "result": step.get("result"),
+        "error": step.get("error"),
+        "started_at": iso(step.get("started_at")),
+        "finished_at": iso(step.get("finished_at")),
     }

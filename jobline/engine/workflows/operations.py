@@ -1,0 +1,96 @@
+"""What clients ask of workflows: submit, cancel, retry and delete, over a Progression."""
+
+from __future__ import annotations
+
+import logging
+
+from jobline.core.errors import InvalidTransition
+from jobline.engine import events, metrics, queue, webhooks
+from jobline.engine.workflows.progress import Progression
+from jobline.engine.workflows.spec import WorkflowRequest, check
+from jobline.store.records import Job
+from jobline.store.workflows import (
+    ACTIVE,
+    STEP_ACTIVE,
+    StepStatus,
+    Workflow,
+    new_workflow,
+)
+
+log = logging.getLogger(__name__)
+
+
+def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -> Workflow:
+    """Check, record and start a workflow: its steps without needs are queued at once.
+
+    Nothing is stored for a refused workflow (WorkflowInvalid, 422), and a
+    workflow whose first jobs cannot be published is taken back (503).
+    """
+    check(request, p.catalogue)
+    if request.callback_url:
+        webhooks.require_secret(p.settings)
+    workflow = new_workflow(
+        [step.model_dump(mode="json") for step in request.steps],
+        owner=owner,
+        priority=queue.DEFAULT_PRIORITY if request.priority is None else request.priority,
+        callback_url=str(request.callback_url) if request.callback_url else None,
+    )
+    jobs: list[Job] = []
+    for i, step in enumerate(workflow["steps"]):
+        if not step["needs"]:
+            mine = p.jobs_of(workflow, i)
+            step.update(status=str(StepStatus.QUEUED), total=len(mine))
+            step["job_ids"] = [job["_id"] for job in mine]
+            jobs += mine
+    p.flows.insert(workflow)
+    try:
+        p.flows.insert_jobs(jobs)
+        for job in jobs:
+            queue.publish(p.celery, job, p.catalogue.get(job["type"]))
+    except Exception:
+        try:
+            p.flows.discard(workflow["_id"], [job["_id"] for job in jobs])
+        except Exception:  # the sweeper finds it stalled and publishes its jobs
+            log.exception("could not take back workflow %s", workflow["_id"])
+        raise
+    metrics.WORKFLOWS_SUBMITTED.inc()
+    for job in jobs:
+        metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
+    events.jobs_submitted(p.settings, jobs)
+    log.info("workflow submitted", extra={"workflow_id": workflow["_id"], "owner": owner})
+    return workflow
+
+
+def cancel(p: Progression, workflow_id: str, owner: str | None = None) -> Workflow:
+    """Cancel an unfinished workflow: running step jobs are stopped, waiting ones never start."""
+    for _ in range(5):
+        workflow = p.flows.get(workflow_id, owner)
+        if workflow["status"] not in ACTIVE:
+            return workflow
+        if p.flows.cancel(workflow):
+            break
+    else:
+        raise InvalidTransition(f"workflow {workflow_id} kept changing; try again")
+    for step in workflow["steps"]:
+        if step["status"] in STEP_ACTIVE:
+            p.stop_jobs(workflow_id, step)
+    p.finished(workflow_id)
+    return p.flows.get(workflow_id, owner)
+
+
+def retry(p: Progression, workflow_id: str, owner: str | None = None) -> Workflow:
+    """Run a failed or cancelled workflow's failed, cancelled and skipped steps again.
+
+    Succeeded steps keep their results and jobs; 409 for a workflow in any other state.
+    """
+    restarted = p.flows.restart(p.flows.get(workflow_id, owner))
+    metrics.WORKFLOWS_RETRIED.inc()
+    log.info("workflow retried", extra={"workflow_id": workflow_id, "owner": owner})
+    p.advance(restarted["_id"])
+    return p.flows.get(workflow_id, owner)
+
+
+def delete(p: Progression, workflow_id: str, owner: str | None = None) -> None:
+    """Cancel the workflow if it is unfinished, then remove its record (its jobs stay jobs)."""
+    cancel(p, workflow_id, owner)
+    p.flows.delete(workflow_id, owner)

@@ -1,0 +1,309 @@
+"""Workflows' records: one document per workflow, its steps in an array, every change here.
+
+A step is addressed by its position in ``steps`` (fixed at submission), so each
+change is one conditional update on paths like ``steps.2.status``: no
+``arrayFilters``, and the condition names the step's ``run`` (a retry starts a
+new run) and the status it moves from. Fan-in is a counter: a finishing member
+of a fan-out pushes its item index to ``finished`` and increments ``done`` in
+one update that matches only if the index is not there yet, so a member
+reported twice (by its worker, then by the sweeper) counts once. Every update
+increments ``version``, which cancel and retry use to change many steps at once
+from exactly the state they read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from jobline.core import ids
+from jobline.core.errors import InvalidTransition
+from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.paging import Page, decode_cursor, encode_cursor
+from jobline.store.records import now
+from jobline.store.step_jobs import StepJobs
+from jobline.store.workflow_records import (
+    ACTIVE,
+    INDEXES,
+    RETRYABLE,
+    STEP_ACTIVE,
+    STEP_ENDED,
+    FlowStatus,
+    StepStatus,
+    Workflow,
+    WorkflowNotFound,
+    fresh_step,
+    new_workflow,
+    step_is,
+)
+
+__all__ = [
+    "ACTIVE",
+    "RETRYABLE",
+    "STEP_ACTIVE",
+    "STEP_ENDED",
+    "FlowStatus",
+    "StepStatus",
+    "Workflow",
+    "WorkflowNotFound",
+    "WorkflowStore",
+    "new_workflow",
+]
+
+
+class WorkflowStore(StepJobs):
+    """The ``workflows`` collection, and (from StepJobs) the jobs of each step."""
+
+    def __init__(self, db: Database[Any], result_ttl: timedelta | None = None) -> None:
+        super().__init__(db, result_ttl)
+        self.workflows: Collection[Workflow] = db["workflows"]
+
+    @unavailable_as_error
+    def ensure_indexes(self) -> None:
+        for keys in INDEXES:
+            self.workflows.create_index(keys)
+        self.workflows.create_index("expires_at", expireAfterSeconds=0)
+
+    def _change(self, query: dict[str, Any], changes: dict[str, Any], **more: Any) -> bool:
+        """One conditional update that also bumps ``version``; whether it matched."""
+        update: dict[str, Any] = {"$set": {**changes, "updated_at": now()}, "$inc": {"version": 1}}
+        for op, fields in more.items():
+            update.setdefault(f"${op}", {}).update(fields)
+        return self.workflows.update_one(query, update).modified_count == 1
+
+    # -- submission, reading, lists ----------------------------------------------------
+
+    @unavailable_as_error
+    def insert(self, workflow: Workflow) -> Workflow:
+        self.workflows.insert_one(workflow)
+        return workflow
+
+    @unavailable_as_error
+    def discard(self, workflow_id: str, job_ids: Sequence[str]) -> None:
+        """Take back a workflow whose first jobs could not be published."""
+        if job_ids:
+            self.jobs.delete_many(
+                {"_id": {"$gte": min(job_ids), "$lte": max(job_ids)}, "workflow_id": workflow_id}
+            )
+        self.workflows.delete_one({"_id": workflow_id})
+
+    @unavailable_as_error
+    def find(self, workflow_id: str, owner: str | None = None) -> Workflow | None:
+        if not ids.is_id(workflow_id):
+            return None
+        return self.workflows.find_one(mine({"_id": workflow_id}, owner))
+
+    def get(self, workflow_id: str, owner: str | None = None) -> Workflow:
+        """The workflow (``owner``'s unless None); WorkflowNotFound otherwise."""
+        found = self.find(workflow_id, owner)
+        if found is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+        return found
+
+    @unavailable_as_error
+    def list(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: str | None = None,
+        owner: str | None = None,
+    ) -> Page:
+        """Workflows newest first, a page at a time; ValueError for a bad cursor."""
+        query: dict[str, Any] = mine({}, owner)
+        if status is not None:
+            query["status"] = status
+        if cursor is not None:
+            query["_id"] = {"$lt": decode_cursor(cursor)}
+        found = list(self.workflows.find(query).sort("_id", DESCENDING).limit(limit + 1))
+        more = len(found) > limit
+        found = found[:limit]
+        return Page(found, encode_cursor(found[-1]["_id"]) if more else None)
+
+    @unavailable_as_error
+    def stalled(self, older_than: timedelta, limit: int = 100) -> Iterator[Workflow]:
+        """Unfinished workflows nothing has changed for ``older_than``: the sweeper looks."""
+        cutoff = now() - older_than
+        return self.workflows.find(
+            {"status": {"$in": ACTIVE}, "updated_at": {"$lt": cutoff}}
+        ).limit(limit)
+
+    @unavailable_as_error
+    def delete(self, workflow_id: str, owner: str | None = None) -> bool:
+        return self.workflows.delete_one(mine({"_id": workflow_id}, owner)).deleted_count == 1
+
+    # -- steps ----------------------------------------------------------------------
+
+    @unavailable_as_error
+    def release_step(self, workflow_id: str, i: int, run: int, job_ids: Sequence[str]) -> bool:
+        """Move a waiting step to queued with the ids of its jobs; True exactly once per run.
+
+        The jobs are inserted after this update, under these ids, so a crash in
+        between leaves ids the sweeper can insert again (once: ``_id`` is unique).
+        """
+        return self._change(
+            {"_id": workflow_id, "status": {"$in": ACTIVE}, **step_is(i, run, StepStatus.WAITING)},
+            {
+                f"steps.{i}.status": str(StepStatus.QUEUED),
+                f"steps.{i}.job_ids": list(job_ids),
+                f"steps.{i}.total": len(job_ids),
+                f"steps.{i}.done": 0,
+                f"steps.{i}.finished": [],
+            },
+        )
+
+    @unavailable_as_error
+    def step_started(self, workflow_id: str, i: int, run: int) -> bool:
+        """A job of a queued step started: the step (and a queued workflow) is running."""
+        t = now()
+        moved = self._change(
+            {"_id": workflow_id, "status": {"$in": ACTIVE}, **step_is(i, run, StepStatus.QUEUED)},
+            {f"steps.{i}.status": str(StepStatus.RUNNING), f"steps.{i}.started_at": t},
+        )
+        if moved:
+            self._change(
+                {"_id": workflow_id, "status": str(FlowStatus.QUEUED)},
+                {"status": str(FlowStatus.RUNNING), "started_at": t},
+            )
+        return moved
+
+    @unavailable_as_error
+    def count_finished(self, workflow_id: str, i: int, run: int, item: int) -> bool:
+        """Count one succeeded member of a fan-out, once; False if it was counted already."""
+        query = {
+            "_id": workflow_id,
+            **step_is(i, run, *STEP_ACTIVE),
+            f"steps.{i}.finished": {"$ne": item},
+        }
+        return self._change(
+            query, {}, push={f"steps.{i}.finished": item}, inc={f"steps.{i}.done": 1}
+        )
+
+    @unavailable_as_error
+    def end_step(
+        self,
+        workflow_id: str,
+        i: int,
+        run: int,
+        status: StepStatus,
+        *,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        done: int | None = None,
+        started: bool = True,
+    ) -> bool:
+        """Record how a step ended; True for the one caller whose update decided it.
+
+        ``done``: only once that many members of a fan-out are counted.
+        ``started`` False: the step ends from waiting, without jobs (an empty
+        fan-out, or items that cannot run).
+        """
+        query: dict[str, Any] = {"_id": workflow_id, "status": {"$in": ACTIVE}}
+        query |= step_is(i, run, *STEP_ACTIVE) if started else step_is(i, run, StepStatus.WAITING)
+        if done is not None:
+            query[f"steps.{i}.done"] = done
+        changes = {
+            f"steps.{i}.status": str(status),
+            f"steps.{i}.result": result,
+            f"steps.{i}.error": error,
+            f"steps.{i}.finished_at": now(),
+        }
+        return self._change(query, changes)
+
+    @unavailable_as_error
+    def skip_step(self, workflow_id: str, i: int, run: int) -> bool:
+        """A waiting step one of whose needs failed will never run."""
+        return self._change(
+            {"_id": workflow_id, **step_is(i, run, StepStatus.WAITING)},
+            {f"steps.{i}.status": str(StepStatus.SKIPPED), f"steps.{i}.finished_at": now()},
+        )
+
+    # -- the workflow as a whole -----------------------------------------------------
+
+    def _expiry(self, t: datetime) -> datetime | None:
+        return t + self.result_ttl if self.result_ttl else None
+
+    @unavailable_as_error
+    def conclude(self, workflow_id: str, status: FlowStatus, error: dict[str, Any] | None) -> bool:
+        """End an unfinished workflow whose steps have all ended; True exactly once."""
+        t = now()
+        return self._change(
+            {"_id": workflow_id, "status": {"$in": ACTIVE}},
+            {
+                "status": str(status),
+                "error": error,
+                "finished_at": t,
+                "expires_at": self._expiry(t),
+            },
+        )
+
+    @unavailable_as_error
+    def cancel(self, workflow: Workflow) -> bool:
+        """Cancel an unfinished workflow and its unfinished steps, from the state read."""
+        t = now()
+        changes: dict[str, Any] = {
+            "status": str(FlowStatus.CANCELLED),
+            "error": None,
+            "finished_at": t,
+            "expires_at": self._expiry(t),
+        }
+        for i, step in enumerate(workflow["steps"]):
+            if StepStatus(step["status"]) not in STEP_ENDED:
+                changes[f"steps.{i}.status"] = str(StepStatus.CANCELLED)
+                changes[f"steps.{i}.finished_at"] = t
+        query = {"_id": workflow["_id"], "status": {"$in": ACTIVE}, "version": workflow["version"]}
+        return self._change(query, changes)
+
+    @unavailable_as_error
+    def restart(self, workflow: Workflow) -> Workflow:
+        """Run a failed or cancelled workflow's failed, cancelled and skipped steps again.
+
+        Succeeded steps keep their results and jobs. InvalidTransition otherwise.
+        """
+        if workflow["status"] not in RETRYABLE:
+            raise InvalidTransition(
+                f"workflow {workflow['_id']} is {workflow['status']}; "
+                "only failed or cancelled workflows can be retried"
+            )
+        changes: dict[str, Any] = {
+            "error": None,
+            "finished_at": None,
+            "expires_at": None,
+            "status": str(FlowStatus.QUEUED),
+        }
+        for i, step in enumerate(workflow["steps"]):
+            if step["status"] == StepStatus.SUCCEEDED:
+                changes["status"] = str(FlowStatus.RUNNING)
+            else:
+                changes |= {f"steps.{i}.{k}": v for k, v in fresh_step(step["run"] + 1).items()}
+        query = {"_id": workflow["_id"], "version": workflow["version"]}
+        if not self._change(query, changes):
+            raise InvalidTransition(f"workflow {workflow['_id']} changed while being retried")
+        return self.get(workflow["_id"])
+
+    @unavailable_as_error
+    def record_webhook(
+        self,
+        workflow_id: str,
+        *,
+        last_status: int | None,
+        last_error: str | None,
+        delivered: bool,
+    ) -> None:
+        """Count one webhook delivery attempt on the workflow (not a state change: no version)."""
+        t = now()
+        changes: dict[str, Any] = {
+            "webhook.last_status": last_status,
+            "webhook.last_error": last_error,
+            "webhook.last_attempt_at": t,
+        }
+        if delivered:
+            changes["webhook.delivered_at"] = t
+        self.workflows.update_one(
+            {"_id": workflow_id}, {"$set": changes, "$inc": {"webhook.attempts": 1}}
+        )
