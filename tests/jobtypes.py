@@ -134,3 +134,64 @@ class Ordered(BaseModel):
 def ordered(ctx: Context, params: Ordered) -> None:
     """Runs on its own queue, which only the priority test's worker consumes."""
     time.sleep(0.02)
+
+
+class Items(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int = 3
+    bad_at: int | None = None
+
+
+@job_type("test_items", params=Items, soft_time_limit=5, time_limit=10)
+def items(ctx: Context, params: Items) -> list[dict[str, object]]:
+    """A list of greeting params to fan out over; ``bad_at`` makes one item a bad one."""
+    return [
+        {"name": f"n{i}"} if i != params.bad_at else {"name": f"n{i}", "times": "many"}
+        for i in range(params.count)
+    ]
+
+
+@job_type("test_inputs", params=Nothing, soft_time_limit=5, time_limit=10)
+def echo_inputs(ctx: Context, params: Nothing) -> dict[str, object]:
+    """Returns the inputs a workflow step was given."""
+    return {"inputs": ctx.inputs}
+
+
+class Gate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unless: str
+
+
+@job_type("test_gate", params=Gate, soft_time_limit=5, time_limit=10)
+def gate(ctx: Context, params: Gate) -> dict[str, bool]:
+    """Fails for good until the file ``unless`` exists (a test creates it, then retries)."""
+    if not os.path.exists(params.unless):
+        raise ValueError(f"{params.unless} does not exist yet")
+    return {"passed": True}
+
+
+@job_type("test_dies_after_success", params=Nothing, soft_time_limit=5, time_limit=10)
+def dies_after_success(ctx: Context, params: Nothing) -> dict[str, bool]:
+    """Succeeds, and then its worker is SIGKILLed after the success is recorded but before
+    the workflow hears of it: the crash the sweeper's workflow pass repairs."""
+    import signal
+
+    from jobline.engine.workflows.progress import Progression
+
+    def die(*args: object, **kwargs: object) -> None:
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Progression.job_ended = die  # type: ignore[method-assign]
+    return {"done": True}
+
+
+class Named(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+@job_type("test_named", params=Named, soft_time_limit=5, time_limit=10)
+def named(ctx: Context, params: Named) -> dict[str, str]:
+    """Returns its name at once, reporting no progress: the cheapest job a fan-out can run."""
+    return {"name": params.name}

@@ -15,7 +15,7 @@ from jobline.engine.workflows import operations
 from jobline.engine.workflows.progress import Progression
 from jobline.engine.workflows.spec import WorkflowRequest
 from jobline.store.views import workflow_view
-from jobline.store.workflows import FlowStatus
+from jobline.store.workflows import FlowStatus, Workflow
 
 ns = Namespace("workflows", description="Multi-step pipelines: chains, fan-out and fan-in")
 request_model = docs.schema_model(ns, "WorkflowRequest", WorkflowRequest)
@@ -49,6 +49,11 @@ def progression() -> Progression:
     return pipeline().progression()
 
 
+def view(workflow: Workflow) -> dict[str, Any]:
+    """The workflow as the API shows it, with its steps' params, jobs and results."""
+    return workflow_view(workflow, progression().flows.runs_of(workflow["_id"]))
+
+
 def location(workflow_id: str) -> str:
     return url_for("api.workflows_workflow_item", workflow_id=workflow_id)
 
@@ -67,7 +72,7 @@ class WorkflowList(Resource):
             )
         except ValueError as exc:
             raise docs.bad_cursor(exc) from None
-        return {"items": [workflow_view(w) for w in page.items], "next_cursor": page.next_cursor}
+        return {"items": [view(w) for w in page.items], "next_cursor": page.next_cursor}
 
     @ns.doc("submit_workflow")
     @ns.expect(request_model)
@@ -78,7 +83,7 @@ class WorkflowList(Resource):
         """Submit a workflow: steps, what each needs, and what a step fans out over."""
         request = parse(WorkflowRequest, json_body())
         workflow = operations.submit(progression(), request, owner=auth.owner())
-        return workflow_view(workflow), 202, {"Location": location(workflow["_id"])}
+        return view(workflow), 202, {"Location": location(workflow["_id"])}
 
 
 @ns.route("/<string:workflow_id>")
@@ -88,7 +93,7 @@ class WorkflowItem(Resource):
     @ns.response(200, "The workflow and its steps", workflow_model)
     def get(self, workflow_id: str) -> Any:
         """A workflow, with each step's status, jobs, result and error."""
-        return workflow_view(progression().flows.get(workflow_id, owner=auth.scope()))
+        return view(progression().flows.get(workflow_id, owner=auth.scope()))
 
     @ns.doc("delete_workflow")
     @ns.response(204, "Deleted (cancelled first if unfinished); its jobs are kept")
@@ -105,7 +110,7 @@ class CancelWorkflow(Resource):
     @ns.response(200, "The workflow, cancelled (or already finished)", workflow_model)
     def post(self, workflow_id: str) -> Any:
         """Cancel a workflow: running step jobs are stopped, waiting steps never start."""
-        return workflow_view(operations.cancel(progression(), workflow_id, owner=auth.scope()))
+        return view(operations.cancel(progression(), workflow_id, owner=auth.scope()))
 
 
 @ns.route("/<string:workflow_id>/retry")
@@ -117,4 +122,4 @@ class RetryWorkflow(Resource):
     def post(self, workflow_id: str) -> Any:
         """Run a failed or cancelled workflow's unfinished steps again; succeeded ones are kept."""
         workflow = operations.retry(progression(), workflow_id, owner=auth.scope())
-        return workflow_view(workflow), 202, {"Location": location(workflow["_id"])}
+        return view(workflow), 202, {"Location": location(workflow["_id"])}

@@ -185,9 +185,9 @@ class Pipeline:
                 self.progression().job_ended(job, Status.CANCELLED)
         return job
 
-    def progression(self) -> Progression:
+    def progression(self, *, inline: bool = False) -> Progression:
         """What moves workflows on, over this pipeline's store, broker and catalogue."""
-        return Progression(self.settings, self.store, self.celery, self.catalogue)
+        return Progression(self.settings, self.store, self.celery, self.catalogue, inline)
 
     def retry(self, job_id: str, owner: str | None = None) -> Job:
         """Run a failed or cancelled job again as a new attempt."""

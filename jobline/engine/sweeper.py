@@ -27,7 +27,9 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     done: Counter[str] = Counter()
     if released := release_due(p):  # delayed jobs now due
         done["released"] = released
-    if looked_at := workflows_repair.repair(p.progression()):  # workflows a crash left behind
+    if looked_at := workflows_repair.repair(
+        p.progression(inline=True)
+    ):  # workflows a crash left behind
         done["workflows"] = looked_at
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()

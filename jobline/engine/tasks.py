@@ -19,7 +19,8 @@ from jobline.engine import schedules, webhooks
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import RUN_TASK, make_celery
 from jobline.engine.runtime import Runtime
-from jobline.engine.worker import JobTask, run_job
+from jobline.engine.worker import JobTask, progression, run_job
+from jobline.engine.workflows.progress import ADVANCE_TASK
 from jobline.store.workflows import WorkflowStore
 
 
@@ -76,5 +77,10 @@ def create_worker_app(settings: Settings) -> Celery:
         pipeline = Pipeline(runtime.settings, runtime.store, app, runtime.catalogue)
         return schedules.fire(pipeline, schedule_id)
 
-    _ = (run, deliver_webhook, deliver_workflow_webhook, schedule_fire)
+    @app.task(name=ADVANCE_TASK, autoretry_for=(Unavailable,), max_retries=3, retry_backoff=True)
+    def advance_workflow(workflow_id: str) -> None:
+        # Idempotent: every change it makes is conditional; the sweeper repeats it if lost.
+        progression(app, runtime, inline=True).advance(workflow_id)
+
+    _ = (run, deliver_webhook, deliver_workflow_webhook, advance_workflow, schedule_fire)
     return app

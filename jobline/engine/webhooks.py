@@ -30,7 +30,7 @@ from jobline.engine import destinations
 from jobline.engine.queue import DEFAULT_QUEUE
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status
-from jobline.store.views import job_view, workflow_view
+from jobline.store.views import job_view
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +131,18 @@ def notify(app: Celery, job: Job) -> bool:
     return True
 
 
-def notify_workflow(app: Celery, workflow: dict[str, Any]) -> bool:
+def notify_workflow(app: Celery, view: dict[str, Any]) -> bool:
     """Queue the webhook of a finished workflow: its body is the workflow as GET shows it."""
-    view = workflow_view(workflow)
-    view.pop("webhook", None)
+    view = {k: v for k, v in view.items() if k != "webhook"}
     body = json.dumps(view, separators=(",", ":"))
-    args = [workflow["_id"], workflow["callback_url"], body]
     try:
-        app.send_task(WORKFLOW_DELIVER_TASK, args=args, queue=DEFAULT_QUEUE)
+        app.send_task(
+            WORKFLOW_DELIVER_TASK,
+            args=[view["id"], view["callback_url"], body],
+            queue=DEFAULT_QUEUE,
+        )
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
-        log.warning("could not queue the webhook of workflow %s: %s", workflow["_id"], exc)
+        log.warning("could not queue the webhook of workflow %s: %s", view["id"], exc)
         return False
     return True
 

@@ -97,9 +97,9 @@ class JobTask(Task):  # type: ignore[misc]
     runtime: Runtime
 
 
-def progression(app: Any, runtime: Runtime) -> Progression:
+def progression(app: Any, runtime: Runtime, *, inline: bool = False) -> Progression:
     """What moves a workflow on, for a step job's start and end (jobs outside one never ask)."""
-    return Progression(runtime.settings, runtime.store, app, runtime.catalogue)
+    return Progression(runtime.settings, runtime.store, app, runtime.catalogue, inline)
 
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:

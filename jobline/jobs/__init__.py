@@ -113,7 +113,7 @@ class JobType:
             value = self.result.model_validate(value)
         if isinstance(value, BaseModel):
             return value.model_dump(mode="json")
-        return dict(value)
+        return list(value) if isinstance(value, list) else dict(value)
 
     def describe(self) -> dict[str, Any]:
         """The public description served by the API."""

@@ -46,8 +46,10 @@ class Records(RootModel[list[Record]]):
 def _records(text: str) -> list[tuple[str, str]]:
     from Bio import SeqIO  # imported when first needed, as align does
 
+    # Leading blank lines are not a record; Biopython would call them comments and refuse.
+    parsed = SeqIO.parse(io.StringIO(text.lstrip()), "fasta")
     try:
-        return [(r.id, str(r.seq).upper()) for r in SeqIO.parse(io.StringIO(text), "fasta")]
+        return [(r.id, str(r.seq).upper()) for r in parsed]
     except ValueError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "not FASTA"
         raise ValueError(f"not FASTA: {first}") from None

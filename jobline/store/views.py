@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from jobline.store.records import Job
+from jobline.store.step_runs import run_id
 
 
 def iso(value: datetime | None) -> str | None:
@@ -57,12 +58,20 @@ def _webhook(record: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def workflow_view(workflow: dict[str, Any]) -> dict[str, Any]:
-    """The public representation of a workflow record and its steps."""
+def workflow_view(workflow: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The public representation of a workflow, with its steps' params, jobs and results.
+
+    ``runs``: the records beside it (``WorkflowStore.runs_of``), keyed by ``_id``.
+    """
+    params = (runs.get(f"{workflow['_id']}/params") or {}).get("params") or []
+    steps = []
+    for i, step in enumerate(workflow["steps"]):
+        record = runs.get(run_id(workflow["_id"], i, step.get("run", 0))) or {}
+        steps.append(_step_view(step, params[i] if i < len(params) else {}, record))
     return {
         "id": workflow["_id"],
         "status": workflow["status"],
-        "steps": [_step_view(step) for step in workflow["steps"]],
+        "steps": steps,
         "error": workflow.get("error"),
         "owner": workflow.get("owner"),
         "priority": workflow.get("priority"),
@@ -75,20 +84,23 @@ def workflow_view(workflow: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step_view(step: dict[str, Any]) -> dict[str, Any]:
+def _step_view(
+    step: dict[str, Any], params: dict[str, Any], record: dict[str, Any]
+) -> dict[str, Any]:
+    succeeded = step["status"] == "succeeded"
     return {
         "id": step["id"],
         "type": step["type"],
         "status": step["status"],
         "needs": step["needs"],
         "for_each": step.get("for_each"),
-        "params": step.get("params"),
-        "job_ids": step.get("job_ids", []),
-        # Members of a fan-out that have succeeded, of how many (1 of 1 for a plain step).
-        "done": step.get("total", 0) if step["status"] == "succeeded" else step.get("done", 0),
+        "params": params,
+        "job_ids": record.get("job_ids", []),
+        # Jobs of the step that have succeeded, of how many (1 of 1 for a plain step).
+        "done": step.get("total", 0) if succeeded else step.get("done", 0),
         "total": step.get("total", 0),
         "run": step.get("run", 0),
-        "result": step.get("result"),
+        "result": record.get("result") if succeeded else None,
         "error": step.get("error"),
         "started_at": iso(step.get("started_at")),
         "finished_at": iso(step.get("finished_at")),

@@ -63,7 +63,11 @@ def new_workflow(
     priority: int,
     callback_url: str | None = None,
 ) -> Workflow:
-    """A workflow record as it is first stored: every step waiting, run 0."""
+    """A workflow record as it is first stored: every step waiting, run 0.
+
+    Its steps' params are stored apart (``params_record``), so the record each
+    step job updates stays small.
+    """
     t = now()
     return {
         "_id": ids.new_id(),
@@ -75,7 +79,6 @@ def new_workflow(
             {
                 "id": s["id"],
                 "type": s["type"],
-                "params": s.get("params") or {},
                 "needs": list(s.get("needs") or []),
                 "for_each": s.get("for_each"),
                 **fresh_step(0),
@@ -92,16 +95,18 @@ def new_workflow(
     }
 
 
+def params_record(workflow_id: str, steps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The steps' params, kept beside the workflow's record (see jobline.store.step_runs)."""
+    return {"_id": f"{workflow_id}/params", "params": [s.get("params") or {} for s in steps]}
+
+
 def fresh_step(run: int) -> dict[str, Any]:
     """The state of a step that has not started this run."""
     return {
         "status": str(StepStatus.WAITING),
         "run": run,
-        "job_ids": [],
         "total": 0,
         "done": 0,
-        "finished": [],
-        "result": None,
         "error": None,
         "started_at": None,
         "finished_at": None,

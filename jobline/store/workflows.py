@@ -3,12 +3,13 @@
 A step is addressed by its position in ``steps`` (fixed at submission), so each
 change is one conditional update on paths like ``steps.2.status``: no
 ``arrayFilters``, and the condition names the step's ``run`` (a retry starts a
-new run) and the status it moves from. Fan-in is a counter: a finishing member
-of a fan-out pushes its item index to ``finished`` and increments ``done`` in
-one update that matches only if the index is not there yet, so a member
-reported twice (by its worker, then by the sweeper) counts once. Every update
-increments ``version``, which cancel and retry use to change many steps at once
-from exactly the state they read.
+new run) and the status it moves from. Fan-in is a counter: each member of a
+fan-out that succeeds increments ``done``; the one that brings it to ``total``
+checks its siblings' records and closes the step with a conditional update,
+which only one caller can make. The record stays small (params, job ids and
+results live in ``jobline.store.step_runs``), because every member updates it.
+Every update increments ``version``, which cancel and retry use to change many
+steps at once from exactly the state they read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jobline.core.errors import InvalidTransition
 from jobline.store.mongo import mine, unavailable_as_error
 from jobline.store.paging import Page, decode_cursor, encode_cursor
 from jobline.store.records import now
-from jobline.store.step_jobs import StepJobs
+from jobline.store.step_runs import StepRuns
 from jobline.store.workflow_records import (
     ACTIVE,
     INDEXES,
@@ -39,6 +40,7 @@ from jobline.store.workflow_records import (
     WorkflowNotFound,
     fresh_step,
     new_workflow,
+    params_record,
     step_is,
 )
 
@@ -53,11 +55,12 @@ __all__ = [
     "WorkflowNotFound",
     "WorkflowStore",
     "new_workflow",
+    "params_record",
 ]
 
 
-class WorkflowStore(StepJobs):
-    """The ``workflows`` collection, and (from StepJobs) the jobs of each step."""
+class WorkflowStore(StepRuns):
+    """The ``workflows`` collection, and (from StepRuns) each step run's record and jobs."""
 
     def __init__(self, db: Database[Any], result_ttl: timedelta | None = None) -> None:
         super().__init__(db, result_ttl)
@@ -90,6 +93,7 @@ class WorkflowStore(StepJobs):
             self.jobs.delete_many(
                 {"_id": {"$gte": min(job_ids), "$lte": max(job_ids)}, "workflow_id": workflow_id}
             )
+        self.delete_runs(workflow_id)
         self.workflows.delete_one({"_id": workflow_id})
 
     @unavailable_as_error
@@ -135,27 +139,37 @@ class WorkflowStore(StepJobs):
 
     @unavailable_as_error
     def delete(self, workflow_id: str, owner: str | None = None) -> bool:
-        return self.workflows.delete_one(mine({"_id": workflow_id}, owner)).deleted_count == 1
+        """Remove a workflow's record and its steps' (its jobs stay, as jobs)."""
+        deleted = self.workflows.delete_one(mine({"_id": workflow_id}, owner)).deleted_count == 1
+        if deleted:
+            self.delete_runs(workflow_id)
+        return deleted
 
     # -- steps ----------------------------------------------------------------------
 
     @unavailable_as_error
-    def release_step(self, workflow_id: str, i: int, run: int, job_ids: Sequence[str]) -> bool:
-        """Move a waiting step to queued with the ids of its jobs; True exactly once per run.
+    def release_step(self, workflow_id: str, i: int, run: int, total: int) -> bool:
+        """Move a waiting step to queued, with ``total`` jobs; True exactly once per run.
 
-        The jobs are inserted after this update, under these ids, so a crash in
-        between leaves ids the sweeper can insert again (once: ``_id`` is unique).
+        The run's record (its job ids) is written first, and its jobs after
+        this update, under those ids: whoever finds the step half released
+        (a crash, a concurrent caller) completes the same release.
         """
         return self._change(
             {"_id": workflow_id, "status": {"$in": ACTIVE}, **step_is(i, run, StepStatus.WAITING)},
             {
                 f"steps.{i}.status": str(StepStatus.QUEUED),
-                f"steps.{i}.job_ids": list(job_ids),
-                f"steps.{i}.total": len(job_ids),
+                f"steps.{i}.total": total,
                 f"steps.{i}.done": 0,
-                f"steps.{i}.finished": [],
             },
         )
+
+    @unavailable_as_error
+    def counters(self, workflow_id: str) -> Workflow | None:
+        """The workflow's status and its steps' statuses, runs and counts; nothing else."""
+        fields = ("id", "status", "run", "done", "total", "for_each")
+        projection = {"status": 1, "version": 1, **{f"steps.{f}": 1 for f in fields}}
+        return self.workflows.find_one({"_id": workflow_id}, projection)
 
     @unavailable_as_error
     def step_started(self, workflow_id: str, i: int, run: int) -> bool:
@@ -173,16 +187,17 @@ class WorkflowStore(StepJobs):
         return moved
 
     @unavailable_as_error
-    def count_finished(self, workflow_id: str, i: int, run: int, item: int) -> bool:
-        """Count one succeeded member of a fan-out, once; False if it was counted already."""
-        query = {
-            "_id": workflow_id,
-            **step_is(i, run, *STEP_ACTIVE),
-            f"steps.{i}.finished": {"$ne": item},
-        }
-        return self._change(
-            query, {}, push={f"steps.{i}.finished": item}, inc={f"steps.{i}.done": 1}
-        )
+    def count_member(self, workflow_id: str, i: int, run: int) -> bool:
+        """Count one succeeded member of a fan-out (its worker does, once, after recording it)."""
+        query = {"_id": workflow_id, **step_is(i, run, *STEP_ACTIVE)}
+        return self._change(query, {}, inc={f"steps.{i}.done": 1})
+
+    @unavailable_as_error
+    def recount(self, workflow_id: str, i: int, run: int, succeeded: int) -> bool:
+        """Raise a fan-out's count to the members found succeeded (a worker died uncounted)."""
+        query = {"_id": workflow_id, **step_is(i, run, *STEP_ACTIVE)}
+        query[f"steps.{i}.done"] = {"$lt": succeeded}
+        return self._change(query, {f"steps.{i}.done": succeeded})
 
     @unavailable_as_error
     def end_step(
@@ -199,17 +214,20 @@ class WorkflowStore(StepJobs):
     ) -> bool:
         """Record how a step ended; True for the one caller whose update decided it.
 
-        ``done``: only once that many members of a fan-out are counted.
+        ``done``: only once that many members of a fan-out are counted. A
+        result is written to the run's record first, so a succeeded step
+        always has it (a second caller writes the same one, then matches nothing).
         ``started`` False: the step ends from waiting, without jobs (an empty
         fan-out, or items that cannot run).
         """
         query: dict[str, Any] = {"_id": workflow_id, "status": {"$in": ACTIVE}}
         query |= step_is(i, run, *STEP_ACTIVE) if started else step_is(i, run, StepStatus.WAITING)
         if done is not None:
-            query[f"steps.{i}.done"] = done
+            query[f"steps.{i}.done"] = {"$gte": done}
+        if status is StepStatus.SUCCEEDED:
+            self.set_result(workflow_id, i, run, result)
         changes = {
             f"steps.{i}.status": str(status),
-            f"steps.{i}.result": result,
             f"steps.{i}.error": error,
             f"steps.{i}.finished_at": now(),
         }

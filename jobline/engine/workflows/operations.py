@@ -9,12 +9,14 @@ from jobline.engine import events, metrics, queue, webhooks
 from jobline.engine.workflows.progress import Progression
 from jobline.engine.workflows.spec import WorkflowRequest, check
 from jobline.store.records import Job
+from jobline.store.step_runs import run_id
 from jobline.store.workflows import (
     ACTIVE,
     STEP_ACTIVE,
     StepStatus,
     Workflow,
     new_workflow,
+    params_record,
 )
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,20 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
         priority=queue.DEFAULT_PRIORITY if request.priority is None else request.priority,
         callback_url=str(request.callback_url) if request.callback_url else None,
     )
+    params = params_record(workflow["_id"], [s.model_dump() for s in request.steps])
     jobs: list[Job] = []
+    records = [params]
     for i, step in enumerate(workflow["steps"]):
         if not step["needs"]:
-            mine = p.jobs_of(workflow, i)
+            mine = p.jobs_of(workflow, i, params=params["params"])
             step.update(status=str(StepStatus.QUEUED), total=len(mine))
-            step["job_ids"] = [job["_id"] for job in mine]
+            ids = [job["_id"] for job in mine]
+            run = {"_id": run_id(workflow["_id"], i, 0), "workflow_id": workflow["_id"]}
+            records.append({**run, "job_ids": ids, "result": None})
             jobs += mine
-    p.flows.insert(workflow)
+    p.flows.insert_runs(records)
     try:
+        p.flows.insert(workflow)
         p.flows.insert_jobs(jobs)
         for job in jobs:
             queue.publish(p.celery, job, p.catalogue.get(job["type"]))
@@ -71,9 +78,9 @@ def cancel(p: Progression, workflow_id: str, owner: str | None = None) -> Workfl
             break
     else:
         raise InvalidTransition(f"workflow {workflow_id} kept changing; try again")
-    for step in workflow["steps"]:
+    for i, step in enumerate(workflow["steps"]):
         if step["status"] in STEP_ACTIVE:
-            p.stop_jobs(workflow_id, step)
+            p.stop_jobs(workflow_id, i, step)
     p.finished(workflow_id)
     return p.flows.get(workflow_id, owner)
 
@@ -86,7 +93,7 @@ def retry(p: Progression, workflow_id: str, owner: str | None = None) -> Workflo
     restarted = p.flows.restart(p.flows.get(workflow_id, owner))
     metrics.WORKFLOWS_RETRIED.inc()
     log.info("workflow retried", extra={"workflow_id": workflow_id, "owner": owner})
-    p.advance(restarted["_id"])
+    p.move_on(restarted["_id"])
     return p.flows.get(workflow_id, owner)
 
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kombu.exceptions import KombuError, OperationalError
+
 from jobline.core.errors import JoblineError
-from jobline.engine import metrics, webhooks
+from jobline.engine import metrics, queue, webhooks
 from jobline.engine.workflows.spec import dependents
 from jobline.engine.workflows.steps import Steps
 from jobline.store.records import Job, Status
+from jobline.store.views import workflow_view
 from jobline.store.workflows import (
     ACTIVE,
     STEP_ACTIVE,
@@ -29,6 +32,8 @@ from jobline.store.workflows import (
 
 log = logging.getLogger(__name__)
 
+ADVANCE_TASK = "jobline.advance_workflow"
+
 ENDED_BADLY = frozenset({StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.SKIPPED})
 
 
@@ -36,7 +41,12 @@ class Progression(Steps):
     """A workflow's steps, released as their needs succeed, until nothing more can run."""
 
     def job_started(self, job: Job) -> None:
-        """A step job was claimed: its step is running. Never raises (it is only a status)."""
+        """A step job was claimed: its step is running. Never raises (it is only a status).
+
+        Of a fan-out, only the first item says so: one write per step, not per item.
+        """
+        if job.get("item") not in (None, 0):
+            return
         try:
             self.flows.step_started(job["workflow_id"], job["step_index"], job["run"])
         except Exception:
@@ -64,15 +74,13 @@ class Progression(Steps):
         workflow_id, i, run, item = job["workflow_id"], job["step_index"], job["run"], job["item"]
         if status == Status.SUCCEEDED:
             if item is None:
-                closed = self.flows.end_step(
-                    workflow_id, i, run, StepStatus.SUCCEEDED, result=result
-                )
-            else:
-                self.flows.count_finished(workflow_id, i, run, item)
-                workflow = self.flows.find(workflow_id)
-                closed = workflow is not None and self.close_fan_in(workflow, i)
-            if closed:
-                self.advance(workflow_id)
+                if self.flows.end_step(workflow_id, i, run, StepStatus.SUCCEEDED, result=result):
+                    self.move_on(workflow_id)
+                return
+            self.flows.count_member(workflow_id, i, run)
+            counts = self.flows.counters(workflow_id)
+            if counts is not None and counts["steps"][i]["done"] >= counts["steps"][i]["total"]:
+                self.move_on(workflow_id)  # the closing update there decides who closes
             return
         ended = StepStatus.FAILED if status == Status.FAILED else StepStatus.CANCELLED
         error = {
@@ -82,23 +90,39 @@ class Progression(Steps):
             "item": item,
         }
         if self.flows.end_step(workflow_id, i, run, ended, error=error):
-            workflow = self.flows.find(workflow_id)
-            if workflow is not None and item is not None:
-                self.stop_jobs(workflow_id, workflow["steps"][i])  # the rest of the fan-out
+            if item is not None:  # the rest of the fan-out
+                self.stop_jobs(workflow_id, i, {"id": job["step"], "run": run})
+            self.move_on(workflow_id)
+
+    def move_on(self, workflow_id: str) -> None:
+        """Advance the workflow now (inline), or in a task of its own.
+
+        A step job's worker hands the work on: releasing a fan-out of 1,000
+        items must not count against the time limit of the job that finished.
+        A lost message delays the workflow until the sweeper looks (a lease).
+        """
+        if self.inline:
             self.advance(workflow_id)
+            return
+        try:
+            self.celery.send_task(ADVANCE_TASK, args=[workflow_id], queue=queue.DEFAULT_QUEUE)
+        except (OperationalError, KombuError, ConnectionError, OSError) as exc:
+            log.warning("workflow %s: could not hand on (%s); the sweeper will", workflow_id, exc)
 
     def close_fan_in(self, workflow: Workflow, i: int) -> bool:
         """Close a fan-out whose members have all been counted; True for the one closer.
 
-        Its result is its jobs' results in item order, read once, by the closer.
+        The count says when to look; the members' own records say whether the
+        step is done. Its result is their results in item order.
         """
-        step = workflow["steps"][i]
+        step, workflow_id = workflow["steps"][i], workflow["_id"]
         if step["status"] not in STEP_ACTIVE or step["done"] < step["total"]:
             return False
-        jobs = self.flows.step_jobs(workflow["_id"], step, fields=("status", "result"))
+        record = self.flows.find_run(workflow_id, i, step["run"])
+        job_ids = record["job_ids"] if record else []
+        jobs = self.flows.run_jobs(workflow_id, step["id"], job_ids, ("status", "result"))
         if len(jobs) != step["total"] or any(j["status"] != Status.SUCCEEDED for j in jobs):
-            log.error("workflow %s: step %s counted jobs it lacks", workflow["_id"], step["id"])
-            return False
+            return False  # counted ahead of the records (a repair racing a worker)
         return self.flows.end_step(
             workflow["_id"],
             i,
@@ -166,6 +190,7 @@ class Progression(Steps):
         )
         if workflow.get("callback_url"):
             try:
-                webhooks.notify_workflow(self.celery, workflow)
+                view = workflow_view(workflow, self.flows.runs_of(workflow_id))
+                webhooks.notify_workflow(self.celery, view)
             except JoblineError:
                 log.warning("could not queue the webhook of workflow %s", workflow_id)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from jobline.core.errors import BrokerUnavailable
 from jobline.engine import queue
 from jobline.engine.workflows.progress import Progression
-from jobline.store.records import TERMINAL, Status, now
+from jobline.store.records import TERMINAL, Job, Status, now
 from jobline.store.workflows import STEP_ACTIVE, Workflow
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,26 @@ def reconcile(p: Progression, workflow: Workflow, lease: timedelta) -> None:
     for i, step in enumerate(workflow["steps"]):
         if step["status"] not in STEP_ACTIVE:
             continue
-        jobs = p.flows.step_jobs(workflow_id, step)
-        have = {job["_id"] for job in jobs}
-        if len(have) < len(step["job_ids"]):
+        record = p.flows.find_run(workflow_id, i, step["run"])
+        job_ids = record["job_ids"] if record else []
+        jobs = p.flows.run_jobs(workflow_id, step["id"], job_ids)
+        if len(jobs) < len(job_ids):
             log.warning("workflow %s: step %s lost jobs in a release", workflow_id, step["id"])
-            missing = [j for j in p.jobs_of(workflow, i, step["job_ids"]) if j["_id"] not in have]
-            p.start(workflow_id, step, missing)
-        counted = set(step["finished"])
+            have = {job["_id"] for job in jobs}
+            built = p.jobs_of(workflow, i, job_ids)
+            p.start(workflow_id, step["id"], [job for job in built if job["_id"] not in have])
+        if step.get("for_each"):
+            succeeded = sum(1 for job in jobs if job["status"] == Status.SUCCEEDED)
+            p.flows.recount(workflow_id, i, step["run"], succeeded)
         for job in jobs:
-            if job["status"] in TERMINAL and job.get("item") not in counted:
+            fan_in_member = step.get("for_each") and job["status"] == Status.SUCCEEDED
+            if job["status"] in TERMINAL and not fan_in_member:
                 p.job_ended(job, job["status"], job.get("result"), job.get("error"))
         _republish_unclaimed(p, jobs, lease)
     p.advance(workflow_id)
 
 
-def _republish_unclaimed(p: Progression, jobs: list[dict], lease: timedelta) -> None:
+def _republish_unclaimed(p: Progression, jobs: list[Job], lease: timedelta) -> None:
     """Publish again step jobs never claimed for a lease, if their queue is empty (lost)."""
     cutoff = now() - lease
     stale = [j for j in jobs if j["status"] == Status.QUEUED and j["updated_at"] < cutoff]

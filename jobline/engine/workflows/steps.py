@@ -1,10 +1,11 @@
 """Turning a step into jobs: building them, releasing the step once, starting and stopping them.
 
-A release is one conditional update (the step from waiting to queued, with the
-ids of the jobs it will have), then the insert of those jobs, then their
-messages. Only the caller whose update matched goes on, so a step run gets its
-jobs once; a crash after the update leaves ids the sweeper inserts under the
-same ``_id`` (so at most once) and publishes.
+A release first records the step run with the ids of the jobs it will have
+(one insert under a unique ``_id``: the first caller's ids are the run's for
+good), then moves the step from waiting to queued with a conditional update,
+then inserts those jobs and publishes them. A crash anywhere in between leaves
+a release that the next caller (the sweeper) completes with the same ids, so a
+step run gets its jobs once, and each job one message.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from jobline.engine import events, metrics, queue
 from jobline.jobs import Catalogue
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status, new_job
-from jobline.store.workflows import ACTIVE, StepStatus, Workflow, WorkflowStore
+from jobline.store.workflows import ACTIVE, STEP_ACTIVE, StepStatus, Workflow, WorkflowStore
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +45,37 @@ class Steps:
     store: JobStore
     celery: Celery
     catalogue: Catalogue
+    # True: move a workflow on in this call (the sweeper, the advance task); False:
+    # hand it to the advance task (a step job's worker, the API).
+    inline: bool = False
     flows: WorkflowStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.flows = WorkflowStore(self.store.db, self.store.result_ttl)
 
-    def jobs_of(self, workflow: Workflow, i: int, job_ids: Sequence[str] = ()) -> list[Job]:
+    def jobs_of(
+        self,
+        workflow: Workflow,
+        i: int,
+        job_ids: Sequence[str] = (),
+        params: Sequence[dict[str, Any]] | None = None,
+    ) -> list[Job]:
         """The jobs step ``i`` runs in its current run (under ``job_ids`` when given).
 
         One job, or one per item of its ``for_each`` need's result; BadInput if
         an item is not an object or its params are not valid for the type.
+        ``params``: every step's params, when they are not stored yet.
         """
-        step = workflow["steps"][i]
-        results = {s["id"]: s["result"] for s in workflow["steps"]}
+        step, workflow_id = workflow["steps"][i], workflow["_id"]
         job_type = self.catalogue.get(step["type"])
         fan_out = step.get("for_each")
+        own = (params if params is not None else self.flows.params_of(workflow_id))[i]
+        results = {need: self._result(workflow, need) for need in step["needs"]}
         # A fan-out's jobs get their item in params, not the whole list again.
-        inputs = {need: results[need] for need in step["needs"] if need != fan_out}
-        params = [step["params"]] if fan_out is None else _items(step, results[fan_out])
+        inputs = {need: result for need, result in results.items() if need != fan_out}
+        each = [own] if fan_out is None else _items(step, own, results[fan_out])
         jobs = []
-        for n, raw in enumerate(params):
+        for n, raw in enumerate(each):
             try:
                 valid = job_type.validate_params(raw).model_dump(mode="json")
             except ValidationError as exc:
@@ -79,7 +91,7 @@ class Steps:
                 job_id=job_ids[n] if job_ids else None,
             )
             job.update(
-                workflow_id=workflow["_id"],
+                workflow_id=workflow_id,
                 step=step["id"],
                 step_index=i,
                 run=step["run"],
@@ -89,43 +101,58 @@ class Steps:
             jobs.append(job)
         return jobs
 
+    def _result(self, workflow: Workflow, step_id: str) -> Any:
+        i = next(n for n, s in enumerate(workflow["steps"]) if s["id"] == step_id)
+        record = self.flows.find_run(workflow["_id"], i, workflow["steps"][i]["run"])
+        return record["result"] if record else None
+
     def release(self, workflow: Workflow, i: int) -> bool:
         """Start step ``i``, whose needs have succeeded; True if it ended at once.
 
         An empty fan-out succeeds with ``[]`` and one that cannot run fails,
-        both without a job; otherwise the caller whose update moved the step
-        inserts and publishes its jobs.
+        both without a job. Otherwise the run's record fixes its job ids (the
+        first caller's), and whoever gets here, first or again after a crash,
+        completes that one release: the jobs are inserted under those ids, so
+        each is inserted, and published, once.
         """
-        step, workflow_id = workflow["steps"][i], workflow["_id"]
+        step, workflow_id, run = workflow["steps"][i], workflow["_id"], workflow["steps"][i]["run"]
         try:
             jobs = self.jobs_of(workflow, i)
         except BadInput as exc:
-            return self.flows.end_step(
-                workflow_id, i, step["run"], StepStatus.FAILED, error=exc.error, started=False
-            )
+            return self._fail_unstarted(workflow_id, i, run, exc.error)
         except JoblineError as exc:  # the type left the catalogue since submission
             error = {"reason": "unknown_type", "message": str(exc), "item": None, "errors": None}
-            return self.flows.end_step(
-                workflow_id, i, step["run"], StepStatus.FAILED, error=error, started=False
-            )
+            return self._fail_unstarted(workflow_id, i, run, error)
+        record = self.flows.record_run(workflow_id, i, run, [job["_id"] for job in jobs])
+        if record["job_ids"] != [job["_id"] for job in jobs]:
+            jobs = self.jobs_of(workflow, i, record["job_ids"])  # another caller's release
         if not jobs:
             return self.flows.end_step(
-                workflow_id, i, step["run"], StepStatus.SUCCEEDED, result=[], started=False
+                workflow_id, i, run, StepStatus.SUCCEEDED, result=[], started=False
             )
-        if self.flows.release_step(workflow_id, i, step["run"], [job["_id"] for job in jobs]):
-            self.start(workflow_id, {**step, "job_ids": [job["_id"] for job in jobs]}, jobs)
+        if not self.flows.release_step(workflow_id, i, run, len(jobs)):
+            now = self.flows.counters(workflow_id)
+            mine = now is not None and now["steps"][i]["run"] == run
+            if not mine or now is None or now["steps"][i]["status"] not in STEP_ACTIVE:
+                return False  # cancelled, or a later run's: these jobs must never exist
+        self.start(workflow_id, step["id"], jobs)
         return False
 
-    def start(self, workflow_id: str, step: dict[str, Any], jobs: Sequence[Job]) -> None:
-        """Insert a released step's jobs (those not there yet) and publish them.
+    def _fail_unstarted(self, workflow_id: str, i: int, run: int, error: dict[str, Any]) -> bool:
+        return self.flows.end_step(
+            workflow_id, i, run, StepStatus.FAILED, error=error, started=False
+        )
+
+    def start(self, workflow_id: str, step_id: str, jobs: Sequence[Job]) -> None:
+        """Insert a released step's jobs (those not there yet) and publish those inserted.
 
         Read back after the insert: a cancel that came in between found no jobs
-        to stop, so the step's own jobs are stopped here instead.
+        to stop, so they are stopped here instead.
         """
         inserted = self.flows.insert_jobs(jobs)
-        current = self.flows.find(workflow_id)
+        current = self.flows.counters(workflow_id)
         if current is None or current["status"] not in ACTIVE:
-            self.flows.cancel_waiting_jobs(workflow_id, step)
+            self.flows.cancel_waiting_jobs(workflow_id, step_id, [job["_id"] for job in jobs])
             return
         events.jobs_submitted(self.settings, inserted)
         for job in inserted:
@@ -140,10 +167,13 @@ class Steps:
             return
         metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
 
-    def stop_jobs(self, workflow_id: str, step: dict[str, Any]) -> None:
-        """Cancel a step's unfinished jobs: waiting ones in one update, running ones stopped."""
-        self.flows.cancel_waiting_jobs(workflow_id, step)
-        for job in self.flows.step_jobs(workflow_id, step, fields=("status", "task_id", "type")):
+    def stop_jobs(self, workflow_id: str, i: int, step: dict[str, Any]) -> None:
+        """Cancel a step run's unfinished jobs: waiting ones in one update, running ones stopped."""
+        record = self.flows.find_run(workflow_id, i, step["run"])
+        job_ids = record["job_ids"] if record else []
+        self.flows.cancel_waiting_jobs(workflow_id, step["id"], job_ids)
+        fields = ("status", "task_id", "type")
+        for job in self.flows.run_jobs(workflow_id, step["id"], job_ids, fields):
             if job["status"] != Status.RUNNING:
                 continue
             before = self.store.cancel(job["_id"])
@@ -153,13 +183,13 @@ class Steps:
                 events.job_changed(self.settings, before, str(Status.CANCELLED))
 
 
-def _items(step: dict[str, Any], result: Any) -> list[dict[str, Any]]:
+def _items(step: dict[str, Any], params: dict[str, Any], result: Any) -> list[dict[str, Any]]:
     """The params of each job of a fan-out: ``{**params, **item}``; BadInput for a bad item."""
     if not isinstance(result, list):
         raise BadInput(f"the result of {step['for_each']!r} is not a list, so it cannot fan out")
-    params = []
+    each = []
     for n, item in enumerate(result):
         if not isinstance(item, dict):
             raise BadInput(f"item {n} of {step['for_each']!r} is not an object", item=n)
-        params.append({**step["params"], **item})
-    return params
+        each.append({**params, **item})
+    return each
