@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from jobline.clients import cli as cli_client
+from jobline.clients import workflow_cli
 from jobline.core.settings import Settings
 
 log = logging.getLogger("jobline")
@@ -67,6 +68,7 @@ def main() -> None:
 
 for _command in cli_client.COMMANDS:
     main.add_command(_command)
+main.add_command(workflow_cli.workflow)
 
 
 @main.command()

@@ -135,6 +135,69 @@ class Client:
         body = self._request("GET", "/job-types").json()
         return body["items"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
 
+    # -- workflows ------------------------------------------------------------
+
+    def submit_workflow(
+        self,
+        steps: builtins.list[dict[str, Any]],
+        *,
+        priority: int | None = None,
+        callback_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Submit a workflow: ``[{"id", "type", "params", "needs", "for_each"}, ...]``."""
+        body: dict[str, Any] = {"steps": steps}
+        if priority is not None:
+            body["priority"] = priority
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return self._request("POST", "/workflows", json=body).json()  # type: ignore[no-any-return]
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/workflows/{workflow_id}").json()  # type: ignore[no-any-return]
+
+    def list_workflows(
+        self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of workflows, newest first: ``{"items": [...], "next_cursor": ...}``."""
+        query = {"status": status, "limit": limit, "cursor": cursor}
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._request("GET", "/workflows", params=params).json()  # type: ignore[no-any-return]
+
+    def cancel_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/workflows/{workflow_id}/cancel").json()  # type: ignore[no-any-return]
+
+    def retry_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/workflows/{workflow_id}/retry").json()  # type: ignore[no-any-return]
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        self._request("DELETE", f"/workflows/{workflow_id}")
+
+    def wait_workflow(
+        self,
+        workflow_id: str,
+        timeout: float | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+        interval: float = 1.0,
+    ) -> dict[str, Any]:
+        """The workflow once it has ended, looking every ``interval`` seconds.
+
+        ``on_change(workflow)`` whenever a step's status or count moved;
+        WaitTimeout after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Any = None
+        while True:
+            workflow = self.get_workflow(workflow_id)
+            seen = [(s["status"], s.get("done")) for s in workflow["steps"]]
+            if on_change is not None and seen != last:
+                on_change(workflow)
+            last = seen
+            if workflow["status"] in TERMINAL:
+                return workflow
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"workflow {workflow_id} still {workflow['status']}")
+            time.sleep(interval)
+
     # -- following a job ------------------------------------------------------
 
     def events(self, job_id: str, read_timeout: float = STREAM_READ_TIMEOUT) -> Iterator[Job]:

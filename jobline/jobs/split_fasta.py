@@ -46,9 +46,9 @@ class Records(RootModel[list[Record]]):
 def _records(text: str) -> list[tuple[str, str]]:
     from Bio import SeqIO  # imported when first needed, as align does
 
-    # Leading blank lines are not a record; Biopython would call them comments and refuse.
-    parsed = SeqIO.parse(io.StringIO(text.lstrip()), "fasta")
     try:
+        # Leading blank lines are no record; Biopython would call them comments and refuse.
+        parsed = SeqIO.parse(io.StringIO(text.lstrip()), "fasta")
         return [(r.id, str(r.seq).upper()) for r in parsed]
     except ValueError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "not FASTA"

@@ -11,7 +11,7 @@ names the only ones that step run will ever have.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.collection import Collection
@@ -79,6 +79,12 @@ class StepRuns:
         """Every run record of a workflow, by ``_id``, in one range query."""
         span = {"$gte": f"{workflow_id}/", "$lt": f"{workflow_id}0"}  # "0" follows "/"
         return {record["_id"]: record for record in self.runs.find({"_id": span})}
+
+    @unavailable_as_error
+    def expire_runs(self, workflow_id: str, at: datetime | None) -> None:
+        """Give a workflow's step records the expiry of the workflow (None: keep them)."""
+        span = {"$gte": f"{workflow_id}/", "$lt": f"{workflow_id}0"}
+        self.runs.update_many({"_id": span}, {"$set": {"expires_at": at}})
 
     @unavailable_as_error
     def delete_runs(self, workflow_id: str) -> None:

@@ -71,6 +71,7 @@ class WorkflowStore(StepRuns):
         for keys in INDEXES:
             self.workflows.create_index(keys)
         self.workflows.create_index("expires_at", expireAfterSeconds=0)
+        self.runs.create_index("expires_at", expireAfterSeconds=0)
 
     def _change(self, query: dict[str, Any], changes: dict[str, Any], **more: Any) -> bool:
         """One conditional update that also bumps ``version``; whether it matched."""
@@ -250,7 +251,7 @@ class WorkflowStore(StepRuns):
     def conclude(self, workflow_id: str, status: FlowStatus, error: dict[str, Any] | None) -> bool:
         """End an unfinished workflow whose steps have all ended; True exactly once."""
         t = now()
-        return self._change(
+        ended = self._change(
             {"_id": workflow_id, "status": {"$in": ACTIVE}},
             {
                 "status": str(status),
@@ -259,6 +260,9 @@ class WorkflowStore(StepRuns):
                 "expires_at": self._expiry(t),
             },
         )
+        if ended and self.result_ttl:
+            self.expire_runs(workflow_id, self._expiry(t))
+        return ended
 
     @unavailable_as_error
     def cancel(self, workflow: Workflow) -> bool:
@@ -275,7 +279,10 @@ class WorkflowStore(StepRuns):
                 changes[f"steps.{i}.status"] = str(StepStatus.CANCELLED)
                 changes[f"steps.{i}.finished_at"] = t
         query = {"_id": workflow["_id"], "status": {"$in": ACTIVE}, "version": workflow["version"]}
-        return self._change(query, changes)
+        cancelled = self._change(query, changes)
+        if cancelled and self.result_ttl:
+            self.expire_runs(workflow["_id"], self._expiry(t))
+        return cancelled
 
     @unavailable_as_error
     def restart(self, workflow: Workflow) -> Workflow:
@@ -302,6 +309,8 @@ class WorkflowStore(StepRuns):
         query = {"_id": workflow["_id"], "version": workflow["version"]}
         if not self._change(query, changes):
             raise InvalidTransition(f"workflow {workflow['_id']} changed while being retried")
+        if self.result_ttl:
+            self.expire_runs(workflow["_id"], None)
         return self.get(workflow["_id"])
 
     @unavailable_as_error

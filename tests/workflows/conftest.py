@@ -8,6 +8,9 @@ from jobline.store.jobs import JobStore
 from jobline.store.workflows import WorkflowStore
 from tests.conftest import Api
 
+# The board's own API, worker and browser, for the workflows panel's tests.
+from tests.test_dashboard import board, board_settings, browser, page  # noqa: F401
+
 
 @pytest.fixture
 def flows(store: JobStore) -> WorkflowStore:
