@@ -77,7 +77,8 @@ def problems(request: WorkflowRequest, catalogue: Catalogue) -> list[Problem]:
         position.setdefault(step.id, i)
     for i, step in enumerate(steps):
         found += _step_problems(i, step, position, catalogue)
-    if not found:
+    # Cycles are looked for once every need names exactly one step.
+    if not any(p["type"] in ("duplicate_id", "unknown_step") for p in found):
         found += [_problem(i, "needs", msg, "cycle") for i, msg in _cycles(steps, position)]
     return found
 
