@@ -87,7 +87,8 @@ class JobRequest(Request):  # type: ignore[misc]
             announce(JobTask.runtime, job_id, Status.FAILED)
             webhooks.after_run(self.task.app, JobTask.runtime.store, job_id, Status.FAILED)
             if job.get("workflow_id"):
-                progression(self.task.app, JobTask.runtime).job_ended(job, Status.FAILED)
+                flow = progression(self.task.app, JobTask.runtime)
+                flow.job_ended(job, Status.FAILED, error=job.get("error"))
 
 
 class JobTask(Task):  # type: ignore[misc]

@@ -247,3 +247,20 @@ def test_the_fasta_example_splits_aligns_each_record_and_ranks_them_by_score(
     ranking = step(done, "rank")["result"]["ranking"]
     assert [r["name"] for r in ranking] == ["exact", "close", "far"]
     assert ranking[0]["score"] == 7.0
+
+
+def test_a_step_past_its_hard_time_limit_fails_with_reason_timeout_and_skips_what_needs_it(
+    wf_api: Api,
+) -> None:
+    done = run(
+        wf_api,
+        [
+            {"id": "hang", "type": "test_hang", "params": {"seconds": 30}},
+            greet("after", "a", needs=["hang"]),
+        ],
+        timeout=40,
+    )
+    assert done["status"] == "failed"
+    assert step(done, "hang")["status"] == "failed"
+    assert step(done, "hang")["error"]["reason"] == "timeout"
+    assert step(done, "after")["status"] == "skipped"
