@@ -172,3 +172,15 @@ def test_the_api_docs_describe_the_workflow_endpoints(idle_api: Api) -> None:
         spec["paths"]
     )
     assert "WorkflowRequest" in spec["definitions"]
+
+
+def test_with_the_broker_down_a_workflow_gets_503_and_nothing_of_it_is_kept(
+    brokerless_api: Api, flows: WorkflowStore, store: JobStore
+) -> None:
+    store.jobs.delete_many({})
+    response = brokerless_api.post(WORKFLOWS, json={"steps": chain("a", "b")})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"]
+    assert flows.workflows.count_documents({}) == 0
+    assert flows.runs.count_documents({}) == 0
+    assert store.jobs.count_documents({}) == 0
