@@ -89,6 +89,20 @@ def test_a_workflow_breaking_a_rule_is_refused_with_422_naming_the_place_and_not
     assert store.jobs.count_documents({}) == 0
 
 
+@pytest.mark.parametrize(
+    "url", ["http://10.1.2.3/hook", "http://[::1]:9/hook", "http://169.254.169.254/latest"]
+)
+def test_a_callback_to_an_address_webhooks_may_not_reach_is_refused_and_nothing_is_stored(
+    idle_api: Api, flows: WorkflowStore, store: JobStore, url: str
+) -> None:
+    # No worker consumes the idle API's broker: a wrong acceptance could never deliver.
+    steps = [{"id": "wait", "type": "test_slow", "params": {"seconds": 600}}]
+    response = idle_api.post(WORKFLOWS, json={"steps": steps, "callback_url": url})
+    assert response.status_code == 422, response.text
+    assert ["callback_url"] in [e["loc"] for e in response.json()["errors"]]
+    assert flows.workflows.count_documents({}) == 0 and store.jobs.count_documents({}) == 0
+
+
 def test_a_fan_out_step_s_params_are_checked_per_item_not_at_submission(
     idle_api: Api, flows: WorkflowStore
 ) -> None:

@@ -315,9 +315,7 @@ document.addEventListener("alpine:init", () => {
 
     apply(change) {
       // The workflows panel (workflows.js) reads a step job's workflow again.
-      if (change.workflow_id) {
-        window.dispatchEvent(new CustomEvent("jobline-workflow", { detail: change.workflow_id }));
-      }
+      if (change.workflow_id) window.dispatchEvent(new CustomEvent("jobline-workflow", { detail: change.workflow_id }));
       const i = this.jobs.findIndex((j) => j.id === change.id);
       if (i < 0) {
         if (this.submitting) this.deferred.push(change);

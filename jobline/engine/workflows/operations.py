@@ -29,8 +29,8 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
     workflow whose first jobs cannot be published is taken back (503).
     """
     check(request, p.catalogue)
-    if request.callback_url:
-        webhooks.require_secret(p.settings)
+    if request.callback_url:  # a secret to sign with, and a host webhooks may reach
+        webhooks.check_callback(p.settings, str(request.callback_url))
     workflow = new_workflow(
         [step.model_dump(mode="json") for step in request.steps],
         owner=owner,

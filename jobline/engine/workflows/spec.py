@@ -45,7 +45,16 @@ class WorkflowRequest(BaseModel):
 
     steps: Annotated[list[StepSpec], Field(min_length=1, max_length=MAX_STEPS)]
     priority: Annotated[int, Field(ge=0, le=9, strict=True)] | None = None
-    callback_url: CallbackUrl | None = None
+    callback_url: (
+        Annotated[
+            CallbackUrl,
+            Field(
+                description="http(s) URL POSTed the workflow once it ends; its host must be "
+                "public (or in JOBLINE_WEBHOOK_ALLOWED_NETWORKS)"
+            ),
+        ]
+        | None
+    ) = None
 
 
 class WorkflowInvalid(JoblineError):
