@@ -154,13 +154,15 @@ def worker(
     """Run one Celery worker against the configured broker and store."""
     if metrics_port:
         _private_metrics_dir("worker")  # before the pool forks and anything imports the client
-    from jobline.engine import metrics
+    from jobline.engine import metrics, old_keys
     from jobline.engine.tasks import create_worker_app
     from jobline.store.jobs import JobStore
 
     settings = _settings()
     _ensure_indexes(JobStore(settings))
     app = create_worker_app(settings)
+    _logging(settings)  # until Celery sets logging up itself, for the line adopt() may write
+    old_keys.adopt(app, queues.split(","))
     if metrics_port:
         metrics.serve_worker_metrics(metrics_port, metrics_address)
     argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--queues={queues}"]
