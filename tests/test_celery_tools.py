@@ -13,10 +13,11 @@ import pytest
 import requests
 
 from jobline.core.settings import Settings
-from jobline.engine import queue
+from jobline.engine import queue, sweeper
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from tests.conftest import Api, idle_settings, settings_env
+from tests.support import make_pipeline
 
 CELERY = str(Path(sys.executable).parent / "celery")
 LOGIN = ("ops", "flower-test-password")
@@ -172,3 +173,21 @@ def test_every_priority_counts_in_queue_depth_metrics_and_flower_s_broker_tab(
     finally:
         process.stop()
     assert {"name": "default", "messages": before + 3} in lengths["active_queues"]
+
+
+def test_a_job_whose_message_celery_purged_is_republished_by_the_sweeper(
+    settings: Settings, idle_api: Api, store: JobStore, tmp_path: Path
+) -> None:
+    idle = idle_settings(settings, requeue_after_seconds=0.01)
+    app = queue.make_celery(idle)
+    response = idle_api.post("/api/v1/jobs", json={"type": "noop", "priority": 7})
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+    purged_task = store.get(job_id)["task_id"]
+    result = celery(settings_env(idle), "-A", "jobline", "purge", "--force", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert queue.queue_depth(app, "default") == 0
+    assert idle_api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"
+    assert sweeper.sweep_once(make_pipeline(idle, store))["republished"] == 1
+    assert queue.queue_depth(app, "default") == 1
+    assert store.get(job_id)["task_id"] != purged_task
