@@ -30,11 +30,11 @@ class RefuseToWork(bootsteps.Step):  # type: ignore[misc]
         )
 
 
-def create_app(settings: Settings | None = None) -> Celery:
+def create_tools_app(settings: Settings | None = None) -> Celery:
     """jobline's Celery settings (broker, serializer, priorities), without its tasks."""
     app = make_celery(settings or Settings())
     app.steps["worker"].add(RefuseToWork)
     return app
 
 
-app = create_app()
+app = create_tools_app()

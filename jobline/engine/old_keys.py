@@ -72,7 +72,7 @@ def _move_lists(client: Redis, queue: str, sep: str) -> int:
 def _drop_old_bindings(client: Redis, sep: str) -> int:
     dropped = 0
     for pattern in BINDING_PATTERNS:
-        for key in client.scan_iter(match=pattern, _type="SET"):
+        for key in client.scan_iter(match=pattern, count=1000, _type="SET"):
             members = cast("set[bytes | str]", client.smembers(key))
             old = [m for m in members if sep.encode() not in _bytes(m)]
             if old:
