@@ -66,6 +66,20 @@ JOB_SCHEMA: dict[str, Any] = {
         "expires_at": {**_NULLABLE_STRING, "format": "date-time"},
         "callback_url": {**_NULLABLE_STRING, "format": "uri"},
         "schedule_id": {**_NULLABLE_STRING, "description": "the schedule that submitted it"},
+        "files": {
+            "type": "array",
+            "description": "the files the job made (the latest attempt's)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "content_type": {"type": "string"},
+                    "sha256": {"type": "string"},
+                    "url": {"type": "string", "description": "GET it to download the file"},
+                },
+            },
+        },
         "webhook": {
             "type": "object",
             "x-nullable": True,

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
 
     # Largest request body the API accepts.
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+
+    # Job logs: what one job may store across its attempts; past it, lines are
+    # dropped and one marker line says how many.
+    job_log_max_bytes: int = Field(default=1_000_000, ge=10_000)
+    # Files: the largest upload (streamed into GridFS, never held whole), and how
+    # long an upload no job uses is kept.
+    max_file_bytes: int = Field(default=100_000_000, gt=0)
+    file_ttl_seconds: int = Field(default=86400, gt=0)
     # How long the API waits for the broker or MongoDB before answering 503.
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from jobline.core import ids
 from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
 from jobline.core.logs import job_fields
-from jobline.engine import delays, events, queue
+from jobline.engine import delays, events, queue, retention
 from jobline.engine.pipeline import Pipeline
 from jobline.store.records import Job, now
 
@@ -57,6 +57,7 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             )
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["republished"] += 1
+    done.update(retention.sweep(p.settings, p.store.db))
     return done
 
 

@@ -21,9 +21,16 @@ from celery.worker.request import Request
 
 from jobline import jobs
 from jobline.core import logs
-from jobline.core.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
-from jobline.engine import events, metrics, webhooks
+from jobline.core.errors import (
+    BadJobInput,
+    JobCancelled,
+    JobNotFound,
+    StoreUnavailable,
+    UnknownJobType,
+)
+from jobline.engine import events, joblog, metrics, webhooks
 from jobline.engine.heartbeat import Heartbeat, Interrupter
+from jobline.engine.jobfiles import JobFiles
 from jobline.engine.runtime import Runtime
 from jobline.jobs import Context, JobType
 from jobline.store.jobs import JobStore
@@ -155,9 +162,11 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
             runtime.settings, job, "running", progress=fraction, progress_message=message
         ),
     ).start()
-    ctx = Context(job_id=job_id, attempt=attempt, settings=runtime.settings, report=beat.report)
     try:
-        with interrupter:
+        files = JobFiles.for_attempt(runtime.settings, store.db, job)
+        ctx = Context(job_id, attempt, runtime.settings, report=beat.report, files=files)
+        # The log is stored before the outcome, so its lines reach live views first.
+        with joblog.capture(runtime.settings, store.db, job), interrupter:
             result = job_type.run(ctx, job["params"])
     except JobCancelled:
         return "stopped: cancelled, or handed to another worker"
@@ -231,6 +240,10 @@ def _failed(
     task: JobTask, store: JobStore, job_type: JobType, job: Job, exc: Exception, patience: float
 ) -> str:
     job_id, attempt, policy = job["_id"], job["attempts"], job_type.retry
+    if isinstance(exc, BadJobInput):
+        error = error_info(exc, reason=exc.reason)  # running it again meets the same input
+        recorded = persist(store.fail, patience, job_id, attempt, error)
+        return _ended(task, store, job, recorded, "failed", error=error)
     if isinstance(exc, policy.retry_on) and attempt <= policy.max_retries:
         delay = retry_delay(policy, attempt)
         at = now() + timedelta(seconds=delay)

@@ -12,12 +12,15 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
 
 from jobline.core.errors import TransientError, UnknownJobType
 from jobline.core.settings import Settings
+from jobline.jobs.refs import FileAccess, FileRef, NoFiles
+
+__all__ = ["Catalogue", "Context", "FileRef", "JobType", "RetryPolicy", "job_type", "load"]
 
 # Type names appear in URLs, queue routing and metrics labels.
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -60,6 +63,7 @@ class Context:
     attempt: int
     settings: Settings
     report: ProgressReporter = field(default=_ignore_progress)
+    files: FileAccess = field(default_factory=NoFiles)
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress in [0, 1]; raises JobCancelled if the job was cancelled.
@@ -67,6 +71,25 @@ class Context:
         Cheap to call in a tight loop: the worker stores it at most twice a second.
         """
         self.report(min(max(float(fraction), 0.0), 1.0), message)
+
+    def open(self, ref: str) -> IO[bytes]:
+        """An input file (a ``FileRef`` param) as a binary file object reading from GridFS.
+
+        Raises BadJobInput, failing the job with reason ``bad_input``, if the file is gone.
+        """
+        return self.files.open(ref)
+
+    def save(
+        self,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        """Store a file this attempt made (bytes or a binary file object), listed on the job.
+
+        A new attempt starts with none; saving a name twice keeps the second.
+        """
+        return self.files.save(name, data, content_type)
 
 
 JobFunction = Callable[[Context, Any], Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from jobline.store.records import Job
 
@@ -39,6 +40,18 @@ def job_view(job: Job) -> dict[str, Any]:
         "callback_url": job.get("callback_url"),
         "schedule_id": job.get("schedule_id"),
         "webhook": _webhook(job.get("webhook")),
+        "files": [output_view(job["_id"], entry) for entry in job.get("files") or []],
+    }
+
+
+def output_view(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A file a job made, as the job lists it: where to download it, and how to check it."""
+    return {
+        "name": entry["name"],
+        "size": entry["size"],
+        "content_type": entry["content_type"],
+        "sha256": entry["sha256"],
+        "url": f"/api/v1/jobs/{job_id}/files/{quote(entry['name'], safe='')}",
     }
 
 
