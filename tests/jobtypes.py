@@ -171,6 +171,7 @@ class Maker(BaseModel):
     outputs: dict[str, str] = {}
     wait: float = 0.0
     fail: bool = False
+    per_attempt: bool = False
 
 
 @job_type("test_maker", params=Maker, soft_time_limit=60, time_limit=70)
@@ -185,6 +186,8 @@ def maker(ctx: Context, params: Maker) -> dict[str, int]:
         ctx.save("copy.bin", io.BytesIO(data))
     for name, text in params.outputs.items():
         ctx.save(name, f"{text} (attempt {ctx.attempt})".encode(), content_type="text/plain")
+    if params.per_attempt:
+        ctx.save(f"attempt-{ctx.attempt}.txt", b"made by this attempt")
     if params.fail:
         raise ValueError("failed after saving its files")
     return {"size": size}

@@ -33,8 +33,8 @@ job_files_ns = Namespace("job_files", description="The files a job made", path="
 UPLOAD_ENDPOINT = "api.files_upload"
 FIELD = "file"
 READ_BYTES = 256 * 1024
-# Part headers and form fields besides the file are small.
-MAX_PART_HEADERS = 64 * 1024
+# What the decoder may hold at once: one read, and part headers that must fit in it.
+MAX_DECODER_BUFFER = READ_BYTES + 64 * 1024
 
 file_model = ns.schema_model(
     "File",
@@ -111,25 +111,31 @@ def _bad_file(msg: str) -> InvalidInput:
     return InvalidInput(msg, [{"loc": ["body", FIELD], "msg": msg, "type": "file"}])
 
 
+def _name_and_type(event: File | Field) -> tuple[str, str]:
+    """The file name and media type of the ``file`` part; InvalidInput if unusable."""
+    if not isinstance(event, File) or not event.filename:
+        raise _bad_file(f"the {FIELD!r} part must be a file with a file name")
+    try:
+        return valid_name(event.filename), valid_content_type(event.headers.get("Content-Type"))
+    except ValueError as exc:
+        raise _bad_file(str(exc)) from None
+
+
 def _upload() -> dict[str, Any]:
     """Stream the ``file`` part into GridFS; read the rest of the body to see it is whole."""
-    decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_PART_HEADERS)
+    decoder = MultipartDecoder(_boundary(), max_form_memory_size=MAX_DECODER_BUFFER)
     events = _events(decoder)
     stored: dict[str, Any] | None = None
     try:
         for event in events:
-            if not isinstance(event, File | Field) or event.name != FIELD:
+            if not isinstance(event, File | Field):
+                continue  # the preamble
+            if event.name != FIELD:
                 _skip_part(events)
                 continue
             if stored is not None:
                 raise _bad_file(f"send one {FIELD!r} part")
-            if not isinstance(event, File) or not event.filename:
-                raise _bad_file(f"the {FIELD!r} part must be a file with a file name")
-            try:
-                name = valid_name(event.filename)
-                content_type = valid_content_type(event.headers.get("Content-Type"))
-            except ValueError as exc:
-                raise _bad_file(str(exc)) from None
+            name, content_type = _name_and_type(event)
             stored = files().upload(
                 _file_data(events),
                 name=name,

@@ -12,10 +12,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from jobline.core.errors import BadJobInput
 from jobline.jobs import Context, FileRef, job_type
@@ -121,11 +123,20 @@ class AlignParams(BaseModel):
 
     @model_validator(mode="after")
     def _sequences_or_file(self) -> AlignParams:
-        given = (self.seq_a is not None, self.seq_b is not None)
-        if self.fasta is not None and any(given):
-            raise ValueError("give either fasta or seq_a and seq_b, not both")
-        if self.fasta is None and not all(given):
-            raise ValueError("give seq_a and seq_b, or a fasta file of two records")
+        # Raised as a ValidationError so that each error names its field.
+        given = {"seq_a": self.seq_a is not None, "seq_b": self.seq_b is not None}
+        errors: list[InitErrorDetails] = []
+        if self.fasta is not None and any(given.values()):
+            both = PydanticCustomError("file_or_sequences", "give either fasta or seq_a and seq_b")
+            errors.append(InitErrorDetails(type=both, loc=("fasta",), input=self.fasta))
+        elif self.fasta is None:
+            errors += [
+                InitErrorDetails(type="missing", loc=(name,), input=None)
+                for name, present in given.items()
+                if not present
+            ]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     @field_validator("scoring")
