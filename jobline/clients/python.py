@@ -153,12 +153,14 @@ class Client:
         params = {k: v for k, v in query.items() if v is not None}
         return self._request("GET", f"/jobs/{job_id}/logs", params=params).json()  # type: ignore[no-any-return]
 
-    def logs(self, job_id: str, *, attempt: int | None = None) -> builtins.list[dict[str, Any]]:
-        """Every line the job has logged so far, in order."""
+    def logs(
+        self, job_id: str, *, attempt: int | None = None, page_size: int = 1000
+    ) -> builtins.list[dict[str, Any]]:
+        """Every line the job has logged so far, in order (read ``page_size`` at a time)."""
         lines: builtins.list[dict[str, Any]] = []
         cursor = None
         while True:
-            page = self.log_page(job_id, attempt=attempt, cursor=cursor)
+            page = self.log_page(job_id, attempt=attempt, cursor=cursor, limit=page_size)
             lines += page["items"]
             cursor = page.get("next_cursor")
             if not cursor or not page["items"]:
