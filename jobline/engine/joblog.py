@@ -65,6 +65,10 @@ class JobLog:
 
     def add(self, level: str, stream: str, message: str, *, over_budget: bool = False) -> None:
         """Buffer one line (scrubbed, cut to MAX_LINE_CHARS), or count it as dropped."""
+        if self.dropped and not over_budget:
+            with self._lock:  # past the cap, a line costs a count
+                self.dropped += 1
+            return
         if len(message) > MAX_LINE_CHARS:
             message = message[:MAX_LINE_CHARS] + " [line cut]"
         message = scrub(message)

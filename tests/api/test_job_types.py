@@ -25,7 +25,9 @@ def test_every_built_in_type_is_listed_with_its_schemas_and_policy(idle_api: Api
     assert bmi["policy"]["soft_time_limit"] < bmi["policy"]["time_limit"]
     assert bmi["policy"]["retry"]["retry_on"] == ["TransientError"]
     assert types["noop"]["result_schema"] is None
-    assert types["align"]["params_schema"]["properties"]["seq_a"]["maxLength"] == 5000
+    align = types["align"]["params_schema"]["properties"]
+    assert align["seq_a"]["anyOf"][0]["maxLength"] == 5000  # or a fasta file instead
+    assert align["fasta"]["anyOf"][0]["format"] == "jobline-file"
     assert "Biopython" in types["align"]["description"]
 
 
