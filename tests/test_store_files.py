@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from datetime import timedelta
 
 import pytest
@@ -95,3 +96,28 @@ def test_an_upload_past_its_limit_leaves_no_chunks_behind(files: FileStore) -> N
             max_bytes=1_000_000,
         )
     assert files.bucket._chunks.count_documents({}) == before  # type: ignore[attr-defined]
+
+
+def test_a_large_upload_and_download_hold_a_few_chunks_in_memory_not_the_file(
+    files: FileStore,
+) -> None:
+    block = bytes(range(256)) * 1024  # 256 KB
+    size = 48 * 1024 * 1024  # pymongo's GridIn would hold all of it before its first write
+    tracemalloc.start()
+    try:
+        record = files.upload(
+            (block for _ in range(size // len(block))),
+            name="big.bin",
+            content_type="application/octet-stream",
+            owner=None,
+            max_bytes=size,
+        )
+        _, upload_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        assert sum(len(chunk) for chunk in files.content(record["_id"])) == size
+        _, download_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record["length"] == size
+    assert upload_peak < size / 3 and download_peak < size / 3
+    files.delete(record["_id"])

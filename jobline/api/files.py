@@ -160,23 +160,16 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def send(file_id: str, name: str, content_type: str, sha256: str | None) -> Response:
+def send(file_id: str, name: str, content_type: str, sha256: str | None, size: int) -> Response:
     """The bytes of a stored file, streamed from GridFS, with the headers a download needs."""
     if sha256 and sha256 in request.if_none_match:
         response = Response(status=304)
         response.set_etag(sha256)
         return response
-    grid = files().open(file_id)
-
-    def body() -> Iterator[bytes]:
-        try:
-            while chunk := grid.readchunk():
-                yield chunk
-        finally:
-            grid.close()
-
-    response = Response(body(), content_type=content_type, direct_passthrough=True)
-    response.headers["Content-Length"] = str(grid.length)
+    store = files()
+    store.get(file_id)  # FileNotFound (404) before the 200 is sent
+    response = Response(store.content(file_id), content_type=content_type, direct_passthrough=True)
+    response.headers["Content-Length"] = str(size)
     response.headers["Content-Disposition"] = content_disposition(name)
     # The bytes are the uploader's: never let a browser run them as this origin's page.
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -232,7 +225,13 @@ class FileContent(Resource):
         """Download a file's bytes."""
         record = files().get(file_id, auth.scope())
         meta = record.get("metadata") or {}
-        return send(record["_id"], record["filename"], meta["content_type"], meta.get("sha256"))
+        return send(
+            record["_id"],
+            record["filename"],
+            meta["content_type"],
+            meta.get("sha256"),
+            record["length"],
+        )
 
 
 @job_files_ns.route("/jobs/<string:job_id>/files/<string:name>")
@@ -246,5 +245,7 @@ class JobFile(Resource):
         job = access.get(job_id)
         for entry in job.get("files") or []:
             if entry["name"] == name:
-                return send(entry["file_id"], name, entry["content_type"], entry["sha256"])
+                return send(
+                    entry["file_id"], name, entry["content_type"], entry["sha256"], entry["size"]
+                )
         raise FileNotFound(f"job {job_id} made no file called {name!r}")

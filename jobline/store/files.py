@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
+from bson import Binary
 from gridfs import GridFSBucket, GridOut, NoFile
 from pymongo import ASCENDING
 from pymongo.collection import Collection
@@ -36,6 +37,10 @@ MAX_NAME = 255
 CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(\s*;[ -~]*)?$")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 SWEEP_BATCH = 100
+# GridFS's default chunk size; chunks are written (and read) this many at a time, so an
+# upload or download holds about 4 MB however large the file.
+CHUNK_BYTES = 255 * 1024
+CHUNKS_A_WRITE = 16
 
 
 def valid_name(name: str) -> str:
@@ -78,6 +83,7 @@ class FileStore:
     def __init__(self, db: Database[Any], ttl: timedelta) -> None:
         self.bucket = GridFSBucket(db)
         self.files: Collection[Any] = db["fs.files"]
+        self.chunks: Collection[Any] = db["fs.chunks"]
         self.jobs: Collection[Any] = db["jobs"]
         self.ttl = ttl
 
@@ -88,6 +94,9 @@ class FileStore:
 
     @unavailable_as_error
     def ensure_indexes(self) -> None:
+        # GridFS's own two (GridIn would make them on first use; upload writes chunks itself).
+        self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+        self.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
         self.files.create_index([("metadata.check_at", ASCENDING)])
 
     @unavailable_as_error
@@ -103,34 +112,65 @@ class FileStore:
     ) -> dict[str, Any]:
         """Stream ``chunks`` into a new file and return its record.
 
-        Past ``max_bytes`` the file is removed and FileTooLarge raised; if
-        ``chunks`` raises (a body cut short), what was written is removed too.
+        Written as GridFS lays a file out (``fs.chunks``, then its ``fs.files``
+        record), but a few chunks at a time: pymongo's GridIn keeps up to 48 MB
+        of chunks in memory before its first write. Past ``max_bytes`` the
+        chunks written are removed and FileTooLarge raised; so too if
+        ``chunks`` raises (a body cut short).
         """
-        file_id = ids.new_id()
-        at = now()
-        expiry = None if jobs else at + self.ttl
-        stream = self.bucket.open_upload_stream_with_id(file_id, name)
-        digest, size = hashlib.sha256(), 0
+        file_id, at = ids.new_id(), now()
+        digest, size, number = hashlib.sha256(), 0, 0
+        buffer, pending = bytearray(), []
         try:
-            for chunk in chunks:
-                size += len(chunk)
+            for piece in chunks:
+                size += len(piece)
                 if size > max_bytes:
                     raise FileTooLarge(f"files are limited to {max_bytes} bytes")
-                digest.update(chunk)
-                stream.write(chunk)
-            stream.metadata = {
-                "owner": owner,
-                "content_type": content_type,
-                "sha256": digest.hexdigest(),
-                "jobs": list(jobs),
-                "expires_at": expiry,
-                "check_at": at + self.ttl,
-            }
-            stream.close()
+                digest.update(piece)
+                buffer += piece
+                while len(buffer) >= CHUNK_BYTES:
+                    pending.append(self._chunk(file_id, number, buffer[:CHUNK_BYTES]))
+                    del buffer[:CHUNK_BYTES]
+                    number += 1
+                if len(pending) >= CHUNKS_A_WRITE:
+                    self.chunks.insert_many(pending)
+                    pending = []
+            if buffer:
+                pending.append(self._chunk(file_id, number, buffer))
+            if pending:
+                self.chunks.insert_many(pending)
+            self.files.insert_one(
+                {
+                    "_id": file_id,
+                    "length": size,
+                    "chunkSize": CHUNK_BYTES,
+                    "uploadDate": at,
+                    "filename": name,
+                    "metadata": {
+                        "owner": owner,
+                        "content_type": content_type,
+                        "sha256": digest.hexdigest(),
+                        "jobs": list(jobs),
+                        "expires_at": None if jobs else at + self.ttl,
+                        "check_at": at + self.ttl,
+                    },
+                }
+            )
         except BaseException:
-            stream.abort()
+            self.chunks.delete_many({"files_id": file_id})
             raise
         return self.get(file_id)
+
+    @staticmethod
+    def _chunk(file_id: str, number: int, data: bytes | bytearray) -> dict[str, Any]:
+        return {"files_id": file_id, "n": number, "data": Binary(bytes(data))}
+
+    @unavailable_as_error
+    def content(self, file_id: str) -> Iterator[bytes]:
+        """The file's bytes, chunk by chunk, a few chunks read at a time."""
+        found = self.chunks.find({"files_id": file_id}, {"data": 1}).sort("n", ASCENDING)
+        for chunk in found.batch_size(CHUNKS_A_WRITE):
+            yield bytes(chunk["data"])
 
     @unavailable_as_error
     def get(self, file_id: str, owner: str | None = None) -> dict[str, Any]:
