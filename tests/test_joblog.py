@@ -97,6 +97,22 @@ def test_a_job_printing_a_hundred_thousand_lines_finishes_within_the_cap(
     assert run(live_api, "noop", {}, timeout=10)["status"] == "succeeded"
 
 
+def test_the_cap_holds_for_the_whole_job_across_its_attempts(
+    live_api: Api, settings: Settings
+) -> None:
+    job = run(live_api, "test_chatty", {"lines": 2000, "fail_first": True}, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    first = logs_of(live_api, job["id"], attempt=1, limit=1000)["items"]
+    second = logs_of(live_api, job["id"], attempt=2, limit=1000)["items"]
+    kept = [i for i in first + second if i["stream"] != "jobline"]
+    assert (
+        sum(len(i["message"].encode()) + LINE_OVERHEAD for i in kept) <= settings.job_log_max_bytes
+    )
+    # The first attempt used the whole cap: the second keeps only its marker line.
+    assert [i["stream"] for i in second] == ["jobline"]
+    assert second[0]["message"].startswith("2003 more lines dropped")
+
+
 def test_the_job_event_stream_carries_log_events_as_lines_are_stored(live_api: Api) -> None:
     response = live_api.post(
         "/api/v1/jobs", json={"type": "sleep", "params": {"seconds": 1.2, "steps": 3}}

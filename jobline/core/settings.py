@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     # Largest request body the API accepts.
     max_body_bytes: int = Field(default=1_000_000, gt=0)
 
-    # Job logs: what one job may store across its attempts; past it, lines are
+    # Job logs: what one job may store over all its attempts; past it, lines are
     # dropped and one marker line says how many.
     job_log_max_bytes: int = Field(default=1_000_000, ge=10_000)
     # Files: the largest upload (streamed into GridFS, never held whole), and how

@@ -6,9 +6,11 @@ machinery), and ``sys.stdout`` / ``sys.stderr`` are replaced by writers that
 turn each line printed into a record of stream ``stdout`` or ``stderr``. Lines
 are scrubbed of secrets as jobline's own logs are, buffered in memory, and
 written by a thread of their own with one ``insert_many`` at most twice a
-second, then announced on the job's event stream. An attempt's log is capped
-at ``JOBLINE_JOB_LOG_MAX_BYTES``: past it lines are only counted, and one
-marker line at the end says how many were dropped.
+second, then announced on the job's event stream. A job's log, over all its
+attempts, is capped at ``JOBLINE_JOB_LOG_MAX_BYTES``: past it lines are only
+counted, and one marker line at the end of the attempt says how many were
+dropped. (An attempt learns what the earlier ones used when it logs its
+first line, from their records: one read, and only for a retried job that logs.)
 
 A job that logs nothing starts no thread and writes nothing.
 """
@@ -51,7 +53,8 @@ class JobLog:
         self.job = job
         self.job_id: str = job["_id"]
         self.attempt: int = job["attempts"]
-        self.budget = settings.job_log_max_bytes
+        self.cap = settings.job_log_max_bytes
+        self.budget: int | None = None  # what is left of the cap, read at the first line
         self.dropped = 0
         self._used = 0
         self._seq = 0
@@ -73,8 +76,9 @@ class JobLog:
             message = message[:MAX_LINE_CHARS] + " [line cut]"
         message = scrub(message)
         cost = len(message.encode("utf-8", "replace")) + LINE_OVERHEAD
+        budget = self._budget()
         with self._lock:
-            if not over_budget and (self.dropped or self._used + cost > self.budget):
+            if not over_budget and (self.dropped or self._used + cost > budget):
                 self.dropped += 1
                 return
             self._used += cost
@@ -97,6 +101,15 @@ class JobLog:
                 )
         if start and self._thread is not None:
             self._thread.start()
+
+    def _budget(self) -> int:
+        if self.budget is None:
+            try:
+                self.budget = self.cap - self.store.used_before(self.job_id, self.attempt)
+            except Exception:  # MongoDB away: this attempt may use the whole cap
+                log.warning("could not read the log usage of job %s", self.job_id)
+                self.budget = self.cap
+        return self.budget
 
     def _loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL):
@@ -132,11 +145,16 @@ class JobLog:
             self.add(
                 "WARNING",
                 "jobline",
-                f"{self.dropped} more lines dropped: this attempt's log reached "
-                f"JOBLINE_JOB_LOG_MAX_BYTES ({self.budget} bytes)",
+                f"{self.dropped} more lines dropped: the job's log reached "
+                f"JOBLINE_JOB_LOG_MAX_BYTES ({self.cap} bytes)",
                 over_budget=True,
             )
         self.flush()
+        if self._seq:  # this attempt stored lines: the next one counts them against the cap
+            try:
+                self.store.record_usage(self.job_id, self.attempt, self._used)
+            except Exception:
+                log.warning("could not record the log usage of job %s", self.job_id)
 
 
 class _Handler(logging.Handler):

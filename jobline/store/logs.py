@@ -127,6 +127,20 @@ class LogStore:
                 raise
 
     @unavailable_as_error
+    def record_usage(self, job_id: str, attempt: int, used: int) -> None:
+        """How many bytes of the job's log cap this attempt used (read by the next one)."""
+        self.attempts.update_one({"_id": attempt_id(job_id, attempt)}, {"$set": {"bytes": used}})
+
+    @unavailable_as_error
+    def used_before(self, job_id: str, attempt: int) -> int:
+        """Bytes of the log cap the job's earlier attempts used."""
+        if attempt <= 1:
+            return 0
+        earlier = [attempt_id(job_id, a) for a in range(1, attempt)]
+        found = self.attempts.find({"_id": {"$in": earlier}}, {"bytes": 1})
+        return sum(int(record.get("bytes") or 0) for record in found)
+
+    @unavailable_as_error
     def mark_truncated(self, job_id: str, attempt: int) -> None:
         self.attempts.update_one(
             {"_id": attempt_id(job_id, attempt)}, {"$set": {"truncated": True}}
