@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from flask import Response, request
+from flask import Response, request, url_for
 from flask_restx import Namespace, Resource
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import ClientDisconnected
@@ -194,10 +194,14 @@ class Files(Resource):
         Kept for `JOBLINE_FILE_TTL_SECONDS` unless a job uses it; then as long as that job.
         """
         stored = _upload()
-        return file_view(stored), 201, {"Location": f"{ns.path}/{stored['_id']}"}
+        return (
+            file_view(stored),
+            201,
+            {"Location": url_for("api.files_file", file_id=stored["_id"])},
+        )
 
 
-@ns.route("/<string:file_id>")
+@ns.route("/<string:file_id>", endpoint="files_file")
 @ns.response(404, "No such file")
 class OneFile(Resource):
     @ns.doc("get_file")

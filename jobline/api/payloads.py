@@ -17,6 +17,7 @@ from pydantic import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
+from jobline.api.services import pipeline
 from jobline.core.errors import FileTooLarge
 from jobline.engine.delays import When
 from jobline.engine.webhooks import CallbackUrl
@@ -43,7 +44,7 @@ def refuse_oversized() -> None:
     """413 for a declared body past the limit, even on endpoints that never read one."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.endpoint in FILE_ENDPOINTS:
-        max_file = current_app.extensions["jobline"].settings.max_file_bytes
+        max_file = pipeline().settings.max_file_bytes
         limit = request.max_content_length = max_file + MULTIPART_FRAMING_BYTES
         if request.content_length is not None and request.content_length > limit:
             raise FileTooLarge(f"files are limited to {max_file} bytes")

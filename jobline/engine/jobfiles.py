@@ -33,9 +33,17 @@ class JobFiles:
 
     def __init__(self, settings: Settings, db: Any, job: Job) -> None:
         self.settings = settings
-        self.store = FileStore.of(settings, db)
+        self.db = db
         self.job = job
         self.attempt: int = job["attempts"]
+        self._store: FileStore | None = None
+
+    @property
+    def store(self) -> FileStore:
+        # Made on first use: a job that touches no file pays nothing for it.
+        if self._store is None:
+            self._store = FileStore.of(self.settings, self.db)
+        return self._store
 
     @classmethod
     def for_attempt(cls, settings: Settings, db: Any, job: Job) -> JobFiles:

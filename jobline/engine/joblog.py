@@ -47,8 +47,9 @@ STREAM_LEVELS = {"stdout": "INFO", "stderr": "WARNING"}
 class JobLog:
     """The buffered log of one attempt, flushed by its own thread from the first line on."""
 
-    def __init__(self, store: LogStore, settings: Settings, job: Job) -> None:
-        self.store = store
+    def __init__(self, db: Any, settings: Settings, job: Job) -> None:
+        self.db = db
+        self._store: LogStore | None = None
         self.settings = settings
         self.job = job
         self.job_id: str = job["_id"]
@@ -65,6 +66,13 @@ class JobLog:
         self._flushing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def store(self) -> LogStore:
+        # Made at the first line: a job that logs nothing pays nothing for it.
+        if self._store is None:
+            self._store = LogStore(self.db)
+        return self._store
 
     def add(self, level: str, stream: str, message: str, *, over_budget: bool = False) -> None:
         """Buffer one line (scrubbed, cut to MAX_LINE_CHARS), or count it as dropped."""
@@ -158,21 +166,26 @@ class JobLog:
 
 
 class _Handler(logging.Handler):
-    """Takes the job's log records (INFO and above, any logger but the worker's own)."""
+    """Takes the running job's log records (INFO and above, any logger but the worker's own).
 
-    def __init__(self, joblog: JobLog) -> None:
+    One per process, on the root logger for good: installing a handler per job
+    costs more than a short job itself (logging clears every logger's cache).
+    """
+
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.joblog = joblog
+        self.joblog: JobLog | None = None
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(MACHINERY):
+        joblog = self.joblog
+        if joblog is None or record.name.startswith(MACHINERY):
             return
         try:
             message = self.format(record)
         except Exception:  # a bad format string must not break the job
             message = str(record.msg)
-        self.joblog.add(record.levelname, "log", message)
+        joblog.add(record.levelname, "log", message)
 
 
 class _Stream(io.TextIOBase):
@@ -210,16 +223,27 @@ class _Stream(io.TextIOBase):
             self._partial = ""
 
 
+_handler = _Handler()
+
+
+def _install(root: logging.Logger) -> None:
+    """The process's one capturing handler on the root logger, which must pass INFO."""
+    if _handler not in root.handlers:
+        root.addHandler(_handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        # The worker's own handler keeps its level, so its log is as before.
+        for handler in root.handlers:
+            if handler is not _handler and handler.level == logging.NOTSET:
+                handler.setLevel(root.getEffectiveLevel())
+        root.setLevel(logging.INFO)
+
+
 @contextmanager
 def capture(settings: Settings, db: Any, job: Job) -> Iterator[JobLog]:
     """Capture what the job writes while the block runs; stored before the block ends."""
-    joblog = JobLog(LogStore(db), settings, job)
-    handler = _Handler(joblog)
-    root = logging.getLogger()
-    level = root.level
-    if root.getEffectiveLevel() > logging.INFO:
-        root.setLevel(logging.INFO)
-    root.addHandler(handler)
+    joblog = JobLog(db, settings, job)
+    _install(logging.getLogger())
+    _handler.joblog = joblog
     saved = sys.stdout, sys.stderr
     out, err = _Stream(joblog, "stdout"), _Stream(joblog, "stderr")
     sys.stdout, sys.stderr = out, err
@@ -227,8 +251,7 @@ def capture(settings: Settings, db: Any, job: Job) -> Iterator[JobLog]:
         yield joblog
     finally:
         sys.stdout, sys.stderr = saved
-        root.removeHandler(handler)
-        root.setLevel(level)
+        _handler.joblog = None
         out.end()
         err.end()
         joblog.close()

@@ -96,6 +96,8 @@ class LogStore:
     def ensure_indexes(self) -> None:
         self.lines.create_index([("job", ASCENDING), ("_id", ASCENDING)])
         self.attempts.create_index("check_at")
+        # One record for each attempt that logged: what a job's delete finds its records by.
+        self.attempts.create_index("job")
 
     @unavailable_as_error
     def append(self, lines: Sequence[dict[str, Any]], *, first: bool, at: datetime) -> None:

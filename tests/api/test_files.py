@@ -32,7 +32,10 @@ def submit(api: Api, type: str, params: dict) -> dict:
 
 
 def test_an_upload_is_stored_and_its_metadata_and_bytes_come_back(idle_api: Api) -> None:
-    record = upload(idle_api)
+    response = idle_api.post("/api/v1/files", files={"file": ("reads.fa", BODY, "text/plain")})
+    assert response.status_code == 201
+    record = response.json()
+    assert response.headers["Location"] == f"/api/v1/files/{record['id']}"
     assert record["name"] == "reads.fa" and record["size"] == len(BODY)
     assert record["content_type"] == "text/plain"
     assert record["sha256"] == hashlib.sha256(BODY).hexdigest()
