@@ -93,12 +93,17 @@ def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> No
     """Sweep every ``interval`` seconds until ``stop`` is set; outages are waited out."""
     stop = stop or threading.Event()
     while not stop.is_set():
-        try:
-            counts = sweep_once(p)
-            if counts:
-                log.info("sweep: %s", dict(counts))
-        except (StoreUnavailable, BrokerUnavailable) as exc:
-            log.warning("sweep skipped: %s", exc)
-        except Exception:  # the sweeper is the safety net: it must outlive any one pass
-            log.exception("sweep failed; trying again")
+        sweep_safely(p)
         stop.wait(interval)
+
+
+def sweep_safely(p: Pipeline) -> None:
+    """One pass, logged; an outage or a bug is logged and waited out, never raised."""
+    try:
+        counts = sweep_once(p)
+        if counts:
+            log.info("sweep: %s", dict(counts))
+    except (StoreUnavailable, BrokerUnavailable) as exc:
+        log.warning("sweep skipped: %s", exc)
+    except Exception:  # the sweeper is the safety net: it must outlive any one pass
+        log.exception("sweep failed; trying again")
