@@ -191,3 +191,10 @@ def maker(ctx: Context, params: Maker) -> dict[str, int]:
     if params.fail:
         raise ValueError("failed after saving its files")
     return {"size": size}
+
+
+@job_type("test_licensed", params=Slow, max_running=1, soft_time_limit=30, time_limit=40)
+def licensed(ctx: Context, params: Slow) -> dict[str, int]:
+    """Uses a licence only one job may hold at a time: its type allows one running."""
+    time.sleep(params.seconds)
+    return {"attempt": ctx.attempt}

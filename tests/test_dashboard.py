@@ -219,6 +219,21 @@ def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board:
     assert again[-1] == "failed" and {"queued", "running"} & set(again)
 
 
+def test_a_job_held_back_by_its_types_limit_shows_queued_with_the_reason(
+    page: Page, board: Api
+) -> None:
+    body = {"type": "test_licensed", "params": {"seconds": 3}}  # max_running=1
+    ids = [board.post("/api/v1/jobs", json=body).json()["id"] for _ in range(2)]
+    held = page.locator("tr.job.queued .held")
+    expect(held).to_have_text(
+        "type test_licensed has 1 running (max_running); waits for one to end", timeout=30_000
+    )
+    expect(page.locator("tr.job.running .held")).to_be_hidden()
+    for job_id in ids:
+        expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
+        expect(row(page, job_id).locator(".held")).to_be_hidden()
+
+
 def test_the_board_filters_by_status_and_type_and_links_to_flower_and_the_docs(
     page: Page, board: Api
 ) -> None:

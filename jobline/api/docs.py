@@ -80,6 +80,10 @@ JOB_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "held_reason": {
+            **_NULLABLE_STRING,
+            "description": "why a waiting job is held back (an owner's or a type's limit)",
+        },
         "webhook": {
             "type": "object",
             "x-nullable": True,

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     # Per-key (per-address when auth is off) limit in Flask-Limiter's syntax,
     # e.g. "100/second" or "1000 per minute"; empty means no limit.
     rate_limit: str = ""
+    # At most this many jobs of one owner run at once across all workers; 0 means no limit.
+    owner_max_running: int = Field(default=0, ge=0)
     # A submission to a queue holding more messages than this gets 503; 0 means no limit.
     max_queue_depth: int = Field(default=0, ge=0)
     # Wrong API keys one client address may send a minute; beyond, 429 until the minute ends.

@@ -14,7 +14,7 @@ from datetime import timedelta
 from jobline.core import ids
 from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
 from jobline.core.logs import job_fields
-from jobline.engine import delays, events, queue, retention
+from jobline.engine import delays, events, limits, queue, retention
 from jobline.engine.pipeline import Pipeline
 from jobline.store.records import Job, now
 
@@ -26,6 +26,9 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     done: Counter[str] = Counter()
     if released := release_due(p):  # delayed jobs now due
         done["released"] = released
+    # Jobs parked behind a limit whose holder died: its slot has expired.
+    if woken := limits.Limits(p.settings, p.catalogue).wake_all(p.celery):
+        done["woken"] = woken
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()
         if p.store.requeue(job, task_id):

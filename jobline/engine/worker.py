@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 from celery.worker.request import Request
@@ -28,7 +29,7 @@ from jobline.core.errors import (
     StoreUnavailable,
     UnknownJobType,
 )
-from jobline.engine import events, joblog, metrics, webhooks
+from jobline.engine import events, joblog, limits, metrics, webhooks
 from jobline.engine.heartbeat import Heartbeat, Interrupter
 from jobline.engine.jobfiles import JobFiles
 from jobline.engine.runtime import Runtime
@@ -86,6 +87,9 @@ class JobRequest(Request):  # type: ignore[misc]
             return
         if failed:
             job = JobTask.runtime.store.get(job_id)
+            # The killed process could not give its slots back; the main process does.
+            runtime = JobTask.runtime
+            limits.Limits(runtime.settings, runtime.catalogue).give_back(self.task.app, job)
             metrics.JOBS_FAILED.labels(job["type"]).inc()
             fields = {**logs.job_fields(job), "status": "failed", "duration": timeout}
             message = "job %s passed its hard time limit of %gs; failed"
@@ -103,16 +107,42 @@ class JobTask(Task):  # type: ignore[misc]
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
     """Claim the job, run it, and record how it ended; returns a line for the worker's log."""
+    rules = limits.Limits(runtime.settings, runtime.catalogue)
+    gate = limits.Gate(rules, task.app, task.request.id)
+    try:
+        return _claim_and_run(task, runtime, job_id, gate)
+    finally:
+        gate.release()  # however the attempt ended: the next waiting job gets the slot
+
+
+def _claim_and_run(task: JobTask, runtime: Runtime, job_id: str, gate: limits.Gate) -> str:
     store = runtime.store
     try:
-        job = store.claim(job_id, task_id=task.request.id)
-    except StoreUnavailable:
+        job = store.claim(job_id, task_id=task.request.id, admit=gate)
+    except (StoreUnavailable, redis.RedisError):
         # Acknowledging now would drop a job nobody ran: send the message round again.
         raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None
+    except limits.Held as held:
+        return f"job {job_id}: {_held(runtime, held)}"
+    except limits.Redundant:
+        return f"job {job_id}: skipped: another delivery of it has its place"
     if job is None:
         return f"job {job_id}: {_not_claimed(task, store, job_id)}"
     _observe_wait(job)
-    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job)}"
+    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job, gate)}"
+
+
+def _held(runtime: Runtime, held: limits.Held) -> str:
+    """A delivery parked by a limit: the record says why, once per hold."""
+    job = held.job
+    if job.get("held_reason") != held.reason:
+        try:
+            runtime.store.note_held(job, held.reason)
+        except StoreUnavailable:
+            log.warning("could not note why job %s is held", job["_id"])
+        events.job_changed(runtime.settings, job, job["status"], held_reason=held.reason)
+        log.info("job held: %s", held.reason, extra=logs.job_fields(job))
+    return f"held: {held.reason}"
 
 
 def _observe_wait(job: Job) -> None:
@@ -140,7 +170,7 @@ def _observe_end(job: Job, status: str) -> None:
     log.info("job %s", status, extra=fields)
 
 
-def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
+def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> str:
     """Run one claimed attempt while the heartbeat holds the lease; say how it ended."""
     store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
     patience = runtime.settings.lease_seconds
@@ -158,6 +188,7 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
         attempt,
         interval=runtime.settings.lease_seconds / 3,
         on_lost=interrupter.fire,
+        on_beat=gate.renew,
         on_progress=lambda fraction, message: events.job_changed(
             runtime.settings, job, "running", progress=fraction, progress_message=message
         ),

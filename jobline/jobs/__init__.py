@@ -109,6 +109,9 @@ class JobType:
     soft_time_limit: float = 300.0
     time_limit: float = 330.0
     retry: RetryPolicy = RetryPolicy()
+    # At most this many jobs of the type run at once across all workers (a licence,
+    # an external API's quota); None means no limit.
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -117,6 +120,8 @@ class JobType:
             raise ValueError(f"queue name {self.queue!r} must match {NAME.pattern}")
         if not 0 < self.soft_time_limit < self.time_limit:
             raise ValueError(f"{self.name}: need 0 < soft_time_limit < time_limit")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError(f"{self.name}: max_running must be at least 1, or None")
 
     def validate_params(self, raw: Any) -> BaseModel:
         """Parse raw params with the type's model; raises pydantic.ValidationError."""
@@ -145,6 +150,7 @@ class JobType:
                 "soft_time_limit": self.soft_time_limit,
                 "time_limit": self.time_limit,
                 "retry": self.retry.describe(),
+                "max_running": self.max_running,
             },
         }
 
@@ -205,6 +211,7 @@ def job_type(
     soft_time_limit: float = 300.0,
     time_limit: float = 330.0,
     retry: RetryPolicy | None = None,
+    max_running: int | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Decorator that registers a function as the job type ``name``.
 
@@ -223,6 +230,7 @@ def job_type(
                 soft_time_limit=soft_time_limit,
                 time_limit=time_limit,
                 retry=retry or RetryPolicy(),
+                max_running=max_running,
             )
         )
         return function

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from jobline.store.records import Job
+from jobline.store.records import WAITING, Job
 
 
 def iso(value: datetime | None) -> str | None:
@@ -39,6 +39,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "expires_at": iso(job.get("expires_at")),
         "callback_url": job.get("callback_url"),
         "schedule_id": job.get("schedule_id"),
+        "held_reason": job.get("held_reason") if job["status"] in WAITING else None,
         "webhook": _webhook(job.get("webhook")),
         "files": [output_view(job["_id"], entry) for entry in job.get("files") or []],
     }

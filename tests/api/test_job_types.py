@@ -50,6 +50,13 @@ def test_the_flaky_type_shows_its_own_retry_policy(idle_api: Api) -> None:
     assert policy["retry"]["backoff_seconds"] == 0.2
 
 
+def test_each_type_shows_how_many_of_it_may_run_at_once(idle_api: Api) -> None:
+    types = {t["name"]: t["policy"] for t in idle_api.get(TYPES).json()["items"]}
+    assert types["test_licensed"]["max_running"] == 1
+    assert types["bmi"]["max_running"] is None
+    assert idle_api.get(f"{TYPES}/test_licensed").json()["policy"]["max_running"] == 1
+
+
 def test_an_unknown_type_is_404(idle_api: Api) -> None:
     response = idle_api.get(f"{TYPES}/no_such_type")
     assert response.status_code == 404

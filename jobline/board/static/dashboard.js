@@ -362,7 +362,8 @@ document.addEventListener("alpine:init", () => {
       }
       const row = this.jobs[i];
       const order = compare(version(change), version(row));
-      if (order > 0 || (order === 0 && change.progress_message !== row.progress_message)) {
+      const held = change.held_reason !== undefined && change.held_reason !== row.held_reason;
+      if (order > 0 || (order === 0 && (held || change.progress_message !== row.progress_message))) {
         this.jobs[i] = { ...row, ...change };
         // A new status: fetch the record for its times (started_at, finished_at).
         if (change.status !== row.status) this.refetch(change.id);
@@ -534,6 +535,10 @@ document.addEventListener("alpine:init", () => {
       return Object.entries(value)
         .slice(0, 4)
         .map(([k, v]) => [k, (typeof v === "object" ? JSON.stringify(v) : String(v)).slice(0, 24)]);
+    },
+    // Why a waiting job has not started: an owner's or a type's limit is full.
+    heldReason(job) {
+      return WAITING.includes(job.status) ? job.held_reason || "" : "";
     },
     errorText(job) {
       const error = job.error || {};
