@@ -42,14 +42,10 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["requeued"] += 1
     older_than = timedelta(seconds=p.settings.requeue_after_seconds)
-    empty: dict[str, bool] = {}
-    for job in list(p.store.stale_waiting(older_than)):
-        name = job.get("queue") or queue.DEFAULT_QUEUE
-        # A backlog is not a loss: republish only when the job's queue has drained.
-        if name not in empty:
-            empty[name] = queue.queue_depth(p.celery, name) == 0
-        if not empty[name]:
-            continue
+    # A backlog is not a loss: republish only jobs whose queue has drained. Asking
+    # the broker first spares MongoDB reading a backlog's every job each pass.
+    drained = [name for name in _queues(p) if queue.queue_depth(p.celery, name) == 0]
+    for job in list(p.store.stale_waiting(older_than, drained) if drained else []):
         task_id = ids.new_id()
         if p.store.touch(job, task_id):
             log.warning(
@@ -62,6 +58,10 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             done["republished"] += 1
     done.update(retention.sweep(p.settings, p.store.db))
     return done
+
+
+def _queues(p: Pipeline) -> list[str]:
+    return sorted({queue.DEFAULT_QUEUE} | {job_type.queue for job_type in p.catalogue})
 
 
 def release_due(p: Pipeline) -> int:
