@@ -192,12 +192,13 @@ class Limits:
             return []
         found: list[Limit] = []
         if self.owner_max:
-            owner = job.get("owner") or NO_OWNER
+            owner = job.get("owner")
+            who = f"owner {owner} has" if owner else "jobs without an owner have"
             found.append(
                 Limit(
-                    f"{PREFIX}owner:{owner}",
+                    f"{PREFIX}owner:{owner or NO_OWNER}",
                     self.owner_max,
-                    f"owner {owner} has {self.owner_max} running "
+                    f"{who} {self.owner_max} running "
                     "(JOBLINE_OWNER_MAX_RUNNING); waits for one to end",
                 )
             )
