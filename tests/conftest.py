@@ -171,6 +171,8 @@ def worker(
         "--concurrency=2",
         "--hostname=main@%h",
         f"--metrics-port={worker_metrics_port}",
+        # Many tests leave jobs waiting in the shared database on purpose.
+        "--no-sweep",
     )
     yield process
     process.stop()

@@ -23,13 +23,15 @@ from jobline.engine.runtime import Runtime
 from jobline.engine.worker import JobTask, run_job
 
 
-def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app of a worker process, with every task registered."""
+def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
+    """The Celery app of a worker process, with every task registered (and the sweeper,
+    unless ``sweep`` is off)."""
     app = make_celery(settings)
     runtime = Runtime(settings, jobs.load(settings.job_module_list))
     JobTask.runtime = runtime
     # Every worker stands ready to sweep, so crash recovery needs no process of its own.
-    app.steps["worker"].add(healing_step(runtime))
+    if sweep:
+        app.steps["worker"].add(healing_step(runtime))
 
     @signals.setup_logging.connect(weak=False)
     def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
