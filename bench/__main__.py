@@ -8,15 +8,16 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import engines, report, workloads
+from bench import engines, files_logs, report, workloads
 from bench.servers import Servers, tree_rss_mb, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-WORKLOADS = ("engine", "pipeline", "submit", "e2e", "read", "batch", "memory")
+WORKLOADS = ("engine", "pipeline", "submit", "e2e", "read", "batch", "memory", "files", "logs")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Sizes:
     read_seconds: float = 5
     batch_n: int = 10_000
     memory_jobs: int = 25_000  # jobs the worker has run when its RSS is read again
+    file_mb: int = 50
+    log_lines: int = 5_000
 
 
 FULL = Sizes()
@@ -46,7 +49,7 @@ QUICK = Sizes(
     engine_n=300, rq_n=100, pipeline_n=300, clients=4, submit_rate=50, submit_seconds=3,
     alone_seconds=2, step_rates=(50, 100, 200), step_seconds=2, e2e_n=10, read_jobs=2_000,
     read_seconds=2,
-    batch_n=2_000, memory_jobs=600,
+    batch_n=2_000, memory_jobs=600, file_mb=5, log_lines=1_000,
 )  # fmt: skip
 
 
@@ -78,6 +81,18 @@ def submit_alone(b: workloads.Bench, sizes: Sizes) -> dict[str, Any]:
     # Not counted: each gunicorn thread's first request opens its connections.
     workloads.submit_at_rate(b, sizes.submit_rate, 1)
     return {"submit_alone": workloads.submit_at_rate(b, sizes.submit_rate, sizes.alone_seconds)}
+
+
+def files_and_logs(
+    b: workloads.Bench, sizes: Sizes, step: Callable[[str, str], bool]
+) -> dict[str, Any]:
+    """A file through the API and GridFS, and what a logged line costs a job."""
+    out: dict[str, Any] = {}
+    if step("files", f"a file of {sizes.file_mb} MB up and down"):
+        out["files"] = files_logs.file_throughput(b, sizes.file_mb)
+    if step("logs", f"the cost of a logged line, {sizes.log_lines} lines"):
+        out["logs"] = files_logs.log_cost(b, sizes.log_lines)
+    return out
 
 
 def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -> dict[str, Any]:
@@ -122,6 +137,7 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
         memory["worker_end"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
     if step("read", f"read path with {sizes.read_jobs} jobs in the store"):
         out["read"] = workloads.read_path(b, sizes.read_jobs, sizes.read_seconds)
+    out.update(files_and_logs(b, sizes, step))
     # Last: only acceptance is timed, and its jobs are left queued when the run ends.
     if step("batch", f"batch submit of {sizes.batch_n} jobs"):
         out["batch"] = workloads.batch_submit(b, sizes.batch_n)
@@ -163,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.table(results))
+    print(files_logs.table(results))
     print(f"\nresults written to {args.out}")
     return 0
 

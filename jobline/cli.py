@@ -145,6 +145,12 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     help="Serve this worker's Prometheus metrics on this port [default: not served]",
 )
 @click.option("--metrics-address", default="127.0.0.1", show_default=True)
+@click.option(
+    "--sweep/--no-sweep",
+    default=True,
+    show_default=True,
+    help="Take turns with the other workers at the sweeper's work",
+)
 def worker(
     concurrency: int | None,
     queues: str,
@@ -152,17 +158,20 @@ def worker(
     loglevel: str | None,
     metrics_port: int | None,
     metrics_address: str,
+    sweep: bool,
 ) -> None:
     """Run one Celery worker against the configured broker and store."""
     if metrics_port:
         _private_metrics_dir("worker")  # before the pool forks and anything imports the client
-    from jobline.engine import metrics
+    from jobline.engine import metrics, old_keys
     from jobline.engine.tasks import create_worker_app
     from jobline.store.jobs import JobStore
 
     settings = _settings()
     _ensure_indexes(JobStore(settings))
-    app = create_worker_app(settings)
+    app = create_worker_app(settings, sweep=sweep)
+    _logging(settings)  # until Celery sets logging up itself, for the line adopt() may write
+    old_keys.adopt(app, queues.split(","))
     if metrics_port:
         metrics.serve_worker_metrics(metrics_port, metrics_address)
     argv = ["worker", f"--loglevel={loglevel or settings.log_level}", f"--queues={queues}"]

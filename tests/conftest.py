@@ -89,6 +89,9 @@ def make_settings(redis_url: str, mongo_url: str, **overrides: Any) -> Settings:
         "auth_failures_per_minute": 10_000,
         # Most tests are not about keys; the keyed_* fixtures turn auth on.
         "auth": False,
+        # Small enough that a test reaches the caps quickly.
+        "job_log_max_bytes": 50_000,
+        "max_file_bytes": 2_000_000,
     }
     values.update(overrides)
     return Settings(**values)
@@ -168,6 +171,8 @@ def worker(
         "--concurrency=2",
         "--hostname=main@%h",
         f"--metrics-port={worker_metrics_port}",
+        # Many tests leave jobs waiting in the shared database on purpose.
+        "--no-sweep",
     )
     yield process
     process.stop()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import sys
 import time
 
 from pydantic import BaseModel, ConfigDict
 
 from jobline.core.errors import TransientError
-from jobline.jobs import Context, RetryPolicy, job_type
+from jobline.jobs import Context, FileRef, RetryPolicy, job_type
 
 
 class Nothing(BaseModel):
@@ -195,3 +198,64 @@ class Named(BaseModel):
 def named(ctx: Context, params: Named) -> dict[str, str]:
     """Returns its name at once, reporting no progress: the cheapest job a fan-out can run."""
     return {"name": params.name}
+
+
+class Chatty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lines: int = 3
+    secret: str = ""
+    fail_first: bool = False
+
+
+@job_type(
+    "test_chatty",
+    params=Chatty,
+    retry=RetryPolicy(max_retries=1, backoff_seconds=0.1, backoff_max_seconds=0.1),
+)
+def chatty(ctx: Context, params: Chatty) -> dict[str, int]:
+    """Writes through a logger of its own, print and stderr; fails its first attempt if asked."""
+    logger = logging.getLogger("team.report")
+    logger.debug("below INFO: never captured")
+    logger.info("attempt %d starts; token %s", ctx.attempt, params.secret)
+    for i in range(params.lines):
+        print(f"line {i}")
+    print("to stderr", file=sys.stderr)
+    if params.fail_first and ctx.attempt == 1:
+        raise TransientError("first attempt fails on purpose")
+    logger.warning("done")
+    return {"attempt": ctx.attempt}
+
+
+class Maker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: FileRef | None = None
+    outputs: dict[str, str] = {}
+    wait: float = 0.0
+    fail: bool = False
+    per_attempt: bool = False
+
+
+@job_type("test_maker", params=Maker, soft_time_limit=60, time_limit=70)
+def maker(ctx: Context, params: Maker) -> dict[str, int]:
+    """Waits, copies its source file to ``copy.bin`` and saves each output; may fail after."""
+    time.sleep(params.wait)
+    size = 0
+    if params.source is not None:
+        with ctx.open(params.source) as source:
+            data = source.read()
+        size = len(data)
+        ctx.save("copy.bin", io.BytesIO(data))
+    for name, text in params.outputs.items():
+        ctx.save(name, f"{text} (attempt {ctx.attempt})".encode(), content_type="text/plain")
+    if params.per_attempt:
+        ctx.save(f"attempt-{ctx.attempt}.txt", b"made by this attempt")
+    if params.fail:
+        raise ValueError("failed after saving its files")
+    return {"size": size}
+
+
+@job_type("test_licensed", params=Slow, max_running=1, soft_time_limit=30, time_limit=40)
+def licensed(ctx: Context, params: Slow) -> dict[str, int]:
+    """Uses a licence only one job may hold at a time: its type allows one running."""
+    time.sleep(params.seconds)
+    return {"attempt": ctx.attempt}

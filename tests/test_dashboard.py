@@ -219,6 +219,20 @@ def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board:
     assert again[-1] == "failed" and {"queued", "running"} & set(again)
 
 
+def test_a_job_held_back_by_its_types_limit_shows_queued_with_the_reason(
+    page: Page, board: Api
+) -> None:
+    body = {"type": "test_licensed", "params": {"seconds": 3}}  # max_running=1
+    ids = [board.post("/api/v1/jobs", json=body).json()["id"] for _ in range(2)]
+    reason = "type test_licensed has 1 running (max_running); waits for one to end"
+    held = page.locator("tr.job.queued .held", has_text=reason)
+    expect(held).to_have_count(1, timeout=30_000)
+    expect(page.locator("tr.job.running .held")).to_be_hidden()
+    for job_id in ids:
+        expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
+        expect(row(page, job_id).locator(".held")).to_be_hidden()
+
+
 def test_the_board_filters_by_status_and_type_and_links_to_flower_and_the_docs(
     page: Page, board: Api
 ) -> None:
@@ -305,3 +319,39 @@ def test_swagger_ui_renders_the_api_under_the_policy(browser: Browser, board: Ap
     assert page.evaluate("window.__csp") == []
     assert errors == []
     page.context.close()
+
+
+def test_an_align_order_uploads_its_fasta_and_the_job_view_tails_the_log_and_links_files(
+    page: Page, board: Api
+) -> None:
+    page.select_option("select[name=type]", "align")
+    fasta = b">first\nGATTACA\n>second\nGCATGCT\n"
+    page.set_input_files(
+        "input[name=fasta]", files=[{"name": "reads.fa", "mimeType": "text/plain", "buffer": fasta}]
+    )
+    job_id = order(page, board)
+    assert board.get(f"/api/v1/jobs/{job_id}").json()["params"]["fasta"]
+    expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    row(page, job_id).get_by_role("button", name="Log").click()
+    view = page.get_by_test_id("job-view")
+    expect(view.get_by_test_id("job-log")).to_contain_text("aligned first (7 letters)")
+    link = view.get_by_test_id("job-file")
+    expect(link).to_have_text("alignment.txt")
+    with page.expect_download() as download:
+        link.click()
+    assert "GATTACA" in Path(download.value.path()).read_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-job-view.png"), full_page=True)
+
+
+def test_the_job_view_tails_a_running_jobs_log_line_by_line(page: Page, board: Api) -> None:
+    job_id = board.post(
+        "/api/v1/jobs", json={"type": "sleep", "params": {"seconds": 3, "steps": 3}}
+    ).json()["id"]
+    expect(row(page, job_id)).to_be_visible()
+    row(page, job_id).get_by_role("button", name="Log").click()
+    log = page.get_by_test_id("job-log")
+    expect(log).to_contain_text("step 1 of 3 done", timeout=10_000)
+    assert board.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    expect(log).to_contain_text("step 3 of 3 done", timeout=10_000)
+    assert log.locator(".line").count() == 3

@@ -124,7 +124,7 @@ def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Pat
             time.sleep(0.3)
         requests.delete(f"{up.base}/api/v1/schedules/{schedule['id']}", timeout=5)
         children = descendants(up.process.pid)
-        assert len(children) >= 6  # redis, mongodb, worker (+pool), sweeper, beat, flower, api
+        assert len(children) >= 6  # redis, mongodb, worker (+pool), beat, flower, api
         output = up.terminate()
         assert f"http://127.0.0.1:{up.api_port}/api/v1/docs" in output
         assert "API keys   OFF" in output

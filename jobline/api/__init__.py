@@ -16,8 +16,10 @@ from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import make_celery
 from jobline.jobs import Catalogue
 from jobline.jobs import load as load_catalogue
+from jobline.store.files import FileStore
 from jobline.store.jobs import JobStore
 from jobline.store.keys import KeyStore
+from jobline.store.logs import LogStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,17 @@ class JoblineApi(Api):  # type: ignore[misc]
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""
-    from jobline.api import calculations, docs, events, job_types, schedules, swagger, workflows
+    from jobline.api import (
+        calculations,
+        docs,
+        events,
+        files,
+        job_types,
+        logs,
+        schedules,
+        swagger,
+        workflows,
+    )
     from jobline.api import jobs as jobs_api
 
     bp = Blueprint(
@@ -69,6 +81,9 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     api.add_namespace(schedules.ns, path="/schedules")
     api.add_namespace(workflows.ns, path="/workflows")
     api.add_namespace(events.ns)
+    api.add_namespace(logs.ns)
+    api.add_namespace(files.ns, path="/files")
+    api.add_namespace(files.job_files_ns)
     return bp
 
 
@@ -94,6 +109,8 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         pipeline.store.ensure_indexes()
         keys.ensure_indexes()
         pipeline.progression().flows.ensure_indexes()
+        LogStore(pipeline.store.db).ensure_indexes()
+        FileStore.of(settings, pipeline.store.db).ensure_indexes()
     except Exception as exc:  # MongoDB may come up later; readyz says so meanwhile
         log.warning("could not create indexes yet: %s", exc)
     app.extensions[EXTENSION] = pipeline

@@ -14,11 +14,12 @@ from typing import Any
 from jobline.api import auth, docs
 from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
-from jobline.api.services import pipeline
+from jobline.api.services import files, pipeline
 from jobline.core.errors import JoblineError, JobNotFound, KeyInUse
 from jobline.engine import webhooks
 from jobline.engine.destinations import ForbiddenDestination
 from jobline.engine.pipeline import Submission
+from jobline.jobs.refs import file_refs
 from jobline.store.paging import Page
 from jobline.store.records import Job
 
@@ -69,10 +70,39 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
         except (webhooks.WebhooksNotConfigured, ForbiddenDestination) as exc:
             # Refuses this job alone in a batch.
             raise InvalidInput(str(exc), exc.errors) from None
-    extra = {"callback_url": str(req.callback_url)} if req.callback_url else {}
+    extra: dict[str, Any] = {"callback_url": str(req.callback_url)} if req.callback_url else {}
+    if inputs := _inputs(params, params_loc):
+        extra["inputs"] = inputs
     return Submission(
         req.type, params, req.run_at, req.delay_seconds, req.priority, extra, auth.owner()
     )
+
+
+def _inputs(params: Any, params_loc: Loc) -> list[str]:
+    """The files the params name, each one of the caller's; InvalidInput naming any other."""
+    refs = list(file_refs(params))
+    if not refs:
+        return []
+    missing = files().missing({ref for _, ref in refs}, auth.scope())
+    errors = [
+        {
+            "loc": [*params_loc, *loc],
+            "msg": "no file with this id: upload it with POST /api/v1/files",
+            "type": "file_ref",
+        }
+        for loc, ref in refs
+        if ref in missing
+    ]
+    if errors:
+        names = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors)
+        raise InvalidInput(f"unknown file for: {names}", errors)
+    return sorted({str(ref) for _, ref in refs})
+
+
+def _keep_inputs(job: Job) -> None:
+    """The job's input files now live as long as it does."""
+    if job.get("inputs"):
+        files().attach(job["inputs"], job["_id"])
 
 
 def submit(req: JobRequest, key: str | None, params_loc: Loc = ("params",)) -> tuple[Job, bool]:
@@ -104,7 +134,7 @@ def submit(req: JobRequest, key: str | None, params_loc: Loc = ("params",)) -> t
 
 
 def _submit(s: Submission) -> Job:
-    return pipeline().submit(
+    job = pipeline().submit(
         s.type,
         s.params,
         run_at=s.run_at,
@@ -113,6 +143,8 @@ def _submit(s: Submission) -> Job:
         extra=s.extra,
         owner=s.owner,
     )
+    _keep_inputs(job)
+    return job
 
 
 def submit_batch(items: list[Any]) -> list[Job | JoblineError]:
@@ -130,4 +162,6 @@ def submit_batch(items: list[Any]) -> list[Job | JoblineError]:
     published = pipeline().submit_many([s for _, s in accepted]) if accepted else []
     for (i, _), outcome in zip(accepted, published, strict=True):
         outcomes[i] = outcome
+        if not isinstance(outcome, JoblineError):
+            _keep_inputs(outcome)
     return [o for o in outcomes if o is not None]

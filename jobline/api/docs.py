@@ -68,6 +68,24 @@ JOB_SCHEMA: dict[str, Any] = {
         "schedule_id": {**_NULLABLE_STRING, "description": "the schedule that submitted it"},
         "workflow_id": {**_NULLABLE_STRING, "description": "the workflow it is a step job of"},
         "step": {**_NULLABLE_STRING, "description": "the id of its step in that workflow"},
+        "files": {
+            "type": "array",
+            "description": "the files the job made (the latest attempt's)",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "content_type": {"type": "string"},
+                    "sha256": {"type": "string"},
+                    "url": {"type": "string", "description": "GET it to download the file"},
+                },
+            },
+        },
+        "held_reason": {
+            **_NULLABLE_STRING,
+            "description": "why a waiting job is held back (an owner's or a type's limit)",
+        },
         "webhook": {
             "type": "object",
             "x-nullable": True,

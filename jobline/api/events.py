@@ -149,6 +149,8 @@ def job_stream(sub: Subscription, snapshot: dict[str, Any], lifetime: float) -> 
         for change in sub.changes(time.monotonic() + lifetime):
             if change is None:
                 yield ": keep-alive\n\n"
+            elif change.get("event") == "log":
+                yield sse({"items": change.get("items") or []}, event="log")
             elif _is_newer(change, last):
                 yield sse(change)
                 last = change
@@ -181,9 +183,11 @@ class JobEvents(Resource):
     def get(self, job_id: str) -> Response:
         """Stream a job's status and progress until it ends.
 
-        The first event is the whole job as stored; each later one carries the
-        fields that changed (`status`, `progress`, `progress_message`,
-        `attempts`, and `result` or `error` at the end). The stream closes after
+        The first event is the whole job as stored; each later `job` event carries
+        the fields that changed (`status`, `progress`, `progress_message`,
+        `attempts`, and `result` or `error` at the end). `log` events carry
+        `{"items": [...]}`, the job's log lines as they are stored (the lines of
+        `GET /jobs/<id>/logs`). The stream closes after
         the terminal state, or after `JOBLINE_STREAM_MAX_SECONDS`: reconnect to
         get the current state again.
         """

@@ -25,6 +25,11 @@ JOB_TYPE_SCHEMA: dict[str, Any] = {
                 "soft_time_limit": {"type": "number"},
                 "time_limit": {"type": "number"},
                 "retry": {"type": "object"},
+                "max_running": {
+                    "type": "integer",
+                    "x-nullable": True,
+                    "description": "at most this many of the type run at once; null: no limit",
+                },
             },
         },
     },

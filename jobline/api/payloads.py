@@ -17,6 +17,8 @@ from pydantic import (
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
+from jobline.api.services import pipeline
+from jobline.core.errors import FileTooLarge
 from jobline.engine.delays import When
 from jobline.engine.webhooks import CallbackUrl
 from jobline.store.records import Status
@@ -32,9 +34,20 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+# Endpoints whose body is a file, limited by JOBLINE_MAX_FILE_BYTES (plus room for
+# the multipart framing) instead of the JSON limit.
+FILE_ENDPOINTS = frozenset({"api.files_upload"})
+MULTIPART_FRAMING_BYTES = 64 * 1024
+
+
 def refuse_oversized() -> None:
     """413 for a declared body past the limit, even on endpoints that never read one."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.endpoint in FILE_ENDPOINTS:
+        max_file = pipeline().settings.max_file_bytes
+        limit = request.max_content_length = max_file + MULTIPART_FRAMING_BYTES
+        if request.content_length is not None and request.content_length > limit:
+            raise FileTooLarge(f"files are limited to {max_file} bytes")
     if request.content_length is not None and limit and request.content_length > limit:
         raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
 

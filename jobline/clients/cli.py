@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -66,6 +67,20 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def upload_files(client: Client, params: dict[str, Any]) -> dict[str, Any]:
+    """Each ``key=@path`` value uploaded, and replaced by the file's id (a FileRef)."""
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith("@"):
+            path = Path(value[1:])
+            if not path.is_file():
+                raise click.BadParameter(f"{key}=@{path}: no such file", param_hint="PARAMS")
+            uploaded = client.upload(path)
+            click.echo(f"uploaded {path} as file {uploaded['id']}", err=True)
+            out[key] = uploaded["id"]
+    return out
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -83,8 +98,11 @@ def _print_json(value: Any) -> None:
 def submit(
     client: Client, type: str, params: tuple[str, ...], wait: bool, timeout: float | None
 ) -> None:
-    """Submit a job: jobline submit bmi name=Ada weight=55 height=170 [--wait]."""
-    job = client.submit(type, parse_params(params))
+    """Submit a job: jobline submit bmi name=Ada weight=55 height=170 [--wait].
+
+    A value ``@PATH`` uploads that file and passes its id: jobline submit align fasta=@reads.fa
+    """
+    job = client.submit(type, upload_files(client, parse_params(params)))
     if not wait:
         _print_json(job)
         return
@@ -172,4 +190,49 @@ def retry(client: Client, job_id: str) -> None:
     _print_json(client.retry(job_id))
 
 
-COMMANDS = (submit, status, list_jobs, cancel, retry)
+def _print_line(line: dict[str, Any]) -> None:
+    click.echo(f"{line['time']} {line['level']:<8} {line['stream']:<6} {line['message']}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the job ends")
+@click.option("--attempt", type=click.IntRange(min=1), default=None, help="Only this attempt")
+@connection_options
+def logs(client: Client, job_id: str, follow: bool, attempt: int | None) -> None:
+    """Print what a job logged: time, level, stream (log, stdout, stderr) and message."""
+    lines = (
+        client.follow_logs(job_id, attempt=attempt)
+        if follow
+        else client.logs(job_id, attempt=attempt)
+    )
+    for line in lines:
+        _print_line(line)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@connection_options
+def upload(client: Client, path: Path) -> None:
+    """Upload a file for jobs to read; prints its record (its id is what a FileRef takes)."""
+    _print_json(client.upload(path))
+
+
+@click.command()
+@click.argument("job_id")
+@click.argument("name")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: NAME, here)",
+)
+@connection_options
+def download(client: Client, job_id: str, name: str, output: Path | None) -> None:
+    """Download a file a job made."""
+    target = client.download(job_id, name, output)
+    click.echo(f"saved {target}", err=True)
+
+
+COMMANDS = (submit, status, list_jobs, cancel, retry, logs, upload, download)

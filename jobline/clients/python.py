@@ -7,9 +7,12 @@ document; a server that cannot be reached is :class:`Unreachable`.
 from __future__ import annotations
 
 import builtins
+import mimetypes
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import httpx_sse
@@ -197,6 +200,82 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"workflow {workflow_id} still {workflow['status']}")
             time.sleep(interval)
+
+    # -- logs and files ---------------------------------------------------------
+
+    def log_page(
+        self,
+        job_id: str,
+        *,
+        attempt: int | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> dict[str, Any]:
+        """One page of the job's log: ``{"items", "truncated", "next_cursor"}``."""
+        query = {"attempt": attempt, "cursor": cursor, "limit": limit}
+        params = {k: v for k, v in query.items() if v is not None}
+        return self._request("GET", f"/jobs/{job_id}/logs", params=params).json()  # type: ignore[no-any-return]
+
+    def logs(
+        self, job_id: str, *, attempt: int | None = None, page_size: int = 1000
+    ) -> builtins.list[dict[str, Any]]:
+        """Every line the job has logged so far, in order (read ``page_size`` at a time)."""
+        lines: builtins.list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.log_page(job_id, attempt=attempt, cursor=cursor, limit=page_size)
+            lines += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor or not page["items"]:
+                return lines
+
+    def follow_logs(
+        self, job_id: str, *, attempt: int | None = None, timeout: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Each line of the job's log as it is stored, until the job ends (or ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = None
+        while True:
+            page = self.log_page(job_id, attempt=attempt, cursor=cursor)
+            yield from page["items"]
+            if page.get("next_cursor") is None:
+                return  # the job has ended and this was its last line
+            cursor = page["next_cursor"]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} still logging after {timeout}s")
+            if not page["items"]:
+                time.sleep(POLL_INTERVAL)
+
+    def upload(self, path: str | Path, content_type: str | None = None) -> dict[str, Any]:
+        """Upload a file for jobs to read (streamed); its record, whose ``id`` is a FileRef."""
+        path = Path(path)
+        kind = content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as f:
+            response = self._request("POST", "/files", files={"file": (path.name, f, kind)})
+        return response.json()  # type: ignore[no-any-return]
+
+    def file(self, file_id: str) -> dict[str, Any]:
+        """An uploaded file's record: name, size, content type, sha256, expiry."""
+        return self._request("GET", f"/files/{file_id}").json()  # type: ignore[no-any-return]
+
+    def delete_file(self, file_id: str) -> None:
+        self._request("DELETE", f"/files/{file_id}")
+
+    def download(self, job_id: str, name: str, path: str | Path | None = None) -> Path:
+        """Save a file the job made to ``path`` (default: its name, here); returns the path."""
+        target = Path(path) if path is not None else Path(name)
+        url = f"/jobs/{job_id}/files/{quote(name, safe='')}"
+        try:
+            with self.http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _api_error(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"{self.url}: {exc}") from exc
+        return target
 
     # -- following a job ------------------------------------------------------
 

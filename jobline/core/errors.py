@@ -85,3 +85,34 @@ class JobCancelled(Exception):
 
 class TransientError(Exception):
     """A failure worth retrying; job types may name others in their retry policy."""
+
+
+class FileNotFound(JoblineError):
+    """No file with that id or name (or not one the caller may see)."""
+
+    status = 404
+    title = "File not found"
+
+
+class FileInUse(JoblineError):
+    """The file is an input of a job that has not finished."""
+
+    status = 409
+    title = "File in use"
+
+
+class FileTooLarge(JoblineError):
+    """An upload past JOBLINE_MAX_FILE_BYTES; nothing of it is kept."""
+
+    status = 413
+    title = "File too large"
+
+
+class BadJobInput(Exception):
+    """Raised inside a running job whose input cannot be used (a file deleted under it).
+
+    The job fails with reason ``bad_input`` and is not retried: running it again
+    would meet the same input.
+    """
+
+    reason = "bad_input"

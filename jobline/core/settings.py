@@ -55,6 +55,14 @@ class Settings(BaseSettings):
 
     # Largest request body the API accepts.
     max_body_bytes: int = Field(default=1_000_000, gt=0)
+
+    # Job logs: what one job may store over all its attempts; past it, lines are
+    # dropped and one marker line says how many.
+    job_log_max_bytes: int = Field(default=1_000_000, ge=10_000)
+    # Files: the largest upload (streamed into GridFS, never held whole), and how
+    # long an upload no job uses is kept.
+    max_file_bytes: int = Field(default=100_000_000, gt=0)
+    file_ttl_seconds: int = Field(default=86400, gt=0)
     # How long the API waits for the broker or MongoDB before answering 503.
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
 
@@ -84,6 +92,8 @@ class Settings(BaseSettings):
     # Per-key (per-address when auth is off) limit in Flask-Limiter's syntax,
     # e.g. "100/second" or "1000 per minute"; empty means no limit.
     rate_limit: str = ""
+    # At most this many jobs of one owner run at once across all workers; 0 means no limit.
+    owner_max_running: int = Field(default=0, ge=0)
     # A submission to a queue holding more messages than this gets 503; 0 means no limit.
     max_queue_depth: int = Field(default=0, ge=0)
     # Wrong API keys one client address may send a minute; beyond, 429 until the minute ends.

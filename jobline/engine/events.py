@@ -104,6 +104,18 @@ class Publisher:
                 self._pid = os.getpid()
             return self._client
 
+    def publish_to_job(self, body: Mapping[str, Any]) -> bool:
+        """Publish on the job's own channel only (log lines: too many for the global one)."""
+        if time.monotonic() < self._quiet_until:
+            return False
+        try:
+            self.client.publish(job_channel(str(body["id"])), json.dumps(body, default=_default))
+        except Exception as exc:  # best effort: the lines are stored, a follower reads them
+            self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
+            log.warning("could not publish job log lines (%s); pausing events", exc)
+            return False
+        return True
+
     def publish(self, *changes: Mapping[str, Any]) -> bool:
         """Publish changes on their jobs' channels and the global one, in one round trip.
 
@@ -150,6 +162,12 @@ def job_changed(settings: Settings, job: Mapping[str, Any], status: str, **field
         publisher(settings).publish(message(job, status, **fields))
     except Exception:  # pragma: no cover - message() on a malformed record
         log.warning("could not build a job change for %r", job.get("_id"), exc_info=True)
+
+
+def job_log(settings: Settings, job: Mapping[str, Any], lines: list[dict[str, Any]]) -> None:
+    """Tell the job's live views about log lines just stored; never raises."""
+    body = {"id": job.get("_id"), "event": "log", "items": lines}
+    publisher(settings).publish_to_job(body)
 
 
 def jobs_submitted(settings: Settings, jobs: Iterable[Mapping[str, Any]]) -> None:

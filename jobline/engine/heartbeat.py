@@ -41,6 +41,8 @@ class Heartbeat:
     on_lost: Callable[[], None] | None = None
     # Called after each progress write this attempt still owns (live views).
     on_progress: Callable[[float, str | None], None] | None = None
+    # Called after each write this attempt still owns: whatever else its lease covers.
+    on_beat: Callable[[], None] | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _pending: tuple[float, str | None] | None = None
@@ -87,7 +89,10 @@ class Heartbeat:
             return
         if not owned:
             self.lost.set()
-        elif fraction is not None and self.on_progress is not None:
+            return
+        if self.on_beat is not None:
+            self.on_beat()
+        if fraction is not None and self.on_progress is not None:
             self.on_progress(fraction, message)
 
     def _loop(self) -> None:

@@ -20,7 +20,7 @@ from jobline.core import ids
 from jobline.core.errors import BrokerUnavailable, QueueFull, Unavailable
 from jobline.core.logs import job_fields
 from jobline.core.settings import Settings
-from jobline.engine import delays, events, metrics, queue, webhooks
+from jobline.engine import delays, events, metrics, queue, retention, webhooks
 from jobline.engine.workflows.progress import Progression
 from jobline.jobs import Catalogue, JobType
 from jobline.store.jobs import JobStore
@@ -203,9 +203,10 @@ class Pipeline:
         return job
 
     def delete(self, job_id: str, owner: str | None = None) -> None:
-        """Cancel the job if it is unfinished, then remove it."""
-        self.cancel(job_id, owner)
+        """Cancel the job if it is unfinished, then remove it with its log and files."""
+        job = self.cancel(job_id, owner)
         self.store.delete(job_id, owner)
+        retention.forget(self.settings, self.store.db, job)
 
 
 def _submitted(job: Job) -> None:

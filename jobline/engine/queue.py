@@ -29,6 +29,7 @@ VISIBILITY_TIMEOUT = 6 * 3600
 MAX_PRIORITY = 9
 # A job submitted without a priority: more urgent ones can still overtake it.
 DEFAULT_PRIORITY = 5
+PRIORITY_STEPS = list(range(MAX_PRIORITY + 1))
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
@@ -49,14 +50,18 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             # A submission is acknowledged only once RabbitMQ has the message.
             "broker_transport_options": {"confirm_publish": True},
         }
+    # Everything else is Celery's default, so that Celery's own tools (the plain
+    # `celery --broker URL inspect ping`, a Flower of its own) reach the workers:
+    # another key separator ("sep") makes remote-control replies and task events
+    # unroutable between the two sides.
     return {
         "broker_transport_options": {
             "visibility_timeout": VISIBILITY_TIMEOUT,
             "socket_timeout": max(timeout, 5.0),
             "socket_connect_timeout": timeout,
-            "priority_steps": list(range(MAX_PRIORITY + 1)),
-            "queue_order_strategy": "priority",
-            "sep": ":",
+            # Celery's Redis transport keeps one list per step (default 0, 3, 6,
+            # 9): ten steps keep the ten priorities apart.
+            "priority_steps": PRIORITY_STEPS,
         },
     }
 
@@ -126,7 +131,7 @@ def broker_priority(app: Celery, priority: int | None) -> int:
 
 
 def queue_depth(app: Celery, queue: str) -> int:
-    """Messages waiting in ``queue`` (not counting those a worker has reserved)."""
+    """Messages waiting in ``queue`` at every priority (not those a worker has reserved)."""
     try:
         with app.connection_for_read() as conn:
             return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)

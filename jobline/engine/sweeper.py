@@ -14,7 +14,7 @@ from datetime import timedelta
 from jobline.core import ids
 from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
 from jobline.core.logs import job_fields
-from jobline.engine import delays, events, queue
+from jobline.engine import delays, events, limits, queue, retention
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.workflows import repair as workflows_repair
 from jobline.store.records import Job, now
@@ -27,10 +27,12 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     done: Counter[str] = Counter()
     if released := release_due(p):  # delayed jobs now due
         done["released"] = released
-    if looked_at := workflows_repair.repair(
-        p.progression(inline=True)
-    ):  # workflows a crash left behind
+    # Workflows a crash left behind: a step ended but its successors were never released.
+    if looked_at := workflows_repair.repair(p.progression(inline=True)):
         done["workflows"] = looked_at
+    # Jobs parked behind a limit whose holder died: its slot has expired.
+    if woken := limits.Limits(p.settings, p.catalogue).wake_all(p.celery):
+        done["woken"] = woken
     for job in list(p.store.expired_leases()):
         task_id = ids.new_id()
         if p.store.requeue(job, task_id):
@@ -44,14 +46,10 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["requeued"] += 1
     older_than = timedelta(seconds=p.settings.requeue_after_seconds)
-    empty: dict[str, bool] = {}
-    for job in list(p.store.stale_waiting(older_than)):
-        name = job.get("queue") or queue.DEFAULT_QUEUE
-        # A backlog is not a loss: republish only when the job's queue has drained.
-        if name not in empty:
-            empty[name] = queue.queue_depth(p.celery, name) == 0
-        if not empty[name]:
-            continue
+    # A backlog is not a loss: republish only jobs whose queue has drained. Asking
+    # the broker first spares MongoDB reading a backlog's every job each pass.
+    drained = [name for name in _queues(p) if queue.queue_depth(p.celery, name) == 0]
+    for job in list(p.store.stale_waiting(older_than, drained) if drained else []):
         task_id = ids.new_id()
         if p.store.touch(job, task_id):
             log.warning(
@@ -62,7 +60,12 @@ def sweep_once(p: Pipeline) -> Counter[str]:
             )
             _publish(p, {**job, "task_id": task_id, "run_at": None})
             done["republished"] += 1
+    done.update(retention.sweep(p.settings, p.store.db))
     return done
+
+
+def _queues(p: Pipeline) -> list[str]:
+    return sorted({queue.DEFAULT_QUEUE} | {job_type.queue for job_type in p.catalogue})
 
 
 def release_due(p: Pipeline) -> int:
@@ -97,12 +100,17 @@ def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> No
     """Sweep every ``interval`` seconds until ``stop`` is set; outages are waited out."""
     stop = stop or threading.Event()
     while not stop.is_set():
-        try:
-            counts = sweep_once(p)
-            if counts:
-                log.info("sweep: %s", dict(counts))
-        except (StoreUnavailable, BrokerUnavailable) as exc:
-            log.warning("sweep skipped: %s", exc)
-        except Exception:  # the sweeper is the safety net: it must outlive any one pass
-            log.exception("sweep failed; trying again")
+        sweep_safely(p)
         stop.wait(interval)
+
+
+def sweep_safely(p: Pipeline) -> None:
+    """One pass, logged; an outage or a bug is logged and waited out, never raised."""
+    try:
+        counts = sweep_once(p)
+        if counts:
+            log.info("sweep: %s", dict(counts))
+    except (StoreUnavailable, BrokerUnavailable) as exc:
+        log.warning("sweep skipped: %s", exc)
+    except Exception:  # the sweeper is the safety net: it must outlive any one pass
+        log.exception("sweep failed; trying again")

@@ -16,6 +16,7 @@ from jobline.core import logs
 from jobline.core.errors import Unavailable
 from jobline.core.settings import Settings
 from jobline.engine import schedules, webhooks
+from jobline.engine.healing import healing_step
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import RUN_TASK, make_celery
 from jobline.engine.runtime import Runtime
@@ -24,11 +25,15 @@ from jobline.engine.workflows.progress import ADVANCE_TASK
 from jobline.store.workflows import WorkflowStore
 
 
-def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app of a worker process, with every task registered."""
+def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
+    """The Celery app of a worker process, with every task registered (and the sweeper,
+    unless ``sweep`` is off)."""
     app = make_celery(settings)
     runtime = Runtime(settings, jobs.load(settings.job_module_list))
     JobTask.runtime = runtime
+    # Every worker stands ready to sweep, so crash recovery needs no process of its own.
+    if sweep:
+        app.steps["worker"].add(healing_step(runtime))
 
     @signals.setup_logging.connect(weak=False)
     def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:

@@ -15,15 +15,23 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 from celery.worker.request import Request
 
 from jobline import jobs
 from jobline.core import logs
-from jobline.core.errors import JobCancelled, JobNotFound, StoreUnavailable, UnknownJobType
-from jobline.engine import events, metrics, webhooks
+from jobline.core.errors import (
+    BadJobInput,
+    JobCancelled,
+    JobNotFound,
+    StoreUnavailable,
+    UnknownJobType,
+)
+from jobline.engine import events, joblog, limits, metrics, webhooks
 from jobline.engine.heartbeat import Heartbeat, Interrupter
+from jobline.engine.jobfiles import JobFiles
 from jobline.engine.runtime import Runtime
 from jobline.engine.workflows.progress import Progression
 from jobline.jobs import Context, JobType
@@ -80,6 +88,9 @@ class JobRequest(Request):  # type: ignore[misc]
             return
         if failed:
             job = JobTask.runtime.store.get(job_id)
+            # The killed process could not give its slots back; the main process does.
+            runtime = JobTask.runtime
+            limits.Limits(runtime.settings, runtime.catalogue).give_back(self.task.app, job)
             metrics.JOBS_FAILED.labels(job["type"]).inc()
             fields = {**logs.job_fields(job), "status": "failed", "duration": timeout}
             message = "job %s passed its hard time limit of %gs; failed"
@@ -105,16 +116,42 @@ def progression(app: Any, runtime: Runtime, *, inline: bool = False) -> Progress
 
 def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
     """Claim the job, run it, and record how it ended; returns a line for the worker's log."""
+    rules = limits.Limits(runtime.settings, runtime.catalogue)
+    gate = limits.Gate(rules, task.app, task.request.id)
+    try:
+        return _claim_and_run(task, runtime, job_id, gate)
+    finally:
+        gate.release()  # however the attempt ended: the next waiting job gets the slot
+
+
+def _claim_and_run(task: JobTask, runtime: Runtime, job_id: str, gate: limits.Gate) -> str:
     store = runtime.store
     try:
-        job = store.claim(job_id, task_id=task.request.id)
-    except StoreUnavailable:
+        job = store.claim(job_id, task_id=task.request.id, admit=gate)
+    except (StoreUnavailable, redis.RedisError):
         # Acknowledging now would drop a job nobody ran: send the message round again.
         raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None
+    except limits.Held as held:
+        return f"job {job_id}: {_held(runtime, held)}"
+    except limits.Redundant:
+        return f"job {job_id}: skipped: another delivery of it has its place"
     if job is None:
         return f"job {job_id}: {_not_claimed(task, store, job_id)}"
     _observe_wait(job)
-    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job)}"
+    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job, gate)}"
+
+
+def _held(runtime: Runtime, held: limits.Held) -> str:
+    """A delivery parked by a limit: the record says why, once per hold."""
+    job = held.job
+    if job.get("held_reason") != held.reason:
+        try:
+            runtime.store.note_held(job, held.reason)
+        except StoreUnavailable:
+            log.warning("could not note why job %s is held", job["_id"])
+        events.job_changed(runtime.settings, job, job["status"], held_reason=held.reason)
+        log.info("job held: %s", held.reason, extra=logs.job_fields(job))
+    return f"held: {held.reason}"
 
 
 def _observe_wait(job: Job) -> None:
@@ -142,7 +179,7 @@ def _observe_end(job: Job, status: str) -> None:
     log.info("job %s", status, extra=fields)
 
 
-def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
+def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> str:
     """Run one claimed attempt while the heartbeat holds the lease; say how it ended."""
     store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
     patience = runtime.settings.lease_seconds
@@ -162,13 +199,23 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job) -> str:
         attempt,
         interval=runtime.settings.lease_seconds / 3,
         on_lost=interrupter.fire,
+        on_beat=gate.renew,
         on_progress=lambda fraction, message: events.job_changed(
             runtime.settings, job, "running", progress=fraction, progress_message=message
         ),
     ).start()
-    ctx = Context(job_id, attempt, runtime.settings, beat.report, job.get("inputs") or {})
     try:
-        with interrupter:
+        files = JobFiles.for_attempt(runtime.settings, store.db, job)
+        ctx = Context(
+            job_id,
+            attempt,
+            runtime.settings,
+            report=beat.report,
+            files=files,
+            inputs=job.get("step_inputs") or {},
+        )
+        # The log is stored before the outcome, so its lines reach live views first.
+        with joblog.capture(runtime.settings, store.db, job), interrupter:
             result = job_type.run(ctx, job["params"])
     except JobCancelled:
         return "stopped: cancelled, or handed to another worker"
@@ -244,6 +291,10 @@ def _failed(
     task: JobTask, store: JobStore, job_type: JobType, job: Job, exc: Exception, patience: float
 ) -> str:
     job_id, attempt, policy = job["_id"], job["attempts"], job_type.retry
+    if isinstance(exc, BadJobInput):
+        error = error_info(exc, reason=exc.reason)  # running it again meets the same input
+        recorded = persist(store.fail, patience, job_id, attempt, error)
+        return _ended(task, store, job, recorded, "failed", error=error)
     if isinstance(exc, policy.retry_on) and attempt <= policy.max_retries:
         delay = retry_delay(policy, attempt)
         at = now() + timedelta(seconds=delay)

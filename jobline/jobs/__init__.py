@@ -12,12 +12,15 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from pydantic import BaseModel
 
 from jobline.core.errors import TransientError, UnknownJobType
 from jobline.core.settings import Settings
+from jobline.jobs.refs import FileAccess, FileRef, NoFiles
+
+__all__ = ["Catalogue", "Context", "FileRef", "JobType", "RetryPolicy", "job_type", "load"]
 
 # Type names appear in URLs, queue routing and metrics labels.
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -60,6 +63,7 @@ class Context:
     attempt: int
     settings: Settings
     report: ProgressReporter = field(default=_ignore_progress)
+    files: FileAccess = field(default_factory=NoFiles)
     # A workflow step's job: {need_id: result} of the steps it needs (empty outside one).
     inputs: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +73,25 @@ class Context:
         Cheap to call in a tight loop: the worker stores it at most twice a second.
         """
         self.report(min(max(float(fraction), 0.0), 1.0), message)
+
+    def open(self, ref: str) -> IO[bytes]:
+        """An input file (a ``FileRef`` param) as a binary file object reading from GridFS.
+
+        Raises BadJobInput, failing the job with reason ``bad_input``, if the file is gone.
+        """
+        return self.files.open(ref)
+
+    def save(
+        self,
+        name: str,
+        data: bytes | IO[bytes],
+        content_type: str = "application/octet-stream",
+    ) -> dict[str, Any]:
+        """Store a file this attempt made (bytes or a binary file object), listed on the job.
+
+        A new attempt starts with none; saving a name twice keeps the second.
+        """
+        return self.files.save(name, data, content_type)
 
 
 JobFunction = Callable[[Context, Any], Any]
@@ -88,6 +111,9 @@ class JobType:
     soft_time_limit: float = 300.0
     time_limit: float = 330.0
     retry: RetryPolicy = RetryPolicy()
+    # At most this many jobs of the type run at once across all workers (a licence,
+    # an external API's quota); None means no limit.
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -96,6 +122,8 @@ class JobType:
             raise ValueError(f"queue name {self.queue!r} must match {NAME.pattern}")
         if not 0 < self.soft_time_limit < self.time_limit:
             raise ValueError(f"{self.name}: need 0 < soft_time_limit < time_limit")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError(f"{self.name}: max_running must be at least 1, or None")
 
     def validate_params(self, raw: Any) -> BaseModel:
         """Parse raw params with the type's model; raises pydantic.ValidationError."""
@@ -127,6 +155,7 @@ class JobType:
                 "soft_time_limit": self.soft_time_limit,
                 "time_limit": self.time_limit,
                 "retry": self.retry.describe(),
+                "max_running": self.max_running,
             },
         }
 
@@ -187,6 +216,7 @@ def job_type(
     soft_time_limit: float = 300.0,
     time_limit: float = 330.0,
     retry: RetryPolicy | None = None,
+    max_running: int | None = None,
 ) -> Callable[[JobFunction], JobFunction]:
     """Decorator that registers a function as the job type ``name``.
 
@@ -205,6 +235,7 @@ def job_type(
                 soft_time_limit=soft_time_limit,
                 time_limit=time_limit,
                 retry=retry or RetryPolicy(),
+                max_running=max_running,
             )
         )
         return function

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobline.jobs import Context, job_type
+
+log = logging.getLogger(__name__)
 
 MAX_SECONDS = 600
 
@@ -37,5 +40,6 @@ def sleep(ctx: Context, params: SleepParams) -> SleepResult:
     started = time.monotonic()
     for step in range(params.steps):
         time.sleep(params.seconds / params.steps)
+        log.info("step %d of %d done", step + 1, params.steps)
         ctx.progress((step + 1) / params.steps, f"step {step + 1} of {params.steps}")
     return SleepResult(slept=round(time.monotonic() - started, 3))

@@ -42,6 +42,7 @@ class Stack:
         self._secure(env)
         # The dashboard links to the Flower this stack starts.
         env.setdefault("JOBLINE_FLOWER_URL", f"http://127.0.0.1:{self.flower_port}/")
+        # No `jobline sweep`: the workers take turns at sweeping (jobline.engine.healing).
         worker_args = ["worker"] + (
             [f"--concurrency={self.concurrency}"] if self.concurrency else []
         )
@@ -55,7 +56,6 @@ class Stack:
                 )
                 for n, port in enumerate(self.worker_metrics, start=1)
             ],
-            ("sweeper", ["sweep"], logs / "sweeper.log"),
             ("beat", ["beat"], logs / "beat.log"),
             ("flower", ["flower", f"--port={self.flower_port}"], logs / "flower.log"),
             ("api", ["api", f"--port={self.api_port}"], logs / "api.log"),

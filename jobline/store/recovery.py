@@ -47,16 +47,19 @@ class Recovery(JobCollection):
         return done.modified_count == 1
 
     @unavailable_as_error
-    def stale_waiting(self, older_than: timedelta, limit: int = 500) -> Iterator[Job]:
-        """Waiting jobs untouched for ``older_than`` past when they were due."""
+    def stale_waiting(
+        self, older_than: timedelta, queues: list[str] | None = None, limit: int = 500
+    ) -> Iterator[Job]:
+        """Waiting jobs untouched for ``older_than`` past when they were due (in ``queues``)."""
         cutoff = now() - older_than
-        return self.jobs.find(
-            {
-                "status": {"$in": [str(s) for s in WAITING]},
-                "updated_at": {"$lt": cutoff},
-                "$or": [{"run_at": None}, {"run_at": {"$lt": cutoff}}],
-            }
-        ).limit(limit)
+        query: dict[str, Any] = {
+            "status": {"$in": [str(s) for s in WAITING]},
+            "updated_at": {"$lt": cutoff},
+            "$or": [{"run_at": None}, {"run_at": {"$lt": cutoff}}],
+        }
+        if queues is not None:
+            query["queue"] = {"$in": queues}
+        return self.jobs.find(query).limit(limit)
 
     @unavailable_as_error
     def touch(self, job: Job, task_id: str) -> bool:

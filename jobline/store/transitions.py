@@ -6,7 +6,7 @@ matches nothing and changes nothing: a job reaches a terminal state once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,15 +52,24 @@ class Transitions(JobCollection):
         return result.deleted_count
 
     @unavailable_as_error
-    def claim(self, job_id: str, task_id: str | None = None) -> Job | None:
+    def claim(
+        self,
+        job_id: str,
+        task_id: str | None = None,
+        admit: Callable[[Job], None] | None = None,
+    ) -> Job | None:
         """Move a waiting job (or one whose lease ran out) to running as a new attempt.
 
         Returns the job as claimed, or None when this delivery must not run it:
         the job is finished, cancelled, unknown, or held by a live worker.
+        ``admit`` sees a claimable job first and may raise to keep it waiting
+        (the engine's limits), so a refusal costs no attempt and no extra read.
         """
         job = self.jobs.find_one({"_id": job_id})
         if job is None or not self._claimable(job):
             return None
+        if admit is not None:
+            admit(job)
         t = now()
         changes = {
             "status": str(Status.RUNNING),
@@ -73,6 +82,8 @@ class Transitions(JobCollection):
         }
         if task_id is not None:
             changes["task_id"] = task_id
+        if job.get("held_reason"):
+            changes["held_reason"] = None
         result = self.jobs.update_one(
             {"_id": job_id, "status": job["status"], "attempts": job["attempts"]},
             {"$set": changes, "$inc": {"attempts": 1}},
@@ -81,6 +92,15 @@ class Transitions(JobCollection):
             return None  # someone else moved it first
         job.update(changes, attempts=job["attempts"] + 1)
         return job
+
+    @unavailable_as_error
+    def note_held(self, job: Job, reason: str) -> bool:
+        """Say why a waiting job is held back; not a status change, and written once per hold."""
+        done = self.jobs.update_one(
+            {"_id": job["_id"], "status": job["status"], "attempts": job["attempts"]},
+            {"$set": {"held_reason": reason}},
+        )
+        return done.modified_count == 1
 
     def _claimable(self, job: Job) -> bool:
         status = Status(job["status"])

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
-from jobline.store.records import Job
+from jobline.store.records import WAITING, Job
 from jobline.store.step_runs import run_id
 
 
@@ -42,7 +43,20 @@ def job_view(job: Job) -> dict[str, Any]:
         "schedule_id": job.get("schedule_id"),
         "workflow_id": job.get("workflow_id"),
         "step": job.get("step"),
+        "held_reason": job.get("held_reason") if job["status"] in WAITING else None,
         "webhook": _webhook(job.get("webhook")),
+        "files": [output_view(job["_id"], entry) for entry in job.get("files") or []],
+    }
+
+
+def output_view(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A file a job made, as the job lists it: where to download it, and how to check it."""
+    return {
+        "name": entry["name"],
+        "size": entry["size"],
+        "content_type": entry["content_type"],
+        "sha256": entry["sha256"],
+        "url": f"/api/v1/jobs/{job_id}/files/{quote(entry['name'], safe='')}",
     }
 
 

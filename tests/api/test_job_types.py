@@ -25,7 +25,9 @@ def test_every_built_in_type_is_listed_with_its_schemas_and_policy(idle_api: Api
     assert bmi["policy"]["soft_time_limit"] < bmi["policy"]["time_limit"]
     assert bmi["policy"]["retry"]["retry_on"] == ["TransientError"]
     assert types["noop"]["result_schema"] is None
-    assert types["align"]["params_schema"]["properties"]["seq_a"]["maxLength"] == 5000
+    align = types["align"]["params_schema"]["properties"]
+    assert align["seq_a"]["anyOf"][0]["maxLength"] == 5000  # or a fasta file instead
+    assert align["fasta"]["anyOf"][0]["format"] == "jobline-file"
     assert "Biopython" in types["align"]["description"]
 
 
@@ -46,6 +48,13 @@ def test_the_flaky_type_shows_its_own_retry_policy(idle_api: Api) -> None:
     policy = idle_api.get(f"{TYPES}/test_flaky").json()["policy"]
     assert policy["retry"]["max_retries"] == 3
     assert policy["retry"]["backoff_seconds"] == 0.2
+
+
+def test_each_type_shows_how_many_of_it_may_run_at_once(idle_api: Api) -> None:
+    types = {t["name"]: t["policy"] for t in idle_api.get(TYPES).json()["items"]}
+    assert types["test_licensed"]["max_running"] == 1
+    assert types["bmi"]["max_running"] is None
+    assert idle_api.get(f"{TYPES}/test_licensed").json()["policy"]["max_running"] == 1
 
 
 def test_an_unknown_type_is_404(idle_api: Api) -> None:

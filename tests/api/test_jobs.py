@@ -234,7 +234,10 @@ def test_the_spec_documents_every_type_s_request(idle_api: Api) -> None:
     align = definitions["align.request"]
     assert align["properties"]["type"]["enum"] == ["align"]
     assert align["properties"]["params"] == {"$ref": "#/definitions/align.params"}
-    assert definitions["align.params"]["required"] == ["seq_a", "seq_b"]
+    # seq_a and seq_b, or a fasta file: neither is required on its own.
+    align_params = definitions["align.params"]["properties"]
+    assert align_params["seq_a"]["x-nullable"] is True
+    assert align_params["fasta"]["format"] == "jobline-file"
     # Nested models are definitions of their own, named after their type.
     scoring = definitions["align.params"]["properties"]["scoring"]
     assert scoring["allOf"] == [{"$ref": "#/definitions/align.Scoring"}]

@@ -110,6 +110,9 @@ BAD_PARAMS: list[tuple[str, dict[str, Any], str]] = [
     ("score a string", {**DNA, "scoring": {"mismatch": "-1"}}, "scoring.mismatch"),
     ("unknown scoring field", {**DNA, "scoring": {"gap": -1}}, "scoring.gap"),
     ("unknown field", {**DNA, "mode": "local"}, "mode"),
+    ("one sequence", {"seq_a": "ACGT"}, "seq_b"),
+    ("a file and sequences", {**DNA, "fasta": "01a23115-fa66-7647-9c43-39aed6757908"}, "fasta"),
+    ("a file id that is not an id", {"fasta": "reads.fa"}, "fasta"),
 ]
 
 
@@ -135,3 +138,40 @@ def test_bad_alignment_params_are_422_with_the_params_prefix(idle_api: Api) -> N
     response = idle_api.post("/api/v1/jobs", json=body)
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["errors"]] == [["params", "seq_b"]]
+
+
+def _upload(api: Api, text: str) -> str:
+    response = api.post("/api/v1/files", files={"file": ("reads.fa", text.encode(), "text/plain")})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def test_align_reads_a_fasta_file_of_two_records_and_saves_the_alignment(live_api: Api) -> None:
+    fasta = _upload(live_api, ">first read\nGATTACA\n>second\ngcatgct\n")
+    job = live_api.submit_and_wait("/api/v1/jobs", {"type": "align", "params": {"fasta": fasta}})
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["score"] == PairwiseAligner().score("GATTACA", "GCATGCT")
+    [saved] = job["files"]
+    assert saved["name"] == "alignment.txt"
+    text = live_api.get(saved["url"]).text
+    expected = format(PairwiseAligner().align("GATTACA", "GCATGCT")[0])
+    assert text == expected and saved["content_type"].startswith("text/plain")
+    logged = [
+        line["message"] for line in live_api.get(f"/api/v1/jobs/{job['id']}/logs").json()["items"]
+    ]
+    score = job["result"]["score"]
+    assert logged == [f"aligned first (7 letters) with second (7 letters): score {score:g}"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [">a\nACGT\n", ">a\nACGT\n>b\nACGT\n>c\nACGT\n", "", ">a\nACGT\n>b\nAC1T\n"],
+    ids=["one record", "three records", "an empty file", "letters not in the alphabet"],
+)
+def test_a_fasta_file_that_is_not_two_good_records_fails_the_job_as_bad_input(
+    live_api: Api, text: str
+) -> None:
+    fasta = _upload(live_api, text) if text else _upload(live_api, "not fasta at all")
+    job = live_api.submit_and_wait("/api/v1/jobs", {"type": "align", "params": {"fasta": fasta}})
+    assert job["status"] == "failed"
+    assert job["error"]["reason"] == "bad_input" and job["files"] == []

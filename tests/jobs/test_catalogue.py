@@ -98,4 +98,5 @@ def test_a_type_describes_its_schemas_and_policy() -> None:
             "backoff_max_seconds": 600.0,
             "jitter": True,
         },
+        "max_running": None,
     }

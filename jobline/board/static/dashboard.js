@@ -17,6 +17,12 @@ const TERMINAL = ["succeeded", "failed", "cancelled"];
 const WAITING = ["queued", "scheduled", "retrying"];
 const STATUSES = ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"];
 const PAGE = 50;
+const LOG_PAGE = 500;
+// The job view keeps the latest lines only; the API keeps them all.
+const LOG_KEPT = 2000;
+const TAIL_MS = 1000;
+// How a FileRef param shows in a type's JSON Schema (jobline.jobs.refs.FILE_FORMAT).
+const FILE_FORMAT = "jobline-file";
 
 // The same order as jobline.events.version: a stale change sorts first.
 function version(job) {
@@ -39,7 +45,8 @@ function fieldFrom(name, prop, required, defs) {
     prop = { ...(inner.$ref ? defs[inner.$ref.split("/").pop()] : inner), ...prop };
   }
   let kind = prop.type;
-  if (prop.enum) kind = "enum";
+  if (prop.format === FILE_FORMAT) kind = "file";
+  else if (prop.enum) kind = "enum";
   else if (!["string", "number", "integer", "boolean"].includes(kind)) kind = "json";
   const min = prop.minimum ?? prop.exclusiveMinimum;
   const max = prop.maximum ?? prop.exclusiveMaximum;
@@ -54,7 +61,7 @@ function fieldFrom(name, prop, required, defs) {
     min: min ?? null,
     max: max ?? null,
     default: dflt,
-    placeholder: dflt === undefined ? "" : kind === "json" ? JSON.stringify(dflt) : String(dflt),
+    placeholder: dflt === undefined || dflt === null ? "" : kind === "json" ? JSON.stringify(dflt) : String(dflt),
   };
 }
 
@@ -115,6 +122,15 @@ document.addEventListener("alpine:init", () => {
     stream: null, // the AbortController of the open event stream
     retryMs: 1000,
     deferred: [],
+    picked: {}, // field name -> the File chosen for a FileRef field
+    selectedId: null, // the job whose view is open
+    selectedJob: null,
+    logLines: [],
+    logCursor: null,
+    logTruncated: false,
+    logError: "",
+    logTimer: null,
+    logSeq: 0, // numbers the lines shown, as keys for x-for
 
     async start() {
       setInterval(() => (this.now = Date.now()), 1000);
@@ -163,6 +179,7 @@ document.addEventListener("alpine:init", () => {
         fieldFrom(name, prop, required.includes(name), defs),
       );
       this.values = {};
+      this.picked = {};
       for (const f of this.fields) {
         this.values[f.name] = f.kind === "boolean" ? Boolean(f.default) : "";
       }
@@ -183,10 +200,33 @@ document.addEventListener("alpine:init", () => {
       return params;
     },
 
+    pickFile(field, event) {
+      this.picked[field.name] = event.target.files[0] || null;
+    },
+
+    // Upload each chosen file; its field then carries the file's id. False if one failed.
+    async uploadPicked() {
+      for (const f of this.fields) {
+        const file = f.kind === "file" ? this.picked[f.name] : null;
+        if (!file) continue;
+        const form = new FormData();
+        form.append("file", file, file.name);
+        try {
+          const record = await api(`${this.base}/files`, { method: "POST", body: form });
+          this.values[f.name] = record.id;
+        } catch (e) {
+          this.fieldErrors[f.name] = `upload failed: ${e.message}`;
+          return false;
+        }
+      }
+      return true;
+    },
+
     async submit() {
       this.fieldErrors = {};
       this.formErrors = [];
       this.placed = "";
+      if (!(await this.uploadPicked())) return;
       const params = this.params();
       if (Object.keys(this.fieldErrors).length) return;
       this.submitting = true;
@@ -324,7 +364,8 @@ document.addEventListener("alpine:init", () => {
       }
       const row = this.jobs[i];
       const order = compare(version(change), version(row));
-      if (order > 0 || (order === 0 && change.progress_message !== row.progress_message)) {
+      const held = change.held_reason !== undefined && change.held_reason !== row.held_reason;
+      if (order > 0 || (order === 0 && (held || change.progress_message !== row.progress_message))) {
         this.jobs[i] = { ...row, ...change };
         // A new status: fetch the record for its times (started_at, finished_at).
         if (change.status !== row.status) this.refetch(change.id);
@@ -364,6 +405,95 @@ document.addEventListener("alpine:init", () => {
       } catch (e) {
         this.loadError = `${action} ${this.ticket(job)}: ${e.message}`;
       }
+    },
+
+    // -- one job's view: its log, tailed, and its files ------------------------
+
+    open(job) {
+      clearTimeout(this.logTimer);
+      this.selectedId = job.id;
+      this.selectedJob = job;
+      this.logLines = [];
+      this.logCursor = null;
+      this.logTruncated = false;
+      this.logError = "";
+      this.tail();
+    },
+
+    close() {
+      clearTimeout(this.logTimer);
+      this.selectedId = null;
+      this.selectedJob = null;
+    },
+
+    // Read the log from where the view is, then again every second until the job ends.
+    async tail() {
+      const id = this.selectedId;
+      try {
+        for (;;) {
+          const query = new URLSearchParams({ limit: LOG_PAGE });
+          if (this.logCursor) query.set("cursor", this.logCursor);
+          const page = await api(`${this.base}/jobs/${id}/logs?${query}`);
+          if (id !== this.selectedId) return; // another job's view was opened meanwhile
+          this.addLines(page.items);
+          this.logTruncated = page.truncated;
+          this.logError = "";
+          if (!page.next_cursor) {
+            this.selectedJob = await api(`${this.base}/jobs/${id}`); // its files, now final
+            return;
+          }
+          this.logCursor = page.next_cursor;
+          if (page.items.length < LOG_PAGE) break;
+        }
+      } catch (e) {
+        if (id !== this.selectedId) return;
+        this.logError = `could not read the log: ${e.message}`;
+      }
+      this.logTimer = setTimeout(() => this.tail(), TAIL_MS);
+    },
+
+    addLines(items) {
+      for (const line of items) {
+        this.logSeq += 1;
+        this.logLines.push({ ...line, key: this.logSeq, clock: line.time.slice(11, 23) });
+      }
+      if (this.logLines.length > LOG_KEPT) this.logLines.splice(0, this.logLines.length - LOG_KEPT);
+    },
+
+    // The live row when the list shows the job, else the record read when the view opened.
+    selectedRow() {
+      return this.jobs.find((j) => j.id === this.selectedId) || this.selectedJob || {};
+    },
+    selectedTicket() {
+      return this.selectedId ? this.ticket({ id: this.selectedId }) : "";
+    },
+    selectedStatus() {
+      return this.selectedRow().status || "";
+    },
+    selectedFiles() {
+      const row = this.selectedRow();
+      return (row.files && row.files.length ? row.files : (this.selectedJob || {}).files) || [];
+    },
+
+    // Downloads go through fetch so that the API key is sent; the link works without one.
+    async download(file) {
+      try {
+        const response = await fetch(file.url, { headers: headers() });
+        if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+        const url = URL.createObjectURL(await response.blob());
+        const link = document.createElement("a");
+        link.href = url;
+        link.download = file.name;
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(url), 1000);
+      } catch (e) {
+        this.logError = `could not download ${file.name}: ${e.message}`;
+      }
+    },
+
+    fileSize(file) {
+      const kb = file.size / 1024;
+      return kb < 1024 ? `${kb.toFixed(1)} KB` : `${(kb / 1024).toFixed(1)} MB`;
     },
 
     // -- presentation ----------------------------------------------------------
@@ -407,6 +537,10 @@ document.addEventListener("alpine:init", () => {
       return Object.entries(value)
         .slice(0, 4)
         .map(([k, v]) => [k, (typeof v === "object" ? JSON.stringify(v) : String(v)).slice(0, 24)]);
+    },
+    // Why a waiting job has not started: an owner's or a type's limit is full.
+    heldReason(job) {
+      return WAITING.includes(job.status) ? job.held_reason || "" : "";
     },
     errorText(job) {
       const error = job.error || {};

@@ -96,7 +96,8 @@ class Steps:
                 step_index=i,
                 run=step["run"],
                 item=None if fan_out is None else n,
-                inputs=inputs,
+                # Not "inputs": a job's record names its input files under that key.
+                step_inputs=inputs,
             )
             jobs.append(job)
         return jobs

@@ -1,0 +1,40 @@
+"""The Celery app that Celery's own tools load: ``celery -A jobline inspect ping``.
+
+``celery -A jobline`` finds this module the way Celery finds an app in any
+package (``jobline.app``, ``jobline.celery``, then the submodule
+``jobline.celery``). It is built from the ``JOBLINE_*`` environment and holds
+no tasks: importing it imports no job module and opens no connection. Workers
+start with ``jobline worker``, which registers the tasks and loads the job
+modules; a worker started from this app would take jobs it cannot run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from celery import Celery, bootsteps
+
+from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
+
+
+class RefuseToWork(bootsteps.Step):  # type: ignore[misc]
+    """Stops ``celery -A jobline worker`` before it consumes a message."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        # Unregistered here, jobline's tasks would be acknowledged and dropped.
+        raise click.ClickException(
+            "jobline's workers start with `jobline worker`, which loads the job types; "
+            "`celery -A jobline` is for inspect, status, control, events and flower"
+        )
+
+
+def create_tools_app(settings: Settings | None = None) -> Celery:
+    """jobline's Celery settings (broker, serializer, priorities), without its tasks."""
+    app = make_celery(settings or Settings())
+    app.steps["worker"].add(RefuseToWork)
+    return app
+
+
+app = create_tools_app()

@@ -1,0 +1,200 @@
+"""Job logs: what a job writes through logging and print, stored per attempt, paged, capped."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import requests
+
+from jobline.core.settings import Settings
+from jobline.engine import retention
+from jobline.engine.joblog import LINE_OVERHEAD
+from jobline.store.jobs import JobStore
+from jobline.store.records import now
+from tests.conftest import Api
+
+
+def logs_of(api: Api, job_id: str, **query: object) -> dict:
+    response = api.get(f"/api/v1/jobs/{job_id}/logs", params=query)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def run(api: Api, type: str, params: dict, timeout: float = 30) -> dict:
+    return api.submit_and_wait("/api/v1/jobs", {"type": type, "params": params}, timeout)
+
+
+def test_what_a_job_logs_and_prints_is_stored_in_order_with_secrets_scrubbed(
+    live_api: Api,
+) -> None:
+    job = run(live_api, "test_chatty", {"lines": 3, "secret": "jl_abcdefghijklmnop"})
+    assert job["status"] == "succeeded"
+    page = logs_of(live_api, job["id"])
+    lines = [(i["level"], i["stream"], i["message"]) for i in page["items"]]
+    assert lines == [
+        ("INFO", "log", "attempt 1 starts; token jl_[redacted]"),
+        ("INFO", "stdout", "line 0"),
+        ("INFO", "stdout", "line 1"),
+        ("INFO", "stdout", "line 2"),
+        ("WARNING", "stderr", "to stderr"),
+        ("WARNING", "log", "done"),
+    ]
+    assert {i["attempt"] for i in page["items"]} == {1}
+    assert all(i["time"].endswith("Z") for i in page["items"])
+    assert page["truncated"] is False
+    assert page["next_cursor"] is None
+
+
+def test_each_attempt_keeps_its_lines_and_attempt_selects_one(live_api: Api) -> None:
+    job = run(live_api, "test_chatty", {"lines": 1, "fail_first": True})
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    everything = logs_of(live_api, job["id"])["items"]
+    assert [i["attempt"] for i in everything] == [1, 1, 1, 2, 2, 2, 2]
+    first = logs_of(live_api, job["id"], attempt=1)["items"]
+    assert [i["message"] for i in first] == ["attempt 1 starts; token ", "line 0", "to stderr"]
+    second = logs_of(live_api, job["id"], attempt=2)["items"]
+    assert second[-1]["message"] == "done" and {i["attempt"] for i in second} == {2}
+
+
+def test_cursor_pages_walk_the_whole_log_once_in_order(live_api: Api) -> None:
+    job = run(live_api, "test_chatty", {"lines": 20})
+    whole = logs_of(live_api, job["id"])["items"]
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = {"limit": 7, **({"cursor": cursor} if cursor else {})}
+        page = logs_of(live_api, job["id"], **query)
+        seen += page["items"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == whole and len(whole) == 23
+    assert pages == 4
+
+
+def test_a_job_printing_a_hundred_thousand_lines_finishes_within_the_cap(
+    live_api: Api, settings: Settings
+) -> None:
+    job = run(live_api, "test_chatty", {"lines": 100_000}, timeout=90)
+    assert job["status"] == "succeeded"
+    page = logs_of(live_api, job["id"], limit=1000)
+    lines = page["items"]
+    while page["next_cursor"]:
+        page = logs_of(live_api, job["id"], limit=1000, cursor=page["next_cursor"])
+        lines += page["items"]
+    assert page["truncated"] is True
+    stored = sum(len(i["message"].encode()) + LINE_OVERHEAD for i in lines[:-1])
+    assert stored <= settings.job_log_max_bytes
+    marker = lines[-1]
+    assert marker["stream"] == "jobline"
+    dropped = int(marker["message"].split()[0])
+    # Every line is either stored or counted: the first log line, 100,000 prints,
+    # stderr and "done".
+    assert dropped + len(lines) - 1 == 100_003
+    # The worker is still answering at once.
+    assert run(live_api, "noop", {}, timeout=10)["status"] == "succeeded"
+
+
+def test_the_cap_holds_for_the_whole_job_across_its_attempts(
+    live_api: Api, settings: Settings
+) -> None:
+    job = run(live_api, "test_chatty", {"lines": 2000, "fail_first": True}, timeout=60)
+    assert (job["status"], job["attempts"]) == ("succeeded", 2)
+    first = logs_of(live_api, job["id"], attempt=1, limit=1000)["items"]
+    second = logs_of(live_api, job["id"], attempt=2, limit=1000)["items"]
+    kept = [i for i in first + second if i["stream"] != "jobline"]
+    assert (
+        sum(len(i["message"].encode()) + LINE_OVERHEAD for i in kept) <= settings.job_log_max_bytes
+    )
+    # The first attempt used the whole cap: the second keeps only its marker line.
+    assert [i["stream"] for i in second] == ["jobline"]
+    assert second[0]["message"].startswith("2003 more lines dropped")
+
+
+def test_the_job_event_stream_carries_log_events_as_lines_are_stored(live_api: Api) -> None:
+    response = live_api.post(
+        "/api/v1/jobs", json={"type": "sleep", "params": {"seconds": 1.2, "steps": 3}}
+    )
+    job_id = response.json()["id"]
+    messages: list[str] = []
+    with requests.get(live_api.url(f"/api/v1/jobs/{job_id}/events"), stream=True, timeout=20) as s:
+        event = None
+        for raw in s.iter_lines(decode_unicode=True):
+            if raw.startswith("event: "):
+                event = raw[7:]
+            elif raw.startswith("data: ") and event == "log":
+                messages += [line["message"] for line in json.loads(raw[6:])["items"]]
+            elif raw.startswith("data: ") and json.loads(raw[6:]).get("status") == "succeeded":
+                break
+    assert messages == ["step 1 of 3 done", "step 2 of 3 done", "step 3 of 3 done"]
+
+
+def test_a_job_that_logs_nothing_writes_nothing_to_the_log_collections(
+    live_api: Api, store: JobStore
+) -> None:
+    job = run(live_api, "noop", {})
+    assert store.db["job_logs"].count_documents({"job": job["id"]}) == 0
+    assert store.db["job_log_attempts"].count_documents({"job": job["id"]}) == 0
+    assert logs_of(live_api, job["id"]) == {"items": [], "truncated": False, "next_cursor": None}
+
+
+def test_an_unfinished_jobs_log_always_gives_a_cursor_to_follow(idle_api: Api) -> None:
+    job_id = idle_api.post("/api/v1/jobs", json={"type": "noop", "params": {}}).json()["id"]
+    page = logs_of(idle_api, job_id)
+    assert page["items"] == [] and page["next_cursor"]
+    again = logs_of(idle_api, job_id, cursor=page["next_cursor"])
+    assert again["items"] == [] and again["next_cursor"] == page["next_cursor"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ({"cursor": "not-a-cursor"}, 400),
+        ({"limit": 0}, 422),
+        ({"limit": 1001}, 422),
+        ({"attempt": 0}, 422),
+        ({"attempt": "one"}, 422),
+        ({"colour": "red"}, 422),
+    ],
+)
+def test_bad_log_queries_get_a_problem_document(idle_api: Api, query: dict, status: int) -> None:
+    job_id = idle_api.post("/api/v1/jobs", json={"type": "noop", "params": {}}).json()["id"]
+    response = idle_api.get(f"/api/v1/jobs/{job_id}/logs", params=query)
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("job_id", ["nope", "0193a0d4-0000-7000-8000-000000000000"])
+def test_the_log_of_an_unknown_job_is_404(idle_api: Api, job_id: str) -> None:
+    assert idle_api.get(f"/api/v1/jobs/{job_id}/logs").status_code == 404
+
+
+def test_another_owners_job_log_is_404(keyed_api: dict[str, Api]) -> None:
+    job_id = keyed_api["alice"].post("/api/v1/jobs", json={"type": "noop"}).json()["id"]
+    assert keyed_api["alice"].get(f"/api/v1/jobs/{job_id}/logs").status_code == 200
+    assert keyed_api["bob"].get(f"/api/v1/jobs/{job_id}/logs").status_code == 404
+    assert keyed_api["root"].get(f"/api/v1/jobs/{job_id}/logs").status_code == 200
+
+
+def test_a_deleted_jobs_log_goes_with_it(live_api: Api, store: JobStore) -> None:
+    job = run(live_api, "test_chatty", {"lines": 2})
+    assert store.db["job_logs"].count_documents({"job": job["id"]}) == 5
+    assert live_api.delete(f"/api/v1/jobs/{job['id']}").status_code == 204
+    assert store.db["job_logs"].count_documents({"job": job["id"]}) == 0
+    assert store.db["job_log_attempts"].count_documents({"job": job["id"]}) == 0
+
+
+def test_the_sweep_removes_logs_whose_job_expired_and_keeps_the_rest(
+    live_api: Api, store: JobStore, settings: Settings
+) -> None:
+    kept, expired = (run(live_api, "test_chatty", {"lines": 1}) for _ in range(2))
+    store.jobs.delete_one({"_id": expired["id"]})  # as the TTL index does
+    due = {"$set": {"check_at": now() - timedelta(seconds=1)}}
+    store.db["job_log_attempts"].update_many({"job": {"$in": [kept["id"], expired["id"]]}}, due)
+    assert retention.sweep(settings, store.db)["logs_removed"] >= 1
+    assert store.db["job_logs"].count_documents({"job": expired["id"]}) == 0
+    assert store.db["job_logs"].count_documents({"job": kept["id"]}) == 4
+    record = store.db["job_log_attempts"].find_one({"job": kept["id"]})
+    assert record["check_at"] > store.jobs.find_one({"_id": kept["id"]})["expires_at"]
