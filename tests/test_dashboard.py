@@ -286,7 +286,8 @@ def test_a_screenshot_of_the_board_is_saved(page: Page, board: Api) -> None:
 def test_the_board_is_served_without_a_build_step(board: Api) -> None:
     html = board.get("/")
     assert html.status_code == 200 and "text/html" in html.headers["Content-Type"]
-    for asset in ("dashboard.js", "dashboard.css", "vendor/alpine-csp-3.15.12.min.js"):
+    scripts = ("api.js", "orderform.js", "dashboard.js", "jobview.js", "workflows.js")
+    for asset in (*scripts, "dashboard.css", "vendor/alpine-csp-3.15.12.min.js"):
         assert board.get(f"/dashboard/static/{asset}").status_code == 200
     assert local.port_open(int(board.base.rsplit(":", 1)[1]))
 

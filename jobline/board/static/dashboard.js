@@ -1,6 +1,8 @@
 // The jobline board: one Alpine.js component over the public API.
 // Jobs are loaded once (and again on every reconnect), then kept current by
 // the /events stream; the MongoDB record behind GET /jobs/<id> stays the truth.
+// Beside it: api.js (requests), orderform.js (the form's fields), jobview.js
+// (one job's log and files, spread into this component) and workflows.js.
 //
 // The page runs under a Content-Security-Policy with no 'unsafe-eval' and no
 // 'unsafe-inline' (jobline/api/headers.py), on Alpine's CSP build. So in
@@ -17,12 +19,6 @@ const TERMINAL = ["succeeded", "failed", "cancelled"];
 const WAITING = ["queued", "scheduled", "retrying"];
 const STATUSES = ["queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"];
 const PAGE = 50;
-const LOG_PAGE = 500;
-// The job view keeps the latest lines only; the API keeps them all.
-const LOG_KEPT = 2000;
-const TAIL_MS = 1000;
-// How a FileRef param shows in a type's JSON Schema (jobline.jobs.refs.FILE_FORMAT).
-const FILE_FORMAT = "jobline-file";
 
 // The same order as jobline.events.version: a stale change sorts first.
 function version(job) {
@@ -35,69 +31,6 @@ function version(job) {
 function compare(a, b) {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
   return 0;
-}
-
-// One form field from a property of the type's JSON schema.
-function fieldFrom(name, prop, required, defs) {
-  if (prop.$ref) prop = { ...defs[prop.$ref.split("/").pop()], ...prop };
-  if (prop.anyOf) {
-    const inner = prop.anyOf.find((p) => p.type !== "null") || {};
-    prop = { ...(inner.$ref ? defs[inner.$ref.split("/").pop()] : inner), ...prop };
-  }
-  let kind = prop.type;
-  if (prop.format === FILE_FORMAT) kind = "file";
-  else if (prop.enum) kind = "enum";
-  else if (!["string", "number", "integer", "boolean"].includes(kind)) kind = "json";
-  const min = prop.minimum ?? prop.exclusiveMinimum;
-  const max = prop.maximum ?? prop.exclusiveMaximum;
-  const dflt = prop.default;
-  return {
-    name,
-    kind,
-    required,
-    label: prop.title || name,
-    unit: prop.description || "",
-    options: prop.enum || [],
-    min: min ?? null,
-    max: max ?? null,
-    default: dflt,
-    placeholder: dflt === undefined || dflt === null ? "" : kind === "json" ? JSON.stringify(dflt) : String(dflt),
-  };
-}
-
-// The form's value for a field as JSON: numbers as numbers, undefined to leave it out.
-function valueOf(field, raw) {
-  if (field.kind === "boolean") return Boolean(raw);
-  if (raw === undefined || raw === null || raw === "") {
-    return field.required && field.kind === "string" ? "" : undefined;
-  }
-  if (field.kind === "number" || field.kind === "integer") {
-    const n = Number(raw);
-    return Number.isFinite(n) ? n : String(raw);
-  }
-  if (field.kind === "json") return JSON.parse(raw);
-  return raw;
-}
-
-const KEY_STORAGE = "jobline.apiKey";
-
-// Headers for every request: the API key, when one is set, as a Bearer token.
-function headers(extra = {}) {
-  const key = localStorage.getItem(KEY_STORAGE);
-  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: headers({ Accept: "application/json", ...(options.headers || {}) }),
-  });
-  const body = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) {
-    const problem = body || { title: response.statusText, status: response.status, errors: [] };
-    throw Object.assign(new Error(problem.detail || problem.title), { problem });
-  }
-  return body;
 }
 
 document.addEventListener("alpine:init", () => {
@@ -123,14 +56,7 @@ document.addEventListener("alpine:init", () => {
     retryMs: 1000,
     deferred: [],
     picked: {}, // field name -> the File chosen for a FileRef field
-    selectedId: null, // the job whose view is open
-    selectedJob: null,
-    logLines: [],
-    logCursor: null,
-    logTruncated: false,
-    logError: "",
-    logTimer: null,
-    logSeq: 0, // numbers the lines shown, as keys for x-for
+    ...jobView(), // one job's view: its log and files (jobview.js)
 
     async start() {
       setInterval(() => (this.now = Date.now()), 1000);
@@ -405,95 +331,6 @@ document.addEventListener("alpine:init", () => {
       } catch (e) {
         this.loadError = `${action} ${this.ticket(job)}: ${e.message}`;
       }
-    },
-
-    // -- one job's view: its log, tailed, and its files ------------------------
-
-    open(job) {
-      clearTimeout(this.logTimer);
-      this.selectedId = job.id;
-      this.selectedJob = job;
-      this.logLines = [];
-      this.logCursor = null;
-      this.logTruncated = false;
-      this.logError = "";
-      this.tail();
-    },
-
-    close() {
-      clearTimeout(this.logTimer);
-      this.selectedId = null;
-      this.selectedJob = null;
-    },
-
-    // Read the log from where the view is, then again every second until the job ends.
-    async tail() {
-      const id = this.selectedId;
-      try {
-        for (;;) {
-          const query = new URLSearchParams({ limit: LOG_PAGE });
-          if (this.logCursor) query.set("cursor", this.logCursor);
-          const page = await api(`${this.base}/jobs/${id}/logs?${query}`);
-          if (id !== this.selectedId) return; // another job's view was opened meanwhile
-          this.addLines(page.items);
-          this.logTruncated = page.truncated;
-          this.logError = "";
-          if (!page.next_cursor) {
-            this.selectedJob = await api(`${this.base}/jobs/${id}`); // its files, now final
-            return;
-          }
-          this.logCursor = page.next_cursor;
-          if (page.items.length < LOG_PAGE) break;
-        }
-      } catch (e) {
-        if (id !== this.selectedId) return;
-        this.logError = `could not read the log: ${e.message}`;
-      }
-      this.logTimer = setTimeout(() => this.tail(), TAIL_MS);
-    },
-
-    addLines(items) {
-      for (const line of items) {
-        this.logSeq += 1;
-        this.logLines.push({ ...line, key: this.logSeq, clock: line.time.slice(11, 23) });
-      }
-      if (this.logLines.length > LOG_KEPT) this.logLines.splice(0, this.logLines.length - LOG_KEPT);
-    },
-
-    // The live row when the list shows the job, else the record read when the view opened.
-    selectedRow() {
-      return this.jobs.find((j) => j.id === this.selectedId) || this.selectedJob || {};
-    },
-    selectedTicket() {
-      return this.selectedId ? this.ticket({ id: this.selectedId }) : "";
-    },
-    selectedStatus() {
-      return this.selectedRow().status || "";
-    },
-    selectedFiles() {
-      const row = this.selectedRow();
-      return (row.files && row.files.length ? row.files : (this.selectedJob || {}).files) || [];
-    },
-
-    // Downloads go through fetch so that the API key is sent; the link works without one.
-    async download(file) {
-      try {
-        const response = await fetch(file.url, { headers: headers() });
-        if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-        const url = URL.createObjectURL(await response.blob());
-        const link = document.createElement("a");
-        link.href = url;
-        link.download = file.name;
-        link.click();
-        setTimeout(() => URL.revokeObjectURL(url), 1000);
-      } catch (e) {
-        this.logError = `could not download ${file.name}: ${e.message}`;
-      }
-    },
-
-    fileSize(file) {
-      const kb = file.size / 1024;
-      return kb < 1024 ? `${kb.toFixed(1)} KB` : `${(kb / 1024).toFixed(1)} MB`;
     },
 
     // -- presentation ----------------------------------------------------------
