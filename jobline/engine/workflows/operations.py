@@ -6,6 +6,7 @@ import logging
 
 from jobline.core.errors import InvalidTransition
 from jobline.engine import events, metrics, queue, webhooks
+from jobline.engine.workflows import inputs
 from jobline.engine.workflows.progress import Progression
 from jobline.engine.workflows.spec import WorkflowRequest, check
 from jobline.store.records import Job
@@ -29,6 +30,7 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
     workflow whose first jobs cannot be published is taken back (503).
     """
     check(request, p.catalogue)
+    inputs.check_submission(p.files, request, p.catalogue, owner)
     if request.callback_url:  # a secret to sign with, and a host webhooks may reach
         webhooks.check_callback(p.settings, str(request.callback_url))
     workflow = new_workflow(
@@ -52,6 +54,8 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
     try:
         p.flows.insert(workflow)
         p.flows.insert_jobs(jobs)
+        if any(job.get("inputs") for job in jobs):
+            inputs.keep(p.files, jobs)
         for job in jobs:
             queue.publish(p.celery, job, p.catalogue.get(job["type"]))
     except Exception:

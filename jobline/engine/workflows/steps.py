@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -21,7 +22,9 @@ from pydantic import ValidationError
 from jobline.core.errors import BrokerUnavailable, JoblineError
 from jobline.core.settings import Settings
 from jobline.engine import events, metrics, queue
+from jobline.engine.workflows import inputs
 from jobline.jobs import Catalogue
+from jobline.store.files import FileStore
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status, new_job
 from jobline.store.workflows import ACTIVE, STEP_ACTIVE, StepStatus, Workflow, WorkflowStore
@@ -53,6 +56,11 @@ class Steps:
     def __post_init__(self) -> None:
         self.flows = WorkflowStore(self.store.db, self.store.result_ttl)
 
+    @cached_property
+    def files(self) -> FileStore:
+        """GridFS, for the steps whose params name files (made on first use)."""
+        return FileStore.of(self.settings, self.store.db)
+
     def jobs_of(
         self,
         workflow: Workflow,
@@ -72,16 +80,19 @@ class Steps:
         own = (params if params is not None else self.flows.params_of(workflow_id))[i]
         results = {need: self._result(workflow, need) for need in step["needs"]}
         # A fan-out's jobs get their item in params, not the whole list again.
-        inputs = {need: result for need, result in results.items() if need != fan_out}
+        needed = {need: result for need, result in results.items() if need != fan_out}
         each = [own] if fan_out is None else _items(step, own, results[fan_out])
         jobs = []
+        named: list[list[str]] = []
         for n, raw in enumerate(each):
             try:
-                valid = job_type.validate_params(raw).model_dump(mode="json")
+                model = job_type.validate_params(raw)
             except ValidationError as exc:
                 errors = exc.errors(include_url=False, include_input=False)
                 where = ", ".join(".".join(str(p) for p in e["loc"]) or "params" for e in errors)
                 raise BadInput(f"item {n} has bad params: {where}", item=n, errors=errors) from None
+            valid = model.model_dump(mode="json")
+            named.append(sorted({ref for _, ref in inputs.refs_of(model)}))
             job = new_job(
                 step["type"],
                 valid,
@@ -97,10 +108,26 @@ class Steps:
                 run=step["run"],
                 item=None if fan_out is None else n,
                 # Not "inputs": a job's record names its input files under that key.
-                step_inputs=inputs,
+                step_inputs=needed,
             )
+            if named[n]:
+                job["inputs"] = named[n]
             jobs.append(job)
+        self._check_files(workflow, named, fan_out is not None)
         return jobs
+
+    def _check_files(self, workflow: Workflow, named: list[list[str]], fan_out: bool) -> None:
+        """BadInput if a job's params name a file that is not the workflow owner's."""
+        if not any(named):
+            return  # most steps: no file, no query
+        missing = inputs.unknown(
+            self.files, (f for refs in named for f in refs), workflow.get("owner")
+        )
+        for n, refs in enumerate(named):
+            if gone := sorted(missing.intersection(refs)):
+                where = f"item {n}" if fan_out else "its params"
+                message = f"{where} names no file of the workflow's owner: {', '.join(gone)}"
+                raise BadInput(message, item=n if fan_out else None)
 
     def _result(self, workflow: Workflow, step_id: str) -> Any:
         i = next(n for n, s in enumerate(workflow["steps"]) if s["id"] == step_id)
@@ -151,6 +178,8 @@ class Steps:
         to stop, so they are stopped here instead.
         """
         inserted = self.flows.insert_jobs(jobs)
+        if any(job.get("inputs") for job in inserted):
+            inputs.keep(self.files, inserted)
         current = self.flows.counters(workflow_id)
         if current is None or current["status"] not in ACTIVE:
             self.flows.cancel_waiting_jobs(workflow_id, step_id, [job["_id"] for job in jobs])
