@@ -154,6 +154,17 @@ def items(ctx: Context, params: Items) -> list[dict[str, object]]:
     ]
 
 
+class Listed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[dict[str, object]]
+
+
+@job_type("test_list", params=Listed, soft_time_limit=5, time_limit=10)
+def listed(ctx: Context, params: Listed) -> list[dict[str, object]]:
+    """Returns the items it was given: a fan-out over exactly these params."""
+    return params.items
+
+
 @job_type("test_inputs", params=Nothing, soft_time_limit=5, time_limit=10)
 def echo_inputs(ctx: Context, params: Nothing) -> dict[str, object]:
     """Returns the inputs a workflow step was given."""

@@ -8,7 +8,8 @@ from jobline.core.errors import InvalidTransition
 from jobline.engine import events, metrics, queue, webhooks
 from jobline.engine.workflows import inputs
 from jobline.engine.workflows.progress import Progression
-from jobline.engine.workflows.spec import WorkflowRequest, check
+from jobline.engine.workflows.spec import WorkflowInvalid, WorkflowRequest, check
+from jobline.engine.workflows.steps import BadInput
 from jobline.store.records import Job
 from jobline.store.step_runs import run_id
 from jobline.store.workflows import (
@@ -44,7 +45,11 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
     records = [params]
     for i, step in enumerate(workflow["steps"]):
         if not step["needs"]:
-            mine = p.jobs_of(workflow, i, params=params["params"])
+            try:
+                mine = p.jobs_of(workflow, i, params=params["params"])
+            except BadInput as exc:  # a file deleted since the check above
+                problem = {"loc": ["steps", i, "params"], "msg": str(exc), "type": "bad_input"}
+                raise WorkflowInvalid([problem]) from None
             step.update(status=str(StepStatus.QUEUED), total=len(mine))
             ids = [job["_id"] for job in mine]
             run = {"_id": run_id(workflow["_id"], i, 0), "workflow_id": workflow["_id"]}
