@@ -1,4 +1,5 @@
-"""Operators' commands on the store itself, not through the API: ``jobline keys …``."""
+"""Operators' commands on the store itself, not through the API: API keys, and the owner
+of jobs made with auth off (``jobline keys …``, ``jobline jobs adopt``)."""
 
 from __future__ import annotations
 
@@ -75,4 +76,41 @@ def keys_revoke(name: str, data_dir: Path) -> None:
     click.echo(f"revoked {revoked} key(s) of {name}")
 
 
-COMMANDS = (keys,)
+@click.group()
+def jobs() -> None:
+    """Operate on stored jobs directly (not through the API)."""
+
+
+@jobs.command("adopt")
+@click.option("--owner", required=True, callback=_key_name, help="The key name to hand them to")
+@click.option("--dry-run", is_flag=True, help="Only count the jobs and schedules without an owner")
+@data_dir_option
+def jobs_adopt(owner: str, dry_run: bool, data_dir: Path) -> None:
+    """Hand every job and schedule made with auth off (they have no owner) to OWNER's key.
+
+    Until then, with keys required, only admin keys see them. Safe to run again:
+    it only ever changes jobs that still have no owner.
+    """
+    from jobline.store.ownership import Ownership, Unowned
+
+    keystore = _keystore(data_dir)
+    if not keystore.named(owner):
+        raise click.ClickException(
+            f"no key named {owner!r}; create one first: jobline keys create --name {owner}"
+        )
+    ownership = Ownership(keystore.keys.database)
+
+    def counted(found: Unowned) -> str:
+        return f"{_plural(found.jobs, 'job')} and {_plural(found.schedules, 'schedule')}"
+
+    if dry_run:
+        click.echo(f"{counted(ownership.count_unowned())} have no owner; nothing changed")
+        return
+    click.echo(f"handed {counted(ownership.adopt(owner))} made with auth off to {owner}")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+COMMANDS = (keys, jobs)
