@@ -139,7 +139,13 @@ class Stack:
         return None
 
     def stop(self) -> None:
-        """Stop the jobline processes first, then the servers they use."""
-        local_stack.remove(self.data_dir, os.getpid())
-        for process in reversed(self.processes):
-            process.stop()
+        """Stop the jobline processes first, then the servers they use, then forget them.
+
+        The record goes last: until the servers are down, a second ``jobline up``
+        on this data dir is refused rather than finding their files locked.
+        """
+        try:
+            for process in reversed(self.processes):
+                process.stop()
+        finally:
+            local_stack.remove(self.data_dir, os.getpid())
