@@ -80,7 +80,7 @@ for _command in (*cli_client.COMMANDS, *operators.COMMANDS):
 @data_dir_option
 def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> None:
     """Serve the HTTP API under gunicorn."""
-    settings = settings_beside(data_dir).settings
+    settings = settings_beside(data_dir, logged=True).settings
     if not settings.auth and not _loopback(host):
         raise click.ClickException(
             f"JOBLINE_AUTH=off is only allowed on a loopback address, not {host}; "
@@ -169,7 +169,7 @@ def worker(
     from jobline.engine.tasks import create_worker_app
     from jobline.store.jobs import JobStore
 
-    resolved = settings_beside(data_dir)
+    resolved = settings_beside(data_dir, logged=True, level=loglevel and loglevel.upper())
     settings = resolved.settings
     ensure_indexes(JobStore(settings), resolved, wait=30)
     app = create_worker_app(settings, sweep=sweep)
@@ -218,9 +218,8 @@ def sweep(interval: float | None, data_dir: Path) -> None:
     """Hand on jobs whose worker vanished and republish lost messages, in a loop."""
     from jobline.engine import sweeper
 
-    resolved = settings_beside(data_dir)
+    resolved = settings_beside(data_dir, logged=True)
     settings = resolved.settings
-    _logging(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

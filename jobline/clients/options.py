@@ -8,6 +8,7 @@ reached.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any, Protocol, TypeVar
 import click
 from pymongo.errors import PyMongoError
 
-from jobline.core import local_stack
+from jobline.core import local_stack, logs
 from jobline.core.errors import StoreUnavailable
 from jobline.core.logs import scrub
+
+log = logging.getLogger("jobline")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,13 +40,25 @@ def data_dir_option(command: F) -> F:
     return option(command)  # type: ignore[no-any-return]
 
 
-def settings_beside(data_dir: Path) -> local_stack.Resolved:
-    """The settings of a command run beside ``data_dir``; says on stderr what it uses."""
+def settings_beside(
+    data_dir: Path, *, logged: bool = False, level: str | None = None
+) -> local_stack.Resolved:
+    """The settings of a command run beside ``data_dir``; says on stderr what it uses.
+
+    ``logged``: a server process, whose stderr is its log, says it as a log record
+    (JSON unless JOBLINE_LOG_FORMAT=text), at ``level`` if given (a worker's
+    --loglevel); a command typed at a shell says it plainly.
+    """
     try:
         resolved = local_stack.resolve(data_dir)
     except Exception as exc:  # pydantic names the bad variable
         raise click.ClickException(f"invalid configuration: {exc}") from None
-    click.echo(resolved.describe(), err=True)
+    if logged:
+        settings = resolved.settings
+        logs.configure(settings.model_copy(update={"log_level": level}) if level else settings)
+        log.info(resolved.describe())
+    else:
+        click.echo(resolved.describe(), err=True)
     return resolved
 
 
