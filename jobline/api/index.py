@@ -7,6 +7,7 @@ read from the API's own namespaces so that it never drifts from them.
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 from typing import Any
 
@@ -14,6 +15,9 @@ from flask import url_for
 from flask_restx import Api
 
 from jobline.core.settings import Settings
+
+# A Flask route variable, <converter:name> or <name>.
+VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def document(api: Api, prefix: str, settings: Settings) -> dict[str, Any]:
@@ -42,10 +46,12 @@ def resources(api: Api, prefix: str) -> list[dict[str, str]]:
     found = []
     for ns in api.namespaces:
         path = api.ns_paths.get(ns, ns.path)
-        if path in ("", "/"):  # mounted at the root: point at its first fixed route
-            fixed = [url for r in ns.resources for url in r.urls if "<" not in url]
-            if not fixed:
+        if path in ("", "/"):  # mounted at the root: point at its first route
+            urls = [url for r in ns.resources for url in r.urls]
+            if not urls:
                 continue  # Flask-RESTX's empty default namespace
-            path = fixed[0]
+            fixed = [url for url in urls if "<" not in url]
+            # A job's own resource (its logs, its files) as a template: /jobs/{job_id}/logs
+            path = fixed[0] if fixed else VARIABLE.sub(r"{\1}", urls[0])
         found.append({"name": ns.name, "description": ns.description, "href": prefix + path})
     return found

@@ -20,12 +20,17 @@ def test_the_api_root_answers_its_index_with_links_that_answer(live_api: Api) ->
     links = index["links"]
     assert links["docs"] == "/api/v1/docs" and links["spec"] == "/api/v1/swagger.json"
     names = {r["name"]: r for r in index["resources"]}
-    assert set(names) == {"jobs", "job-types", "calculations", "schedules", "events"}
+    spec = api.get("/api/v1/swagger.json").json()
+    assert set(names) == {tag["name"] for tag in spec["tags"]} - {"default"}  # every namespace
+    assert {"jobs", "job-types", "calculations", "schedules", "events"} <= set(names)
     assert all(r["description"] for r in names.values())
-    for path in [*links.values(), *(r["href"] for r in index["resources"])]:
+    assert names["logs"]["href"] == "/api/v1/jobs/{job_id}/logs"  # one job's own resource
+    fixed = [r["href"] for r in index["resources"] if "{" not in r["href"]]
+    for path in [*links.values(), *fixed]:
         # stream=True: /api/v1/events is an endless event stream; its status is enough.
         with api.http.get(api.url(path), stream=True, timeout=10) as answered:
-            assert answered.status_code == 200, path
+            # /api/v1/files takes uploads only (405 to a GET): there, but not a 404.
+            assert answered.status_code in ((200, 405) if path in fixed else (200,)), path
 
 
 def test_the_api_root_without_its_slash_leads_to_the_index(api: Api) -> None:
