@@ -131,9 +131,10 @@ def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
 
 
 def submit_at_rate(b: Bench, rate: float, seconds: float) -> dict[str, Any]:
-    """POST at a fixed rate: the latency each submission sees."""
+    """POST at a fixed rate (0: one client, each request as soon as the last is answered):
+    the latency each submission sees."""
     body = b.body_file("one.json", b.ends.body)
-    connections = max(4, int(rate // 25))
+    connections = max(4, int(rate // 25)) if rate else 1
     load = wrk(b.base, "post", b.ends.submit, body, connections=connections, seconds=seconds,
                rate=rate)  # fmt: skip
     b.jobs_run += load.requests
