@@ -120,6 +120,9 @@ def _engine_rows(r: dict[str, Any], celery: dict[str, Any]) -> list[Row]:
         base = celery.get("processed_per_s")
         out.append(("pipeline (HTTP → store)", "jobs/s end to end", p["jobs_per_s"], base,
                     _ratio(p["jobs_per_s"], base)))  # fmt: skip
+        for op, count in (p.get("mongo_ops_per_job") or {}).items():
+            measure = f"MongoDB {op} round trips per job"
+            out.append(("pipeline (HTTP → store)", measure, count, None, None))
         base = celery.get("enqueued_per_s")
         out.append(("pipeline (HTTP → store)", "submitted/s", p["submit"]["per_s"], base,
                     _ratio(p["submit"]["per_s"], base)))  # fmt: skip
