@@ -64,7 +64,8 @@ def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Pa
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     for peer in ("seed", "celery_mongodb"):
-        assert results["peers"][peer]["n"] == 300
+        # wrk stops each connection after its share; answers already on the way still count.
+        assert results["peers"][peer]["n"] >= 300
         assert results["peers"][peer]["jobs_per_s"] > 0
     assert results["ratios"]["pipeline_vs_seed_design"] > 0
     assert results["ratios"]["pipeline_vs_celery_mongodb_backend"] > 0
