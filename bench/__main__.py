@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import engines, files_logs, report, workloads
+from bench import engines, files_logs, peers, report, workloads
 from bench.servers import Servers, tree_rss_mb, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-WORKLOADS = ("engine", "pipeline", "submit", "e2e", "read", "batch", "memory", "files", "logs")
+WORKLOADS = ("engine", "peers", "pipeline", "submit", "e2e", "read", "batch", "memory", "files",
+             "logs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Sizes:
     alone_seconds: float = 10
     step_rates: tuple[float, ...] = (100, 200, 400)
     step_seconds: float = 5
+    sequential_seconds: float = 10
     e2e_n: int = 100
     read_jobs: int = 100_000
     read_seconds: float = 5
@@ -47,8 +49,8 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     engine_n=300, rq_n=100, pipeline_n=300, clients=4, submit_rate=50, submit_seconds=3,
-    alone_seconds=2, step_rates=(50, 100, 200), step_seconds=2, e2e_n=10, read_jobs=2_000,
-    read_seconds=2,
+    alone_seconds=2, step_rates=(50, 100, 200), step_seconds=2, sequential_seconds=2, e2e_n=10,
+    read_jobs=2_000, read_seconds=2,
     batch_n=2_000, memory_jobs=600, file_mb=5, log_lines=1_000,
 )  # fmt: skip
 
@@ -70,6 +72,14 @@ def run_engines(servers: Servers, sizes: Sizes) -> dict[str, Any]:
         n = sizes.rq_n if engine == "rq" else sizes.engine_n
         print(f"· engine {engine}: {n} no-op tasks", file=sys.stderr, flush=True)
         out[engine] = engines.run_engine(servers, engine, n)
+    return out
+
+
+def run_peers(servers: Servers, sizes: Sizes, scratch: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in peers.PEERS:
+        print(f"· peer {name}: {sizes.pipeline_n} jobs over HTTP", file=sys.stderr, flush=True)
+        out[name] = peers.run_peer(servers, name, sizes.pipeline_n, sizes.clients, scratch)
     return out
 
 
@@ -126,6 +136,8 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
     if step("submit", f"submit latency at {sizes.submit_rate:.0f}/s"):
         out["submit"] = workloads.submit_at_rate(b, sizes.submit_rate, sizes.submit_seconds)
         b.wait_drained(timeout=900)
+        out["submit_sequential"] = workloads.submit_at_rate(b, 0, sizes.sequential_seconds)
+        b.wait_drained(timeout=900)
         out["submit_max"] = workloads.highest_rate(b, list(sizes.step_rates), sizes.step_seconds,
                                                    p99_ms=50)  # fmt: skip
     if "memory" in only:
@@ -169,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             results["versions"] = versions(servers)
             if "engine" in only:
                 results["engine"] = run_engines(servers, sizes)
-            if only - {"engine"}:
+            if "peers" in only:
+                results["peers"] = run_peers(servers, sizes, scratch)
+            if only - {"engine", "peers"}:
                 results.update(run_jobline(servers, sizes, only, scratch))
         finally:
             servers.stop()

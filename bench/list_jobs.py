@@ -1,10 +1,14 @@
 """How long GET /jobs pages take at scale, straight against the store.
 
     .venv/bin/python -m bench.list_jobs --jobs 100000 --spacing-ms 1000
+    .venv/bin/python -m bench.list_jobs --jobs 100000 --spacing-ms 0.01 --quiet-s 60
 
 Starts its own SecantusDB (or uses --mongo-url), inserts jobs of four types in
-four statuses spread ``spacing-ms`` apart, and times the first page of 50 and
-the next page of 500 for each filter. Not run by pytest.
+four statuses spread ``spacing-ms`` apart, the newest ``quiet-s`` seconds ago,
+and times the first page of 50 and the next page of 500 for each filter. The
+second line above is a burst (all within a second) a minute before the
+listing: a first page must reach past the quiet minute into it. Not run by
+pytest.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ TYPES = ("noop", "sleep", "bmi", "align")
 STATUSES = ("queued", "succeeded", "failed", "cancelled")
 
 
-def fill(store: JobStore, n: int, spacing_ms: float) -> None:
-    newest = int(time.time() * 1000)
+def fill(store: JobStore, n: int, spacing_ms: float, quiet_s: float) -> None:
+    newest = int((time.time() - quiet_s) * 1000)
     for start in range(0, n, 5000):
         batch = []
         for i in range(start, min(n, start + 5000)):
@@ -54,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--spacing-ms", type=float, default=1000)
+    parser.add_argument("--quiet-s", type=float, default=0, help="seconds since the newest job")
     parser.add_argument("--mongo-url", default=None)
     args = parser.parse_args()
     server = None
@@ -65,10 +70,12 @@ def main() -> None:
         store.jobs.drop()
         store.ensure_indexes()
         t = time.monotonic()
-        fill(store, args.jobs, args.spacing_ms)
-        print(f"inserted {args.jobs} jobs in {time.monotonic() - t:.0f} s")
+        fill(store, args.jobs, args.spacing_ms, args.quiet_s)
+        took = time.monotonic() - t
+        quiet = args.quiet_s + took  # the jobs' times were set as inserting began
+        print(f"inserted {args.jobs} jobs in {took:.0f} s; the newest {quiet:.0f} s ago")
         middle = datetime.now().astimezone() - timedelta(
-            milliseconds=args.jobs * args.spacing_ms / 2
+            seconds=quiet, milliseconds=args.jobs * args.spacing_ms / 2
         )
         cases: dict[str, dict[str, Any]] = {
             "no filter": {},

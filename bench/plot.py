@@ -20,6 +20,12 @@ def throughput(r: dict[str, Any]) -> tuple[list[str], list[float]]:
         if figure is not None:
             labels.append(f"raw {engine}" if engine == "celery" else engine)
             values.append(figure)
+    for peer, label in (("seed", "seed's design\n(HTTP → store)"),
+                        ("celery_mongodb", "Celery + Mongo\nbackend (HTTP)")):  # fmt: skip
+        figure = r.get("peers", {}).get(peer, {}).get("jobs_per_s")
+        if figure is not None:
+            labels.append(label)
+            values.append(figure)
     if "pipeline" in r:
         labels.append("jobline\n(HTTP → store)")
         values.append(r["pipeline"]["jobs_per_s"])

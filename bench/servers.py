@@ -155,7 +155,8 @@ class Servers:
             JOBLINE_AUTH="off",
             # Every engine logs warnings only: a line per job is not what is compared.
             JOBLINE_LOG_LEVEL="WARNING",
-            PYTHONPATH=str(ROOT),
+            # Keeps what the run was started with (bench/profile.py's sampler).
+            PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         )
         env.update(extra)
         return env

@@ -106,6 +106,11 @@ class Bench:
         assert api is not None and worker is not None
         return {**self.servers.server_pids(), "jobline api": api.pid, "jobline worker": worker.pid}
 
+    def opcounters(self) -> dict[str, int]:
+        """The MongoDB server's operation counters (SecantusDB counts each insert_many once)."""
+        found = self.store.client.admin.command("serverStatus").get("opcounters", {})
+        return {k: int(found.get(k, 0)) for k in ("insert", "query", "update", "delete")}
+
     def total_jobs(self) -> int:
         return self.store.jobs.count_documents({})
 
@@ -115,15 +120,19 @@ def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
     before_total = b.total_jobs()
     body = b.body_file("one.json", b.ends.body)
     cpu = CpuMeter(b.pids()).start()
+    ops = b.opcounters()
     start = time.monotonic()
     load = wrk(b.base, "post", b.ends.submit, body, connections=clients, seconds=600, limit=n)
     accepted = b.total_jobs() - before_total
     done = b.wait_drained(timeout=900)
     cpu.stop()
+    ops = {k: v - ops[k] for k, v in b.opcounters().items()}
     b.jobs_run += accepted
     return {
         "n": accepted,
         "cpu_ms_per_job": cpu.per_job_ms(accepted),
+        # Round trips to MongoDB per job (the harness's own counts are commands, not these).
+        "mongo_ops_per_job": {k: round(v / accepted, 3) for k, v in ops.items()},
         "clients": clients,
         "jobs_per_s": round(accepted / (done - start), 1),
         "submit": load.summary(),
@@ -131,9 +140,10 @@ def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
 
 
 def submit_at_rate(b: Bench, rate: float, seconds: float) -> dict[str, Any]:
-    """POST at a fixed rate: the latency each submission sees."""
+    """POST at a fixed rate (0: one client, each request as soon as the last is answered):
+    the latency each submission sees."""
     body = b.body_file("one.json", b.ends.body)
-    connections = max(4, int(rate // 25))
+    connections = max(4, int(rate // 25)) if rate else 1
     load = wrk(b.base, "post", b.ends.submit, body, connections=connections, seconds=seconds,
                rate=rate)  # fmt: skip
     b.jobs_run += load.requests

@@ -6,20 +6,21 @@ import atexit
 import ipaddress
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from jobline import operators
 from jobline.clients import cli as cli_client
 from jobline.clients import workflow_cli
+from jobline.clients.options import data_dir_option, ensure_indexes, settings_beside
+from jobline.core import local_stack
 from jobline.core.settings import Settings
 
 log = logging.getLogger("jobline")
@@ -66,7 +67,7 @@ def main() -> None:
     """jobline: an asynchronous job pipeline (Flask API, Celery workers, MongoDB store)."""
 
 
-for _command in cli_client.COMMANDS:
+for _command in (*cli_client.COMMANDS, *operators.COMMANDS):
     main.add_command(_command)
 main.add_command(workflow_cli.workflow)
 
@@ -78,9 +79,10 @@ main.add_command(workflow_cli.workflow)
 # Each open event stream (a dashboard tab, `jobline submit --wait`) holds a thread
 # for up to JOBLINE_STREAM_MAX_SECONDS, so leave room beside ordinary requests.
 @click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256))
-def api(host: str, port: int, workers: int, threads: int) -> None:
+@data_dir_option
+def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> None:
     """Serve the HTTP API under gunicorn."""
-    settings = _settings()
+    settings = settings_beside(data_dir, logged=True).settings
     if not settings.auth and not _loopback(host):
         raise click.ClickException(
             f"JOBLINE_AUTH=off is only allowed on a loopback address, not {host}; "
@@ -151,6 +153,7 @@ def api(host: str, port: int, workers: int, threads: int) -> None:
     show_default=True,
     help="Take turns with the other workers at the sweeper's work",
 )
+@data_dir_option
 def worker(
     concurrency: int | None,
     queues: str,
@@ -159,6 +162,7 @@ def worker(
     metrics_port: int | None,
     metrics_address: str,
     sweep: bool,
+    data_dir: Path,
 ) -> None:
     """Run one Celery worker against the configured broker and store."""
     if metrics_port:
@@ -167,8 +171,9 @@ def worker(
     from jobline.engine.tasks import create_worker_app
     from jobline.store.jobs import JobStore
 
-    settings = _settings()
-    _ensure_indexes(JobStore(settings))
+    resolved = settings_beside(data_dir, logged=True, level=loglevel and loglevel.upper())
+    settings = resolved.settings
+    ensure_indexes(JobStore(settings), resolved, wait=30)
     app = create_worker_app(settings, sweep=sweep)
     _logging(settings)  # until Celery sets logging up itself, for the line adopt() may write
     old_keys.adopt(app, queues.split(","))
@@ -185,11 +190,12 @@ def worker(
 @main.command()
 @click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--address", default="127.0.0.1", show_default=True)
-def flower(port: int, address: str) -> None:
+@data_dir_option
+def flower(port: int, address: str, data_dir: Path) -> None:
     """Run Flower, the operators' view of workers and tasks (behind basic auth)."""
     from jobline.engine.queue import make_celery
 
-    settings = _settings()
+    settings = settings_beside(data_dir).settings
     credentials = settings.flower_basic_auth
     if credentials is None or ":" not in credentials.get_secret_value():
         raise click.ClickException(
@@ -209,53 +215,45 @@ def flower(port: int, address: str) -> None:
     type=click.FloatRange(0.1, 3600),
     help="Seconds between sweeps [default: JOBLINE_SWEEP_INTERVAL_SECONDS]",
 )
-def sweep(interval: float | None) -> None:
+@data_dir_option
+def sweep(interval: float | None, data_dir: Path) -> None:
     """Hand on jobs whose worker vanished and republish lost messages, in a loop."""
     from jobline.engine import sweeper
 
-    settings = _settings()
-    _logging(settings)
+    resolved = settings_beside(data_dir, logged=True)
+    settings = resolved.settings
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    sweeper.run(_pipeline(settings), interval or settings.sweep_interval_seconds, stop)
+    sweeper.run(_pipeline(resolved), interval or settings.sweep_interval_seconds, stop)
 
 
 @main.command()
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-def beat(loglevel: str) -> None:
+@data_dir_option
+def beat(loglevel: str, data_dir: Path) -> None:
     """Run Celery beat (RedBeat): fires recurring schedules; several may run, one leads."""
     from jobline.engine.schedules import Schedules, configure
 
-    settings = _settings()
-    p = _pipeline(settings)
+    resolved = settings_beside(data_dir)
+    settings = resolved.settings
+    p = _pipeline(resolved)
     configure(p.celery, settings, retry_forever=True)
     added, removed = Schedules(p).sync()
     click.echo(f"beat: schedules in step with MongoDB ({added} added, {removed} removed)")
     p.celery.start(["beat", f"--loglevel={loglevel}"])
 
 
-def _pipeline(settings: Settings) -> Any:
+def _pipeline(resolved: local_stack.Resolved) -> Any:
     from jobline import jobs
     from jobline.engine.pipeline import Pipeline
     from jobline.engine.queue import make_celery
     from jobline.store.jobs import JobStore
 
+    settings = resolved.settings
     store = JobStore(settings)
-    _ensure_indexes(store)
+    ensure_indexes(store, resolved, wait=30)
     return Pipeline(settings, store, make_celery(settings), jobs.load(settings.job_module_list))
-
-
-def _ensure_indexes(store: Any, wait: float = 30.0) -> None:
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            store.ensure_indexes()
-            return
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"MongoDB unreachable: {exc}") from None
-            time.sleep(0.5)
 
 
 @main.command()
@@ -276,14 +274,17 @@ def _ensure_indexes(store: Any, wait: float = 30.0) -> None:
 )
 @click.option(
     "--data-dir",
-    default=".jobline",
+    envvar="JOBLINE_DATA_DIR",
+    default=str(local_stack.DEFAULT_DATA_DIR),
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="Where the servers keep their data and logs [env JOBLINE_DATA_DIR]",
 )
 def up(
     api_port: int, flower_port: int, workers: int, concurrency: int | None, data_dir: Path
 ) -> None:
     """Start the whole stack on this machine; Ctrl-C or SIGTERM stops all of it."""
+    from jobline.local.servers import ServerError
     from jobline.local.stack import Stack
 
     _logging()
@@ -299,69 +300,11 @@ def up(
         stack.start(os.environ)
         click.echo(stack.banner())
         failed = stack.watch(stopping)
+    except ServerError as exc:  # a port taken, a stack already running there
+        raise click.ClickException(str(exc)) from None
     finally:
         click.echo("stopping jobline…", err=True)
         stack.stop()
     if failed:
         raise click.ClickException(f"{failed} exited unexpectedly; everything was stopped")
     sys.exit(0)
-
-
-@main.group()
-def keys() -> None:
-    """Create, list and revoke API keys (stored hashed in MongoDB)."""
-
-
-def _keystore() -> Any:
-    from jobline.store.jobs import JobStore
-    from jobline.store.keys import KeyStore
-
-    store = KeyStore(JobStore(_settings()).db)
-    _ensure_indexes(store, wait=10)
-    return store
-
-
-def _key_name(_ctx: Any, _param: Any, value: str) -> str:
-    from jobline.store.keys import NAME_PATTERN
-
-    if not re.match(NAME_PATTERN, value):
-        raise click.BadParameter("1-64 letters, digits, '_', '.', '@' or '-'")
-    return value
-
-
-@keys.command("create")
-@click.option("--name", required=True, callback=_key_name, help="Who the key is for")
-@click.option("--admin", is_flag=True, help="The key sees and changes every owner's jobs")
-def keys_create(name: str, admin: bool) -> None:
-    """Create a key and print it; it is shown this once and stored only hashed."""
-    from jobline.core.errors import JoblineError
-
-    try:
-        key = _keystore().create(name, admin=admin)
-    except JoblineError as exc:
-        raise click.ClickException(str(exc)) from None
-    kind = "an admin key" if admin else "a key"
-    click.echo(f"created {kind} for {name}; store it now, it is not shown again:")
-    click.echo(key)
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """Names, admin flags and dates of every key (never the keys themselves)."""
-    rows = _keystore().list()
-    click.echo(f"{'NAME':<24} {'PREFIX':<12} {'ADMIN':<6} {'CREATED':<20} REVOKED")
-    for row in rows:
-        created = row["created_at"].strftime("%Y-%m-%d %H:%M:%S")
-        revoked = row["revoked_at"].strftime("%Y-%m-%d %H:%M:%S") if row["revoked_at"] else "-"
-        admin = "yes" if row.get("admin") else "no"
-        click.echo(f"{row['name']:<24} {row['prefix']:<12} {admin:<6} {created:<20} {revoked}")
-
-
-@keys.command("revoke")
-@click.option("--name", required=True, callback=_key_name)
-def keys_revoke(name: str) -> None:
-    """Revoke every live key of NAME; API processes refuse it within JOBLINE_KEY_CACHE_SECONDS."""
-    revoked = _keystore().revoke(name)
-    if not revoked:
-        raise click.ClickException(f"no live key named {name!r}")
-    click.echo(f"revoked {revoked} key(s) of {name}")

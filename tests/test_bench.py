@@ -41,10 +41,32 @@ def test_a_quick_engine_run_writes_results_with_versions_and_figures(tmp_path: P
 def test_targets_say_met_not_met_or_not_measured() -> None:
     results = {
         "engine": {"celery": {"enqueued_per_s": 1000.0, "processed_per_s": 500.0}},
+        "peers": {"seed": {"jobs_per_s": 300.0}, "celery_mongodb": {"jobs_per_s": 250.0}},
         "pipeline": {"jobs_per_s": 400.0, "submit": {"per_s": 450.0}},
         "e2e": {"p50_ms": 40.0},
     }
     met = {t["target"]: t["met"] for t in report.targets(results)}
-    assert met["pipeline ≥ 0.6 × raw Celery"] is True
+    assert met["pipeline ≥ 0.3 × raw Celery"] is True
+    assert met["pipeline ≥ 1.0 × the seed's design"] is True
+    assert met["pipeline ≥ 2 × Celery's MongoDB backend"] is False
     assert met["end-to-end p50 ≤ 25 ms"] is False
     assert met["reads p99 ≤ 20 ms"] is None
+
+
+@pytest.mark.timeout(180)
+def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "peers,pipeline", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for peer in ("seed", "celery_mongodb"):
+        # wrk stops each connection after its share; answers already on the way still count.
+        assert results["peers"][peer]["n"] >= 300
+        assert results["peers"][peer]["jobs_per_s"] > 0
+    assert results["ratios"]["pipeline_vs_seed_design"] > 0
+    assert results["ratios"]["pipeline_vs_celery_mongodb_backend"] > 0
+    assert "| the seed's design |" in done.stdout

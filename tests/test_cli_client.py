@@ -49,6 +49,26 @@ def test_submit_with_wait_exits_1_when_the_job_fails(live_api: Api) -> None:
     assert json.loads(result.stdout)["status"] == "failed"
 
 
+def test_submit_with_wait_exits_124_at_its_timeout_while_the_job_reports_progress(
+    live_api: Api,
+) -> None:
+    result = run(live_api, "submit", "sleep", "seconds=8", "steps=20", "--wait", "--timeout=2")
+    job_id = result.stderr.split("job ", 1)[1].split()[0]
+    try:
+        assert result.exit_code == 124, result.output
+        assert "still running" in result.stderr
+        assert "running" in result.stderr.splitlines()[-2]  # progress was shown meanwhile
+        assert live_api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
+    finally:
+        live_api.post(f"/api/v1/jobs/{job_id}/cancel")
+
+
+def test_client_commands_say_which_api_they_use(idle_api: Api) -> None:
+    result = run(idle_api, "list")
+    assert result.exit_code == 0, result.output
+    assert f"jobline: API {idle_api.base} (--url or JOBLINE_URL)" in result.stderr
+
+
 def test_submit_without_wait_prints_the_queued_job(idle_api: Api) -> None:
     result = run(idle_api, "submit", "sleep", "seconds=2", "steps=4")
     assert result.exit_code == 0, result.output

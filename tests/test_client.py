@@ -110,6 +110,24 @@ def test_waiting_gives_up_after_the_timeout(idle_client: Client) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_waiting_gives_up_at_the_timeout_while_the_job_keeps_reporting_progress(
+    client: Client,
+) -> None:
+    # Twenty steps in 8 s: a change every 0.4 s, each one a reason to keep reading.
+    job = client.submit("sleep", {"seconds": 8, "steps": 20})
+    seen: list[dict[str, Any]] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(WaitTimeout):
+            client.wait(job["id"], timeout=2, on_progress=seen.append)
+        waited = time.monotonic() - started
+        assert client.get(job["id"])["status"] == "running"  # it gave up before the job ended
+        assert any(0 < change["progress"] < 1 for change in seen)  # changes were coming
+        assert 2 <= waited < 6
+    finally:
+        client.cancel(job["id"])
+
+
 def test_an_unreachable_api_raises_unreachable() -> None:
     with Client(f"http://127.0.0.1:{local.free_port()}") as client, pytest.raises(Unreachable):
         client.get("0193a5a8-0000-7000-8000-000000000000")

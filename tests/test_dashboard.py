@@ -356,3 +356,12 @@ def test_the_job_view_tails_a_running_jobs_log_line_by_line(page: Page, board: A
     assert board.get(f"/api/v1/jobs/{job_id}").json()["status"] == "running"
     expect(log).to_contain_text("step 3 of 3 done", timeout=10_000)
     assert log.locator(".line").count() == 3
+
+
+def test_the_board_says_who_owns_jobs_made_while_keys_are_off(
+    board: Api, keyed_api: dict[str, Api]
+) -> None:
+    note = 'data-testid="owner-note"'
+    page = board.get("/").text
+    assert note in page and "jobline jobs adopt --owner NAME" in page
+    assert note not in keyed_api["anonymous"].get("/").text  # with keys on, nothing to say

@@ -142,3 +142,15 @@ def test_the_metric_names_and_kinds_are_the_documented_ones(live_api: Api) -> No
     assert kinds["jobline_jobs_submitted"] == "counter"
     assert kinds["jobline_http_request_duration_seconds"] == "histogram"
     assert kinds["jobline_queue_depth"] == "gauge"
+
+
+def test_metrics_are_served_as_the_exposition_format_with_one_charset(
+    gunicorn_api: Gunicorn, live_api: Api, worker_metrics_port: int
+) -> None:
+    exposition = "text/plain; version=0.0.4; charset=utf-8"
+    for url in (
+        gunicorn_api.base + "/metrics",  # the API as `jobline api` serves it
+        live_api.url("/metrics"),
+        f"http://127.0.0.1:{worker_metrics_port}/metrics",
+    ):
+        assert requests.get(url, timeout=10).headers["Content-Type"] == exposition, url

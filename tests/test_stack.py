@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,11 +55,12 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> req
 class Up:
     """`jobline up` run as a subprocess, the way a user starts it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **environ: str) -> None:
         self.api_port, self.flower_port = local.free_port(), local.free_port()
         self.base = f"http://127.0.0.1:{self.api_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLINE_")}
         env["JOBLINE_BMI_SECONDS"] = "0.5"
+        env.update(environ)
         self.process = subprocess.Popen(
             local.jobline_argv(
                 "up", f"--api-port={self.api_port}", f"--flower-port={self.flower_port}",
@@ -145,3 +147,53 @@ def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Pat
         again.terminate()
     finally:
         again.kill()
+
+
+def jobline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A jobline command run as a newcomer runs it: no JOBLINE_* variable set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLINE_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return subprocess.run(
+        local.jobline_argv(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.timeout(240)
+def test_commands_beside_jobline_up_find_its_servers_with_no_environment(tmp_path: Path) -> None:
+    data_dir = tmp_path / ".jobline"  # the default name, seen from its parent
+    up = Up(data_dir, JOBLINE_AUTH="on")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        created = jobline("keys", "create", "--name", "alice", cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.split()[-1]
+        stack = json.loads((data_dir / "stack.json").read_text())
+        assert f"store {stack['mongo_url']} (from the `jobline up` on {data_dir})" in created.stderr
+        assert (
+            f"broker {stack['redis_url']} (from the `jobline up` on {data_dir})" in created.stderr
+        )
+
+        keyed = requests.get(f"{up.base}/api/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+        assert keyed.status_code == 200
+        assert requests.get(f"{up.base}/api/v1/jobs", timeout=5).status_code == 401
+
+        # From anywhere else, --data-dir names the stack; client commands find its API too.
+        listed = jobline("keys", "list", f"--data-dir={data_dir}", cwd=elsewhere)
+        assert listed.returncode == 0, listed.stderr
+        assert any(line.startswith("alice ") for line in listed.stdout.splitlines())
+        submitted = jobline("submit", "noop", f"--api-key={key}", f"--data-dir={data_dir}",
+                            cwd=elsewhere)  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        assert f"API {up.base} (from the `jobline up` on {data_dir})" in submitted.stderr
+
+        # A second stack on the same data dir is refused, and the first one goes on.
+        again = jobline("up", f"--api-port={local.free_port()}",
+                        f"--flower-port={local.free_port()}", cwd=tmp_path)  # fmt: skip
+        assert again.returncode == 1
+        assert f"jobline up already runs on {data_dir}" in again.stderr
+        assert requests.get(f"{up.base}/readyz", timeout=5).status_code == 200
+        up.terminate()
+    finally:
+        up.kill()
+    assert not (data_dir / "stack.json").exists()

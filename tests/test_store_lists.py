@@ -66,6 +66,8 @@ FILTERS: list[dict[str, Any]] = [
     {"type": "noop"},
     {"status": str(Status.QUEUED)},
     {"type": "noop", "status": str(Status.QUEUED)},
+    {"owner": "alice"},
+    {"owner": "alice", "type": "noop"},
 ]
 
 
@@ -83,7 +85,10 @@ def test_every_window_of_every_filter_is_an_index_scan(
     store: JobStore, equal: dict[str, Any], bounded: bool
 ) -> None:
     store.jobs.delete_many({})
-    store.insert_many([new_job(t, {}) for t in ("noop", "sleep", "bmi") * 20])
+    owners = ("alice", None, "bob")
+    store.insert_many(
+        [new_job(t, {}, owner=o) for t in ("noop", "sleep", "bmi") for o in owners * 7]
+    )
     span = Span()
     if bounded:
         newest = store.jobs.find_one(sort=[("_id", -1)])

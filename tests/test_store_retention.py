@@ -79,3 +79,24 @@ def test_the_ttl_index_is_on_expires_at(store: JobStore) -> None:
     indexes = store.jobs.index_information()
     ttl = [i for i in indexes.values() if "expireAfterSeconds" in i]
     assert [(i["key"], i["expireAfterSeconds"]) for i in ttl] == [([("expires_at", 1)], 0)]
+
+
+def test_the_ttl_index_holds_only_jobs_that_will_expire(store: JobStore) -> None:
+    ttl = next(i for i in store.jobs.index_information().values() if "expireAfterSeconds" in i)
+    assert "$gt" in ttl["partialFilterExpression"]["expires_at"]
+
+
+def test_an_older_deployments_whole_ttl_index_is_replaced_by_the_partial_one(
+    settings: Settings,
+) -> None:
+    older = JobStore(make_settings(settings.redis_url, settings.mongo_url, mongo_db="jobline_old"))
+    try:
+        older.jobs.drop()
+        older.jobs.create_index("expires_at", expireAfterSeconds=0)
+        older.ensure_indexes()
+        on_expiry = [i for i in older.jobs.index_information().values()
+                     if i["key"] == [("expires_at", 1)]]  # fmt: skip
+        assert len(on_expiry) == 1 and "partialFilterExpression" in on_expiry[0]
+    finally:
+        older.jobs.drop()
+        older.close()

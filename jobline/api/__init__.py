@@ -32,6 +32,13 @@ class JoblineApi(Api):  # type: ignore[misc]
     def handle_error(self, e: Exception) -> Any:
         return problems.from_exception(e)
 
+    def render_root(self) -> Any:
+        """The API's index at ``/api/v1/`` (Flask-RESTX answers 404 there by default)."""
+        from jobline.api import index
+        from jobline.api.services import pipeline
+
+        return index.document(self, API_PREFIX, pipeline().settings)
+
 
 def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
     """The versioned API, one namespace per resource, documenting ``catalogue``'s types."""

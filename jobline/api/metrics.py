@@ -26,7 +26,9 @@ def metrics_view() -> Response:
     """
     p = pipeline()
     depth = metrics.QueueDepth(p.celery, lambda: ["default", *(t.queue for t in p.catalogue)])
-    return Response(metrics.exposition(depth), mimetype=metrics.CONTENT_TYPE)
+    # content_type, not mimetype: Flask adds "; charset=utf-8" to a text/* mimetype,
+    # and the exposition format's type already carries its charset.
+    return Response(metrics.exposition(depth), content_type=metrics.CONTENT_TYPE)
 
 
 def instrument(app: Flask) -> None:

@@ -28,7 +28,9 @@ def blueprint(settings: Settings) -> Blueprint:
     @bp.get("/")
     def index() -> ResponseReturnValue:
         """The board: a form to submit any job type, and the jobs, newest first, live."""
-        page = render_template("dashboard.html", flower_url=settings.flower_url, api_base="/api/v1")
+        page = render_template(
+            "dashboard.html", flower_url=settings.flower_url, api_base="/api/v1", auth=settings.auth
+        )
         return page, 200, {"Cache-Control": "no-cache"}
 
     return bp

@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from jobline.clients.options import data_dir_option
+from jobline.core import local_stack
+
 if TYPE_CHECKING:
     from jobline.clients.python import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# `submit --wait --timeout` past its time exits as timeout(1) does.
+WAIT_TIMED_OUT = 124
 STATUSES = ("queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
 
 
@@ -25,20 +30,26 @@ def connection_options(command: F) -> F:
     @click.option(
         "--url",
         envvar="JOBLINE_URL",
-        default="http://127.0.0.1:5000",
-        show_default=True,
-        help="The jobline API [env JOBLINE_URL]",
+        default=None,
+        help="The jobline API [env JOBLINE_URL; default: the `jobline up` running on "
+        f"--data-dir, else {local_stack.DEFAULT_API_URL}]",
     )
     @click.option("--api-key", envvar="JOBLINE_API_KEY", default=None, help="[env JOBLINE_API_KEY]")
+    @data_dir_option
     @functools.wraps(command)
-    def wrapper(url: str, api_key: str | None, **kwargs: Any) -> Any:
-        from jobline.clients.python import ApiError, Client, ClientError
+    def wrapper(url: str | None, api_key: str | None, data_dir: Path, **kwargs: Any) -> Any:
+        from jobline.clients.python import ApiError, Client, ClientError, WaitTimeout
 
+        url, origin = local_stack.api_url(data_dir, url)
+        click.echo(f"jobline: API {url} ({origin})", err=True)
         with Client(url, api_key=api_key) as client:
             try:
                 return command(client, **kwargs)
             except ApiError as exc:
                 raise click.ClickException(_describe(exc.problem)) from None
+            except WaitTimeout as exc:
+                click.echo(f"Error: {exc}", err=True)
+                sys.exit(WAIT_TIMED_OUT)
             except ClientError as exc:
                 raise click.ClickException(str(exc)) from None
 
@@ -92,7 +103,10 @@ def _print_json(value: Any) -> None:
     "--wait", is_flag=True, help="Show progress until the job ends; exit 1 unless it succeeded"
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait at most"
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help=f"With --wait: seconds to wait at most (then exit {WAIT_TIMED_OUT}, the job goes on)",
 )
 @connection_options
 def submit(

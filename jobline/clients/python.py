@@ -7,9 +7,10 @@ document; a server that cannot be reached is :class:`Unreachable`.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import mimetypes
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -279,7 +280,7 @@ class Client:
 
     # -- following a job ------------------------------------------------------
 
-    def events(self, job_id: str, read_timeout: float = STREAM_READ_TIMEOUT) -> Iterator[Job]:
+    def events(self, job_id: str, read_timeout: float = STREAM_READ_TIMEOUT) -> Generator[Job]:
         """The job's event stream: the job as stored, then each change, until it ends."""
         timeout = httpx.Timeout(self.http.timeout.connect, read=read_timeout)
         try:
@@ -307,30 +308,54 @@ class Client:
 
         Follows the job's event stream (reconnecting when the server ends it) and
         falls back to polling when the stream is unavailable. WaitTimeout after
-        ``timeout`` seconds.
+        ``timeout`` seconds, checked at every change, so a job that keeps
+        reporting progress cannot hold the wait past it; a stream that falls
+        silent is given up after the time that was left when it connected.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         job: Job = {}
+
+        def left() -> float:
+            return STREAM_READ_TIMEOUT if deadline is None else deadline - time.monotonic()
+
         while True:
-            left = STREAM_READ_TIMEOUT if deadline is None else deadline - time.monotonic()
-            if left <= 0:
+            if left() <= 0:
                 raise WaitTimeout(f"job {job_id} still {job.get('status', 'unknown')}")
-            received = 0
             try:
-                for change in self.events(job_id, read_timeout=min(left, STREAM_READ_TIMEOUT)):
-                    received += 1
-                    job = {**job, **change}
-                    if on_progress is not None:
-                        on_progress(job)
-                    if job.get("status") in TERMINAL:
-                        return self.get(job_id)
+                job, received = self._follow(job_id, job, left, on_progress)
             except ApiError as exc:
                 if exc.status != 503:
                     raise
                 return self._poll(job_id, deadline, on_progress)  # no live events: poll
+            if job.get("status") in TERMINAL:
+                return self.get(job_id)
             # The stream ended before the job did (its lifetime, a timeout): reconnect.
             if not received:
-                time.sleep(POLL_INTERVAL)
+                time.sleep(max(0.0, min(POLL_INTERVAL, left())))
+
+    def _follow(
+        self,
+        job_id: str,
+        job: Job,
+        left: Callable[[], float],
+        on_progress: ProgressCallback | None,
+    ) -> tuple[Job, int]:
+        """One connection to the job's stream, until it ends, the job ends or ``left()`` is up.
+
+        Returns the job as last seen and how many changes came.
+        """
+        received = 0
+        stream = self.events(job_id, read_timeout=min(left(), STREAM_READ_TIMEOUT))
+        with contextlib.closing(stream):
+            for change in stream:
+                received += 1
+                job = {**job, **change}
+                if on_progress is not None:
+                    on_progress(job)
+                # Changes may keep coming past the deadline: it is checked at each one.
+                if job.get("status") in TERMINAL or left() <= 0:
+                    break
+        return job, received
 
     def _poll(
         self, job_id: str, deadline: float | None, on_progress: ProgressCallback | None
@@ -344,9 +369,10 @@ class Client:
             last = seen
             if job.get("status") in TERMINAL:
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise WaitTimeout(f"job {job_id} still {job.get('status')}")
-            time.sleep(POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL if left is None else min(POLL_INTERVAL, left))
 
 
 def _api_error(response: httpx.Response) -> ApiError:

@@ -1,6 +1,9 @@
 """The Celery app, built from settings, and publishing a job's message to the broker.
 
-The message carries only the job id: the record in MongoDB is the job.
+The message carries the job id; a queued job's message also carries the record
+as it was published, so that the worker claims it without reading it back. The
+record in MongoDB stays the job: the claim is conditional on the status and
+attempt the message carries, and any other case reads the record.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from kombu.exceptions import KombuError, OperationalError
 from jobline.core.errors import BrokerUnavailable
 from jobline.core.settings import Settings
 from jobline.jobs import JobType
-from jobline.store.records import Job
+from jobline.store.records import Job, Status
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +121,9 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
         options["countdown"] = countdown
     elif job.get("run_at") is not None:
         options["eta"] = job["run_at"]
+    kwargs = {"record": job} if job.get("status") == Status.QUEUED else None
     try:
-        app.send_task(RUN_TASK, args=[job["_id"]], **options)
+        app.send_task(RUN_TASK, args=[job["_id"]], kwargs=kwargs, **options)
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 

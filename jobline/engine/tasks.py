@@ -44,8 +44,8 @@ def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
         logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
-    def run(self: JobTask, job_id: str) -> str:
-        return run_job(self, runtime, job_id)
+    def run(self: JobTask, job_id: str, record: dict[str, Any] | None = None) -> str:
+        return run_job(self, runtime, job_id, record)
 
     @app.task(
         name=webhooks.DELIVER_TASK,

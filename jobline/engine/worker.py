@@ -114,20 +114,25 @@ def progression(app: Any, runtime: Runtime, *, inline: bool = False) -> Progress
     return Progression(runtime.settings, runtime.store, app, runtime.catalogue, inline)
 
 
-def run_job(task: JobTask, runtime: Runtime, job_id: str) -> str:
-    """Claim the job, run it, and record how it ended; returns a line for the worker's log."""
+def run_job(task: JobTask, runtime: Runtime, job_id: str, record: Job | None = None) -> str:
+    """Claim the job, run it, and record how it ended; returns a line for the worker's log.
+
+    ``record`` is the job as its message carries it, when it does (see queue.publish).
+    """
     rules = limits.Limits(runtime.settings, runtime.catalogue)
     gate = limits.Gate(rules, task.app, task.request.id)
     try:
-        return _claim_and_run(task, runtime, job_id, gate)
+        return _claim_and_run(task, runtime, job_id, gate, record)
     finally:
         gate.release()  # however the attempt ended: the next waiting job gets the slot
 
 
-def _claim_and_run(task: JobTask, runtime: Runtime, job_id: str, gate: limits.Gate) -> str:
+def _claim_and_run(
+    task: JobTask, runtime: Runtime, job_id: str, gate: limits.Gate, record: Job | None
+) -> str:
     store = runtime.store
     try:
-        job = store.claim(job_id, task_id=task.request.id, admit=gate)
+        job = store.claim(job_id, task_id=task.request.id, admit=gate, record=record)
     except (StoreUnavailable, redis.RedisError):
         # Acknowledging now would drop a job nobody ran: send the message round again.
         raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None

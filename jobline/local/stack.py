@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobline.core import local_stack
 from jobline.local import servers as local
 
 
@@ -23,21 +25,31 @@ class Stack:
     flower_login: str = ""
     auth: bool = True
     worker_metrics: list[int] = field(default_factory=list)
+    # The servers this stack started, recorded for the commands run beside it.
+    started: dict[str, str] = field(default_factory=dict)
 
     def start(self, environ: Mapping[str, str]) -> None:
         """Start embedded servers where no URL is configured, then the jobline processes."""
         env = dict(environ)
         logs = self.data_dir / "logs"
+        running = local_stack.find(self.data_dir)
+        if running is not None and running.pid != os.getpid():
+            raise local.ServerError(
+                f"jobline up already runs on {self.data_dir} (pid {running.pid}); "
+                "stop it first, or pick another --data-dir"
+            )
         for port, what in ((self.api_port, "API"), (self.flower_port, "Flower")):
             if local.port_open(port):
                 raise local.ServerError(f"port {port} for the {what} is taken; pick another")
         if not env.get("JOBLINE_REDIS_URL"):
             redis, env["JOBLINE_REDIS_URL"] = local.start_redis(self.data_dir / "redis")
             self.processes.append(redis)
+            self.started["redis_url"] = env["JOBLINE_REDIS_URL"]
             self.notes.append(f"redis-server (AOF, everysec) {env['JOBLINE_REDIS_URL']}")
         if not env.get("JOBLINE_MONGO_URL"):
             mongo, env["JOBLINE_MONGO_URL"] = local.start_mongo(self.data_dir / "mongodb")
             self.processes.append(mongo)
+            self.started["mongo_url"] = env["JOBLINE_MONGO_URL"]
             self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
         self._secure(env)
         # The dashboard links to the Flower this stack starts.
@@ -65,6 +77,15 @@ class Stack:
                 local.Process(name, local.jobline_argv(*args), env=env, log=log).start()
             )
         self._wait_for_ports()
+        local_stack.write(
+            self.data_dir,
+            local_stack.LocalStack(
+                pid=os.getpid(),
+                api_url=f"http://127.0.0.1:{self.api_port}",
+                flower_url=env["JOBLINE_FLOWER_URL"],
+                **self.started,
+            ),
+        )
 
     def _secure(self, env: dict[str, str]) -> None:
         """Auth off unless asked for (the API listens on 127.0.0.1 only); Flower behind a login."""
@@ -93,7 +114,7 @@ class Stack:
             f"  Flower     http://127.0.0.1:{self.flower_port}/ ({self.flower_login})",
             f"  metrics    http://127.0.0.1:{self.api_port}/metrics, workers "
             + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in self.worker_metrics),
-            "  API keys   required (create one: jobline keys create --name NAME)"
+            f"  API keys   required (create one: {self._command_beside('keys create')} --name NAME)"
             if self.auth
             else "  API keys   OFF: anyone on this machine can use the API "
             "(it listens on 127.0.0.1 only; JOBLINE_AUTH=on to require keys)",
@@ -102,6 +123,12 @@ class Stack:
             "Ctrl-C stops everything.",
         ]
         return "\n".join(lines)
+
+    def _command_beside(self, command: str) -> str:
+        """``jobline COMMAND``, with a --data-dir to find this stack unless it is the default."""
+        if self.data_dir == local_stack.DEFAULT_DATA_DIR.resolve():
+            return f"jobline {command}"
+        return f"jobline {command} --data-dir {self.data_dir}"
 
     def watch(self, stopping: threading.Event) -> str | None:
         """Wait until asked to stop; returns the name of a process that died on its own."""
@@ -112,6 +139,13 @@ class Stack:
         return None
 
     def stop(self) -> None:
-        """Stop the jobline processes first, then the servers they use."""
-        for process in reversed(self.processes):
-            process.stop()
+        """Stop the jobline processes first, then the servers they use, then forget them.
+
+        The record goes last: until the servers are down, a second ``jobline up``
+        on this data dir is refused rather than finding their files locked.
+        """
+        try:
+            for process in reversed(self.processes):
+                process.stop()
+        finally:
+            local_stack.remove(self.data_dir, os.getpid())

@@ -12,6 +12,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from jobline.core import ids
 from jobline.core.errors import JobNotFound, StoreUnavailable
 from jobline.core.settings import Settings
+from jobline.store.group_commit import GroupCommit
 from jobline.store.mongo import connect, mine, unavailable_as_error
 from jobline.store.records import Job
 
@@ -25,6 +26,8 @@ class JobCollection:
         self.client: MongoClient[Job] = client or connect(settings)
         self.db = self.client[settings.mongo_db]
         self.jobs: Collection[Job] = self.db["jobs"]
+        # Submissions made at once by this process's threads share one insert_many.
+        self.inserts = GroupCommit(self.jobs)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.result_ttl = timedelta(seconds=settings.result_ttl) if settings.result_ttl else None
 

@@ -8,8 +8,13 @@ jobs), ``recovery`` (what the sweeper reads and hands on), and ``collection``
 
 from __future__ import annotations
 
+from typing import Any
+
+from pymongo import ASCENDING
+
 from jobline.store.lists import LIST_INDEXES, Lists
 from jobline.store.mongo import unavailable_as_error
+from jobline.store.paging import EPOCH
 from jobline.store.recovery import Recovery
 from jobline.store.transitions import Transitions
 
@@ -21,9 +26,22 @@ class JobStore(Transitions, Lists, Recovery):
     def ensure_indexes(self) -> None:
         """Create the indexes listing, filtering and the sweeper rely on."""
         # _id is a UUIDv7, so {_id: -1} is newest first.
-        for keys in LIST_INDEXES:
-            self.jobs.create_index(keys)
-        # Finished jobs carry expires_at when retention is configured.
-        self.jobs.create_index("expires_at", expireAfterSeconds=0)
+        for keys, options in LIST_INDEXES:
+            self._ensure_index(keys, **options)
+        # Finished jobs carry expires_at when retention is configured; the index
+        # holds only those, so no write of an unfinished job touches it.
+        self._ensure_index(
+            [("expires_at", ASCENDING)],
+            expireAfterSeconds=0,
+            partialFilterExpression={"expires_at": {"$gt": EPOCH}},
+        )
         # Two concurrent requests with one Idempotency-Key: the second insert fails.
         self.jobs.create_index("idempotency_key", unique=True, sparse=True)
+
+    def _ensure_index(self, keys: list[tuple[str, int]], **options: Any) -> None:
+        """Create an index, replacing one on the same keys made with other options."""
+        wanted = options.get("partialFilterExpression")
+        for name, info in self.jobs.index_information().items():
+            if info["key"] == keys and info.get("partialFilterExpression") != wanted:
+                self.jobs.drop_index(name)  # an older deployment's, kept whole before
+        self.jobs.create_index(keys, **options)

@@ -90,6 +90,11 @@ class KeyStore:
         return Principal(found["name"], bool(found.get("admin")))
 
     @unavailable_as_error
+    def named(self, name: str) -> bool:
+        """Whether ``name`` has, or had, a key: owners are key names."""
+        return self.keys.find_one({"name": name}, {"_id": 1}) is not None
+
+    @unavailable_as_error
     def list(self) -> list[dict[str, Any]]:
         """Every key's name, shown prefix, admin flag and dates; never the key or its hash."""
         fields = {"_id": 0, "name": 1, "prefix": 1, "admin": 1, "created_at": 1, "revoked_at": 1}

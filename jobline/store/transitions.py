@@ -23,9 +23,13 @@ class Transitions(JobCollection):
 
     @unavailable_as_error
     def insert(self, job: Job) -> Job:
-        """Record a newly accepted job; KeyInUse if its idempotency key is taken."""
+        """Record a newly accepted job; KeyInUse if its idempotency key is taken.
+
+        Returns once the job is written; jobs submitted meanwhile by other threads
+        of this process are written in the same round trip (see group_commit).
+        """
         try:
-            self.jobs.insert_one(job)
+            self.inserts.insert(job)
         except DuplicateKeyError as exc:
             if job.get("idempotency_key") is None:
                 raise
@@ -57,6 +61,7 @@ class Transitions(JobCollection):
         job_id: str,
         task_id: str | None = None,
         admit: Callable[[Job], None] | None = None,
+        record: Job | None = None,
     ) -> Job | None:
         """Move a waiting job (or one whose lease ran out) to running as a new attempt.
 
@@ -64,24 +69,31 @@ class Transitions(JobCollection):
         the job is finished, cancelled, unknown, or held by a live worker.
         ``admit`` sees a claimable job first and may raise to keep it waiting
         (the engine's limits), so a refusal costs no attempt and no extra read.
+        ``record`` is the job as it was published (its message carries it): a
+        queued job never held back is then claimed with one conditional update
+        on the status and attempt it was published with, and nothing is read.
+        Any other case (scheduled, retrying, held, a lease that ran out, a
+        record that moved on) reads the job first.
         """
+        changes = self._claim_changes(task_id)
+        admitted = False
+        if record is not None and record.get("status") == Status.QUEUED:
+            if admit is not None:
+                admit(record)
+                admitted = True
+            attempts = int(record.get("attempts") or 0)
+            result = self.jobs.update_one(
+                {"_id": job_id, "status": str(Status.QUEUED), "attempts": attempts,
+                 "held_reason": None},
+                {"$set": changes, "$inc": {"attempts": 1}},
+            )  # fmt: skip
+            if result.modified_count == 1:
+                return {**record, **changes, "_id": job_id, "attempts": attempts + 1}
         job = self.jobs.find_one({"_id": job_id})
         if job is None or not self._claimable(job):
             return None
-        if admit is not None:
+        if admit is not None and not admitted:
             admit(job)
-        t = now()
-        changes = {
-            "status": str(Status.RUNNING),
-            "started_at": t,
-            "updated_at": t,
-            "lease_until": t + self.lease,
-            "worker": HOSTNAME,
-            "progress": 0.0,
-            "progress_message": None,
-        }
-        if task_id is not None:
-            changes["task_id"] = task_id
         if job.get("held_reason"):
             changes["held_reason"] = None
         result = self.jobs.update_one(
@@ -92,6 +104,21 @@ class Transitions(JobCollection):
             return None  # someone else moved it first
         job.update(changes, attempts=job["attempts"] + 1)
         return job
+
+    def _claim_changes(self, task_id: str | None) -> dict[str, Any]:
+        t = now()
+        changes: dict[str, Any] = {
+            "status": str(Status.RUNNING),
+            "started_at": t,
+            "updated_at": t,
+            "lease_until": t + self.lease,
+            "worker": HOSTNAME,
+            "progress": 0.0,
+            "progress_message": None,
+        }
+        if task_id is not None:
+            changes["task_id"] = task_id
+        return changes
 
     @unavailable_as_error
     def note_held(self, job: Job, reason: str) -> bool:

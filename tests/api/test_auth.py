@@ -117,7 +117,9 @@ def test_a_revoked_key_is_refused_within_the_key_cache_time(
     _assert_401(response, invalid=True)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/api/v1/swagger.json", "/api/v1/docs"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/metrics", "/api/v1/", "/api/v1/swagger.json", "/api/v1/docs"]
+)
 def test_probes_metrics_and_docs_need_no_key(keyed_api: dict[str, Api], path: str) -> None:
     assert keyed_api["anonymous"].get(path).status_code == 200
 

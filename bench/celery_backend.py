@@ -1,0 +1,62 @@
+"""Celery with its own MongoDB result backend, behind the same minimal Flask-RESTX API.
+
+The other way people record jobs in MongoDB: Celery's ``mongodb://`` result
+backend with ``task_track_started`` (a STARTED write per task) and
+``acks_late``, as a user wanting crash safety and a status would set it.
+
+    gunicorn bench.celery_backend:api
+    celery -A bench.celery_backend worker
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, signals
+from flask import Flask
+from flask_restx import Api, Resource
+
+from bench.counter import count_done
+
+app = Celery(
+    "backend",
+    broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/5"),
+    backend=os.environ.get("BENCH_MONGO_URL", "mongodb://127.0.0.1:27017") + "/celery_bench",
+)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_track_started=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+)
+
+
+@app.task(name="backend.compute")
+def compute(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"payload": payload}
+
+
+@signals.task_success.connect
+def _counted(**_: Any) -> None:
+    # Sent after the backend has stored the result: completion means recorded.
+    count_done()
+
+
+def create_api() -> Flask:
+    flask = Flask(__name__)
+    api = Api(flask, prefix="/api/v1", doc=False)
+
+    @api.route("/jobs")
+    class Jobs(Resource):  # type: ignore[misc]
+        def post(self) -> tuple[dict[str, Any], int]:
+            task = compute.delay(api.payload or {})
+            return {"id": task.id, "status": "queued"}, 202
+
+    return flask
+
+
+api = create_api()

@@ -1,0 +1,130 @@
+"""The store's hot path: submissions share inserts, a published job is claimed with one update."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient, monitoring
+
+from jobline.core.errors import KeyInUse
+from jobline.core.settings import Settings
+from jobline.store.jobs import JobStore
+from jobline.store.records import Status, new_job
+
+
+class Commands(monitoring.CommandListener):
+    """Every command a client sends, by name (what a store call costs in round trips)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def count(self, *names: str) -> int:
+        return sum(name in names for name in self.names)
+
+
+@pytest.fixture
+def watched(settings: Settings, store: JobStore) -> Iterator[tuple[JobStore, Commands]]:
+    """A store on a client of its own whose commands are recorded."""
+    commands = Commands()
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        settings.mongo_url, tz_aware=True, event_listeners=[commands]
+    )
+    yield JobStore(settings, client=client), commands
+    client.close()
+
+
+def insert_at_once(store: JobStore, jobs: list[dict[str, Any]]) -> list[BaseException | None]:
+    """Insert each job from a thread of its own, all released together; each one's error."""
+    outcomes: list[BaseException | None] = [None] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def insert(i: int) -> None:
+        start.wait()
+        try:
+            store.insert(jobs[i])
+        except BaseException as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(len(jobs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_submissions_are_all_written_in_fewer_round_trips(
+    watched: tuple[JobStore, Commands],
+) -> None:
+    store, commands = watched
+    jobs = [new_job("noop", {"i": i}) for i in range(24)]
+    outcomes = insert_at_once(store, jobs)
+    assert outcomes == [None] * len(jobs)
+    ids = [job["_id"] for job in jobs]
+    assert store.jobs.count_documents({"_id": {"$in": ids}}) == len(jobs)
+    assert commands.count("insert") < len(jobs)
+
+
+@pytest.mark.timeout(60)
+def test_a_taken_idempotency_key_fails_only_its_own_submission_in_a_shared_insert(
+    watched: tuple[JobStore, Commands],
+) -> None:
+    store, _ = watched
+    taken = new_job("noop", {})
+    taken["idempotency_key"] = f"key-{taken['_id']}"
+    store.insert(taken)
+    jobs = [new_job("noop", {"i": i}) for i in range(12)]
+    jobs[5]["idempotency_key"] = taken["idempotency_key"]
+    outcomes = insert_at_once(store, jobs)
+    assert isinstance(outcomes[5], KeyInUse)
+    assert [o for i, o in enumerate(outcomes) if i != 5] == [None] * 11
+    others = [job["_id"] for i, job in enumerate(jobs) if i != 5]
+    assert store.jobs.count_documents({"_id": {"$in": others}}) == 11
+    assert store.jobs.count_documents({"_id": jobs[5]["_id"]}) == 0
+
+
+def test_a_queued_job_published_with_its_record_is_claimed_with_one_update_and_no_read(
+    watched: tuple[JobStore, Commands],
+) -> None:
+    store, commands = watched
+    job = store.insert(new_job("noop", {"x": 1}))
+    commands.names.clear()
+    claimed = store.claim(job["_id"], task_id="t-1", record=dict(job))
+    assert claimed is not None
+    assert commands.names == ["update"]
+    assert claimed["attempts"] == 1 and claimed["status"] == Status.RUNNING
+    assert claimed["params"] == {"x": 1}
+    stored = store.get(job["_id"])
+    assert stored["attempts"] == 1 and stored["status"] == Status.RUNNING
+    assert stored["task_id"] == "t-1"
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["delivered twice", "cancelled before it ran", "restarted since (a stale record)"],
+)
+def test_a_record_the_store_has_moved_past_never_claims_the_job(store: JobStore, why: str) -> None:
+    job = store.insert(new_job("noop", {}))
+    published = dict(job)
+    if why == "delivered twice":
+        assert store.claim(job["_id"], record=dict(published)) is not None
+    elif why == "cancelled before it ran":
+        store.cancel(job["_id"])
+    else:
+        store.cancel(job["_id"])
+        restarted = store.restart(job["_id"], task_id="again")
+        assert store.claim(job["_id"], record=dict(restarted)) is not None
+    assert store.claim(job["_id"], record=published) is None
