@@ -59,10 +59,14 @@ class Isolated:
         self.workers.append(process)
         return process
 
-    def close(self) -> None:
-        self._stop.set()
+    def stop_workers(self) -> None:
         for process in self.workers:
             process.stop()
+        self.workers.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.stop_workers()
         self.served.close()
         self._sweeper.join(10)
         self.store.close()
@@ -114,6 +118,8 @@ def test_a_worker_killed_mid_step_delays_the_workflow_but_the_step_runs_once_mor
 def test_a_worker_killed_between_a_step_s_success_and_its_release_is_repaired_by_the_sweeper(
     isolated: Isolated,
 ) -> None:
+    # Only the doomed worker may take the step: any other that ran it would die instead.
+    isolated.stop_workers()
     doomed = isolated.worker("doomed")
     flow = submit(
         isolated.api,
