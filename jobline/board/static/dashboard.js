@@ -53,6 +53,7 @@ document.addEventListener("alpine:init", () => {
     fetching: new Map(), // job id -> whether it changed again while being fetched
     apiKey: localStorage.getItem(KEY_STORAGE) || "",
     stream: null, // the AbortController of the open event stream
+    changedAt: new Map(), // job id → when an event last changed its row (see reload)
     retryMs: 1000,
     deferred: [],
     picked: {}, // field name -> the File chosen for a FileRef field
@@ -195,12 +196,19 @@ document.addEventListener("alpine:init", () => {
     // -- the list ------------------------------------------------------------
 
     async reload() {
+      const asked = Date.now();
       const query = new URLSearchParams({ limit: PAGE });
       if (this.filter.status) query.set("status", this.filter.status);
       if (this.filter.type) query.set("type", this.filter.type);
       try {
         const page = await api(`${this.base}/jobs?${query}`);
-        this.jobs = page.items;
+        // A row that a change reached while the page was being read is newer: keep it.
+        const rows = new Map(this.jobs.map((j) => [j.id, j]));
+        this.jobs = page.items.map((job) => {
+          const row = rows.get(job.id);
+          const changed = row && (this.changedAt.get(job.id) || 0) > asked;
+          return changed && compare(version(row), version(job)) > 0 ? row : job;
+        });
         this.loadError = "";
       } catch (e) {
         this.loadError = `could not load jobs: ${e.message}`;
@@ -293,6 +301,7 @@ document.addEventListener("alpine:init", () => {
       const held = change.held_reason !== undefined && change.held_reason !== row.held_reason;
       if (order > 0 || (order === 0 && (held || change.progress_message !== row.progress_message))) {
         this.jobs[i] = { ...row, ...change };
+        this.changedAt.set(change.id, Date.now());
         // A new status: fetch the record for its times (started_at, finished_at).
         if (change.status !== row.status) this.refetch(change.id);
       } else if (order < 0 && change.status !== row.status && !this.isStaleProgress(change, row)) {
@@ -328,6 +337,9 @@ document.addEventListener("alpine:init", () => {
     async act(job, action) {
       try {
         this.upsert(await api(`${this.base}/jobs/${job.id}/${action}`, { method: "POST" }), true);
+        // The answer may come after the events of what followed it (a retried job
+        // that failed at once): read the record again, forced, so the row ends true.
+        this.refetch(job.id, true);
       } catch (e) {
         this.loadError = `${action} ${this.ticket(job)}: ${e.message}`;
       }
