@@ -11,12 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.errors import OperationFailure
 
 from jobline.store.lists import LIST_INDEXES, Lists
 from jobline.store.mongo import unavailable_as_error
 from jobline.store.paging import EPOCH
 from jobline.store.recovery import Recovery
 from jobline.store.transitions import Transitions
+
+# MongoDB's codes for a dropped index that is gone, and an index made meanwhile.
+INDEX_NOT_FOUND = 27
+INDEX_CONFLICTS = (85, 86)
 
 
 class JobStore(Transitions, Lists, Recovery):
@@ -43,5 +48,14 @@ class JobStore(Transitions, Lists, Recovery):
         wanted = options.get("partialFilterExpression")
         for name, info in self.jobs.index_information().items():
             if info["key"] == keys and info.get("partialFilterExpression") != wanted:
-                self.jobs.drop_index(name)  # an older deployment's, kept whole before
-        self.jobs.create_index(keys, **options)
+                try:
+                    self.jobs.drop_index(name)  # an older deployment's, kept whole before
+                except OperationFailure as exc:
+                    if exc.code != INDEX_NOT_FOUND:  # another process starting dropped it
+                        raise
+        try:
+            self.jobs.create_index(keys, **options)
+        except OperationFailure as exc:
+            # Processes starting together: another made it first, perhaps as the old one.
+            if exc.code not in INDEX_CONFLICTS:
+                raise
