@@ -23,7 +23,7 @@ from jobline import jobs
 from jobline.core import ids
 from jobline.core.settings import Settings
 from jobline.engine import queue
-from jobline.engine.limits import PREFIX, REGISTRY, Gate, Held, Limits, Redundant
+from jobline.engine.limits import PREFIX, REGISTRY, WAKING, Gate, Held, Limits, Redundant
 from jobline.engine.pipeline import Submission
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
@@ -145,6 +145,45 @@ def test_a_job_under_no_limit_never_reaches_redis(mongo_url: str) -> None:
     assert limits.of(a_job("alice")) == []
 
 
+def test_a_stale_copy_dropped_as_redundant_passes_its_wake_on_to_the_next_waiter(
+    slots: tuple[Settings, Celery],
+) -> None:
+    settings, celery = slots
+    limits = Limits(settings, jobs.catalogue)
+    holder = admit(limits, celery, a_job("alice"))
+    stale = a_job("alice")  # parked, then republished under a new task id meanwhile
+    with pytest.raises(Held):
+        admit(limits, celery, stale)
+    waiting = a_job("alice")
+    with pytest.raises(Held):
+        admit(limits, celery, waiting)
+    holder.release()  # wakes the stale copy
+    assert queue.queue_depth(celery, "default") == 1
+    with pytest.raises(Redundant):
+        Gate(limits, celery, stale["task_id"])({**stale, "task_id": ids.new_id()})
+    assert queue.queue_depth(celery, "default") == 2  # and it woke the next in line
+    admit(limits, celery, waiting)
+
+
+def test_a_wake_lost_before_its_message_went_out_is_published_by_a_later_sweep(
+    slots: tuple[Settings, Celery], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, celery = slots
+    limits = Limits(settings, jobs.catalogue)
+    holder = admit(limits, celery, a_job("alice"))
+    with pytest.raises(Held):
+        admit(limits, celery, a_job("alice"))
+    # The worker dies between taking the job off the wait list and publishing it.
+    assert len(limits.release_slots(holder.held, holder.holder)) == 1
+    assert queue.queue_depth(celery, "default") == 0
+    assert limits.wake_all(celery) == 0  # within the grace, its worker may still publish it
+    monkeypatch.setattr("jobline.engine.limits.WAKE_GRACE_SECONDS", 0)
+    assert limits.wake_all(celery) == 1
+    assert queue.queue_depth(celery, "default") == 1
+    assert redis.Redis.from_url(settings.redis_url).zcard(WAKING) == 0
+    assert limits.wake_all(celery) == 0  # published once
+
+
 # -- real workers ------------------------------------------------------------------------
 
 
@@ -223,7 +262,7 @@ class Watch:
         return self.most
 
 
-# Two hundred jobs one at a time, each woken off the wait list: over two minutes here.
+# Two hundred jobs one at a time, each woken off the wait list.
 @pytest.mark.timeout(420)
 def test_with_a_limit_of_one_another_owners_five_jobs_finish_while_a_burst_of_two_hundred_waits(
     fleet: Fleet,

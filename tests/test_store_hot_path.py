@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from pymongo import MongoClient, monitoring
 
+from jobline.core import ids
 from jobline.core.errors import KeyInUse
 from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
@@ -128,3 +130,12 @@ def test_a_record_the_store_has_moved_past_never_claims_the_job(store: JobStore,
         restarted = store.restart(job["_id"], task_id="again")
         assert store.claim(job["_id"], record=dict(restarted)) is not None
     assert store.claim(job["_id"], record=published) is None
+
+
+def test_a_job_parked_behind_a_limit_is_never_republished_as_lost(store: JobStore) -> None:
+    queue = f"parking-{ids.new_id()}"  # a queue of this test's own
+    parked, lost = (store.insert(new_job("noop", {}, queue=queue)) for _ in range(2))
+    assert store.note_held(parked, "owner a has 1 running")
+    stale = {job["_id"] for job in store.stale_waiting(timedelta(seconds=-60), [queue])}
+    assert lost["_id"] in stale
+    assert parked["_id"] not in stale  # its message waits on the limit's list in Redis

@@ -11,10 +11,13 @@ every end of an attempt does, wakes the next parked job by publishing its
 message again. A holder that dies stops renewing (the heartbeat renews), its
 slot expires within a lease, and the sweeper wakes whoever waits for it.
 
-A job under no limit never reaches Redis. Should a wake-up be lost (a worker
-killed between taking a job off a wait list and publishing it), the job is
-still ``queued`` in MongoDB and the sweeper republishes it after
-JOBLINE_REQUEUE_AFTER_SECONDS, as for any lost message.
+A job under no limit never reaches Redis. A parked job is not lost while it
+waits, so the sweeper's republishing of lost messages passes it by (a copy
+would be a second place in the line). A wake-up is kept in a set of wakes
+under way (``jobline:limits:waking``) from the moment it leaves the wait list
+until its message is published, so one lost with its process is published
+again by the next sweep after WAKE_GRACE_SECONDS. A delivery dropped as
+redundant passes its wake-up on to the next job waiting.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ log = logging.getLogger(__name__)
 PREFIX = "jobline:limit:"
 # Every limit that has held a slot or a waiter, with its size: what the sweeper wakes.
 REGISTRY = "jobline:limits"
+# Wakes taken off a wait list and not yet published (message → when, in ms).
+WAKING = "jobline:limits:waking"
+# A wake still unpublished after this long lost its process: the sweep publishes it.
+WAKE_GRACE_SECONDS = 30
 # Jobs without an owner (auth off) share one.
 NO_OWNER = "-"
 
@@ -86,11 +93,12 @@ end
 return renewed
 """
 
-# KEYS: per limit its slots and its wait list. ARGV: holder ('' for none), then
-# each limit's size. Frees the holder's slots, drops expired ones, and takes
-# as many parked messages off each wait list as that limit has room for.
+# KEYS: per limit its slots and its wait list, then the wakes under way. ARGV:
+# holder ('' for none), then each limit's size. Frees the holder's slots, drops
+# expired ones, and moves as many parked messages from each wait list to the
+# wakes under way as that limit has room for.
 _RELEASE = """
-local n = #KEYS / 2
+local n = (#KEYS - 1) / 2
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local woken = {}
@@ -102,6 +110,7 @@ for i = 1, n do
   while room > 0 do
     local message = redis.call('LPOP', waiting)
     if not message then break end
+    redis.call('ZADD', KEYS[#KEYS], now, message)
     woken[#woken + 1] = message
     room = room - 1
   end
@@ -222,6 +231,9 @@ class Limits:
             return 0
         woken = 0
         try:
+            cutoff = (time.time() - WAKE_GRACE_SECONDS) * 1000
+            stuck: list[bytes] = self.redis.zrangebyscore(WAKING, "-inf", cutoff)  # type: ignore[assignment]
+            woken += self.wake(celery, stuck)
             registry: dict[bytes, bytes] = self.redis.hgetall(REGISTRY)  # type: ignore[assignment]
             for key, size in registry.items():
                 limit = Limit(key.decode(), int(size), "")
@@ -244,7 +256,7 @@ class Limits:
 
     def release_slots(self, limits: list[Limit], holder: str) -> list[bytes]:
         """Free ``holder``'s slots (and expired ones); the parked messages now let through."""
-        keys = [k for limit in limits for k in (limit.key, limit.waiting)]
+        keys = [k for limit in limits for k in (limit.key, limit.waiting)] + [WAKING]
         sizes = [limit.size for limit in limits]
         return list(self.scripts["release"](keys=keys, args=[holder, *sizes]))
 
@@ -255,11 +267,24 @@ class Limits:
             parked = json.loads(raw)
             try:
                 queue.publish(celery, parked, self.catalogue.get(parked["type"]))
-                published += 1
             except (BrokerUnavailable, UnknownJobType) as exc:
-                # Still queued in MongoDB: the sweeper republishes it once it looks lost.
+                # Left among the wakes under way: a later sweep publishes it.
                 log.warning("could not wake job %s: %s", parked["_id"], exc)
+                continue
+            self.redis.zrem(WAKING, raw)
+            published += 1
         return published
+
+    def pass_on(self, celery: Celery, job: Job) -> None:
+        """Wake whoever waits under ``job``'s limits, for a delivery dropped without a slot
+        (a stale copy of a parked job may have used up the wake-up meant for the next)."""
+        limits = self.of(job)
+        if not limits:
+            return
+        try:
+            self.wake(celery, self.release_slots(limits, ""))
+        except redis.RedisError:
+            log.warning("could not pass on the wake of job %s; the sweep does", job["_id"])
 
 
 @dataclass
@@ -280,6 +305,7 @@ class Gate:
         if not limits:
             return
         if job.get("task_id") not in (None, self.task_id):
+            self.limits.pass_on(self.celery, job)
             raise Redundant(job["_id"])
         # One holder per attempt, so a duplicate delivery of that attempt is recognised.
         holder = f"{job['_id']}:{job['attempts'] + 1}"

@@ -56,6 +56,8 @@ class Recovery(JobCollection):
             "status": {"$in": [str(s) for s in WAITING]},
             "updated_at": {"$lt": cutoff},
             "$or": [{"run_at": None}, {"run_at": {"$lt": cutoff}}],
+            # Parked behind a limit: its message waits in Redis (engine.limits).
+            "held_reason": None,
         }
         if queues is not None:
             query["queue"] = {"$in": queues}
