@@ -19,6 +19,7 @@ from jobline.core.settings import Settings
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, make_settings, start_worker
+from tests.support import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -223,8 +224,12 @@ def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board:
 def test_a_job_held_back_by_its_types_limit_shows_queued_with_the_reason(
     page: Page, board: Api
 ) -> None:
-    body = {"type": "test_licensed", "params": {"seconds": 10}}  # max_running=1
-    ids = [board.post("/api/v1/jobs", json=body).json()["id"] for _ in range(2)]
+    # max_running=1: the second job waits while the first holds the licence for 10 s.
+    first = board.post("/api/v1/jobs", json={"type": "test_licensed", "params": {"seconds": 10}})
+    first_path = f"/api/v1/jobs/{first.json()['id']}"
+    wait_until(lambda: board.get(first_path).json()["status"] == "running", 30, "the first to run")
+    second = board.post("/api/v1/jobs", json={"type": "test_licensed", "params": {"seconds": 0}})
+    ids = [first.json()["id"], second.json()["id"]]
     reason = "type test_licensed has 1 running (max_running); waits for one to end"
     held = page.locator("tr.job.queued .held", has_text=reason)
     expect(held).to_have_count(1, timeout=60_000)
