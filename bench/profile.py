@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROLES = (("secantus", "mongodb (SecantusDB)"), ("api", "jobline api"), ("worker", "jobline worker"))
+ROLES = (
+    ("embedded_mongo", "mongodb (SecantusDB)"),
+    ("api", "jobline api"),
+    ("worker", "jobline worker"),
+)
 
 
 def role(argv: list[str]) -> str | None:

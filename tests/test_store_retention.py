@@ -1,15 +1,20 @@
-"""Retention: finished jobs carry expires_at, and MongoDB's TTL index removes them."""
+"""Retention: finished jobs carry expires_at, and the sweep (and MongoDB's TTL monitor) removes
+them by their TTL index."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
 
 from jobline.core.settings import Settings
+from jobline.engine import retention
+from jobline.store.expiry import EXPIRING
 from jobline.store.jobs import JobStore
-from jobline.store.records import Job, new_job
+from jobline.store.records import Job, new_job, now
+from jobline.store.workflows import WorkflowStore
 from tests.conftest import make_settings
 
 DAY = 86400
@@ -100,3 +105,39 @@ def test_an_older_deployments_whole_ttl_index_is_replaced_by_the_partial_one(
     finally:
         older.jobs.drop()
         older.close()
+
+
+def test_the_sweep_removes_jobs_and_workflows_past_their_expiry_by_their_ttl_indexes(
+    settings: Settings,
+) -> None:
+    store = JobStore(make_settings(settings.redis_url, settings.mongo_url, mongo_db="jobline_exp"))
+    db = store.db
+    try:
+        for name in EXPIRING:
+            db[name].drop()
+        store.ensure_indexes()
+        WorkflowStore(db).ensure_indexes()
+        t = now()
+        past, future = t - timedelta(seconds=1), t + timedelta(days=1)
+        kept = [store.insert(new_job("noop", {}))["_id"]]  # unfinished: no expiry
+        gone = []
+        for expires_at, into in ((past, gone), (future, kept), (None, kept)):
+            job = store.insert(new_job("noop", {}))
+            store.jobs.update_one({"_id": job["_id"]}, {"$set": {"expires_at": expires_at}})
+            into.append(job["_id"])
+        db["workflows"].insert_many([{"_id": "w-old", "expires_at": past}, {"_id": "w-new"}])
+        db["workflow_steps"].insert_one({"_id": "s-old", "expires_at": past})
+
+        assert retention.sweep(settings, db) == {
+            "jobs_expired": 1,
+            "workflows_expired": 1,
+            "workflow_steps_expired": 1,
+        }
+        assert sorted(j["_id"] for j in store.jobs.find()) == sorted(kept)
+        assert [w["_id"] for w in db["workflows"].find()] == ["w-new"]
+        # Each removal is a range read on the collection's TTL index, not a scan.
+        for name, bound in EXPIRING.items():
+            plan = db[name].find({"expires_at": {**bound, "$lt": t}}).explain()
+            assert "IXSCAN" in json.dumps(plan["queryPlanner"]["winningPlan"], default=str), name
+    finally:
+        store.close()

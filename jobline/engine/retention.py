@@ -1,8 +1,10 @@
-"""Removing the logs and files of jobs that are gone: a step of every sweep.
+"""Removing what has expired: a step of every sweep.
 
-Job records leave by MongoDB's TTL index; what belongs to them (log lines, GridFS
-files and their chunks) carries a time to look again instead, and this step
-looks at those due: a handful of indexed reads a sweep, nothing per job.
+Job and workflow records past their ``expires_at`` are deleted by their TTL
+indexes (store.expiry; MongoDB's own monitor does the same on a real server).
+What belongs to a job (log lines, GridFS files and their chunks) carries a time
+to look again instead, and this step looks at those due: a handful of indexed
+reads a sweep, nothing per job.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from collections import Counter
 from typing import Any
 
 from jobline.core.settings import Settings
+from jobline.store.expiry import remove_expired
 from jobline.store.files import FileStore
 from jobline.store.logs import LogStore
 from jobline.store.records import Job, now
 
 
 def sweep(settings: Settings, db: Any) -> Counter[str]:
-    """Remove logs and files whose jobs are gone, and unused uploads past their time."""
-    done: Counter[str] = Counter()
+    """Remove expired jobs and workflows, the logs and files of jobs that are gone, and unused
+    uploads past their time."""
+    done = remove_expired(db, now())
     if logs := LogStore(db).sweep(now()):
         done["logs_removed"] = logs
     if files := FileStore.of(settings, db).sweep():

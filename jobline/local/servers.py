@@ -158,19 +158,13 @@ def start_mongo(data_dir: Path, port: int | None = None) -> tuple[Process, str]:
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        find_executable("secantusd-py"),
+        sys.executable, "-m", "jobline.local.embedded_mongo",
         "--host", "127.0.0.1",
         "--port", str(port),
         "--storage-path", str(data_dir),
-        "--log-level", "WARNING",
-        # Standalone, not a one-node replica set: jobline uses no change streams
-        # or transactions, so every write skips its oplog entry, and the driver
-        # makes no retryable-write records (which SecantusDB rescans, up to
-        # 10,000 of them, on each write).
-        "--standalone",
     ]  # fmt: skip
     process = Process("mongodb", argv, log=data_dir / "secantusd.log").start()
-    wait_until(lambda: port_open(port), 60, "secantusd-py", process)
+    wait_until(lambda: port_open(port), 60, "SecantusDB", process)
     return process, f"mongodb://127.0.0.1:{port}"
 
 
