@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from jobline.core import ids
+from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
 from jobline.store.lists import _window_query
 from jobline.store.paging import (
@@ -20,6 +21,7 @@ from jobline.store.paging import (
     windows,
 )
 from jobline.store.records import Status, new_job
+from tests.conftest import make_settings
 
 NOW_MS = 1_800_000_000_000
 
@@ -107,3 +109,19 @@ def test_every_window_of_every_filter_is_an_index_scan(
         plan = store.jobs.find(query).sort(order).limit(51).explain()["queryPlanner"]
         stages = _plan_stages(plan["winningPlan"])
         assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])
+
+
+def test_an_older_deployments_status_index_gives_way_to_the_one_transitions_also_use(
+    settings: Settings,
+) -> None:
+    older = JobStore(make_settings(settings.redis_url, settings.mongo_url, mongo_db="jobline_old2"))
+    try:
+        older.jobs.drop()
+        older.jobs.create_index([("status", 1), ("_id", -1)])
+        older.ensure_indexes()
+        keys = [info["key"] for info in older.jobs.index_information().values()]
+        assert [("status", 1), ("_id", -1)] not in keys
+        assert [("status", 1), ("_id", -1), ("attempts", 1)] in keys
+    finally:
+        older.jobs.drop()
+        older.close()

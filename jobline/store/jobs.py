@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
-from jobline.store.lists import LIST_INDEXES, Lists
+from jobline.store.lists import LIST_INDEXES, RETIRED_INDEXES, Lists
 from jobline.store.mongo import unavailable_as_error
 from jobline.store.paging import EPOCH
 from jobline.store.recovery import Recovery
@@ -33,6 +33,8 @@ class JobStore(Transitions, Lists, Recovery):
         # _id is a UUIDv7, so {_id: -1} is newest first.
         for keys, options in LIST_INDEXES:
             self._ensure_index(keys, **options)
+        for name in set(RETIRED_INDEXES) & set(self.jobs.index_information()):
+            self._drop_index(name)
         # Finished jobs carry expires_at when retention is configured; the index
         # holds only those, so no write of an unfinished job touches it.
         self._ensure_index(
@@ -43,16 +45,19 @@ class JobStore(Transitions, Lists, Recovery):
         # Two concurrent requests with one Idempotency-Key: the second insert fails.
         self.jobs.create_index("idempotency_key", unique=True, sparse=True)
 
+    def _drop_index(self, name: str) -> None:
+        try:
+            self.jobs.drop_index(name)
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:  # another process starting dropped it
+                raise
+
     def _ensure_index(self, keys: list[tuple[str, int]], **options: Any) -> None:
         """Create an index, replacing one on the same keys made with other options."""
         wanted = options.get("partialFilterExpression")
         for name, info in self.jobs.index_information().items():
             if info["key"] == keys and info.get("partialFilterExpression") != wanted:
-                try:
-                    self.jobs.drop_index(name)  # an older deployment's, kept whole before
-                except OperationFailure as exc:
-                    if exc.code != INDEX_NOT_FOUND:  # another process starting dropped it
-                        raise
+                self._drop_index(name)  # an older deployment's, kept whole before
         try:
             self.jobs.create_index(keys, **options)
         except OperationFailure as exc:

@@ -82,11 +82,12 @@ class Transitions(JobCollection):
                 admit(record)
                 admitted = True
             attempts = int(record.get("attempts") or 0)
+            # The filter is the status index's leading fields (see lists). A job
+            # parked meanwhile passed the limits above too: its hold ends here.
             result = self.jobs.update_one(
-                {"_id": job_id, "status": str(Status.QUEUED), "attempts": attempts,
-                 "held_reason": None},
-                {"$set": changes, "$inc": {"attempts": 1}},
-            )  # fmt: skip
+                {"_id": job_id, "status": str(Status.QUEUED), "attempts": attempts},
+                {"$set": {**changes, "held_reason": None}, "$inc": {"attempts": 1}},
+            )
             if result.modified_count == 1:
                 return {**record, **changes, "_id": job_id, "attempts": attempts + 1}
         job = self.jobs.find_one({"_id": job_id})
