@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from flower.utils.broker import Broker as FlowerBroker
 
 from jobline.core.settings import Settings
 from jobline.engine import queue, sweeper
@@ -163,22 +165,29 @@ def test_every_priority_counts_in_queue_depth_metrics_and_flower_s_broker_tab(
     idle = idle_settings(settings)
     app = queue.make_celery(idle)
     before = queue.queue_depth(app, "default")
-    for priority in (0, 5, 9):
+    priorities = range(10)
+    for priority in priorities:
         answer = idle_api.post("/api/v1/jobs", json={"type": "noop", "priority": priority})
         assert answer.status_code == 202
-    assert queue.queue_depth(app, "default") == before + 3
-    metrics = idle_api.get("/metrics").text
-    assert f'jobline_queue_depth{{queue="default"}} {before + 3}.0' in metrics
+    waiting = before + len(priorities)
+    assert queue.queue_depth(app, "default") == waiting
+    assert f'jobline_queue_depth{{queue="default"}} {waiting}.0' in idle_api.get("/metrics").text
     process, base = flower(settings_env(idle), tmp_path / "flower.log", "-A", "jobline")
     try:
         lengths = poll(f"{base}/api/queues/length", lambda body: body.get("active_queues"))
     finally:
         process.stop()
-    assert {"name": "default", "messages": before + 3} in lengths["active_queues"]
+    assert {"name": "default", "messages": waiting} in lengths["active_queues"]
+    # What the broker tab of a Flower started with only --broker reads: Flower's
+    # own broker client with none of jobline's options (no worker here names the
+    # queue to such a Flower, so it is asked directly).
+    standalone = FlowerBroker(idle.broker)
+    assert asyncio.run(standalone.queues(["default"])) == [{"name": "default", "messages": waiting}]
 
 
+@pytest.mark.parametrize("app_from", ["-A jobline", "--broker alone"])
 def test_a_job_whose_message_celery_purged_is_republished_by_the_sweeper(
-    settings: Settings, idle_api: Api, store: JobStore, tmp_path: Path
+    settings: Settings, idle_api: Api, store: JobStore, tmp_path: Path, app_from: str
 ) -> None:
     idle = idle_settings(settings, requeue_after_seconds=0.01)
     app = queue.make_celery(idle)
@@ -186,7 +195,12 @@ def test_a_job_whose_message_celery_purged_is_republished_by_the_sweeper(
     assert response.status_code == 202
     job_id = response.json()["id"]
     purged_task = store.get(job_id)["task_id"]
-    result = celery(settings_env(idle), "-A", "jobline", "purge", "--force", cwd=tmp_path)
+    how = (
+        ["-A", "jobline"]
+        if app_from == "-A jobline"
+        else ["--broker", idle.broker, "-Q", "default"]
+    )
+    result = celery(settings_env(idle), *how[:2], "purge", "--force", *how[2:], cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert queue.queue_depth(app, "default") == 0
     assert idle_api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "queued"

@@ -1,4 +1,4 @@
-"""Upgrading: a worker adopts the Redis keys jobline named with ":" before it used Celery's."""
+"""Upgrading: a worker adopts the Redis keys older jobline versions named (":", ten lists)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,28 @@ def test_a_worker_runs_jobs_queued_under_the_old_key_names_in_priority_order(
     settings: Settings, idle_api: Api, tmp_path: Path
 ) -> None:
     idle = idle_settings(settings)
-    priorities = [9, 5, 0, 5]
-    items = [
-        {"type": "test_ordered", "params": {"label": str(i)}, "priority": p}
-        for i, p in enumerate(priorities)
-    ]
-    response = idle_api.post("/api/v1/jobs:batch", json={"jobs": items})
-    assert response.status_code == 200
-    locations = [r["location"] for r in response.json()["results"]]
-    # Lay the broker out as the old naming left it: priority lists "queue:N", and a
-    # binding of a stopped process with its fields joined by ":".
     client = redis.Redis.from_url(idle.broker)
-    for p in (5, 9):
-        client.rename(f"test_priority{SEP}{p}", f"test_priority:{p}")
+    locations: list[str] = []
+
+    def submit(priorities: list[int], old_name: str | None) -> None:
+        """Queue jobs, and move their list to a name an older version gave it."""
+        first = len(locations)
+        items = [
+            {"type": "test_ordered", "params": {"label": str(first + i)}, "priority": p}
+            for i, p in enumerate(priorities)
+        ]
+        response = idle_api.post("/api/v1/jobs:batch", json={"jobs": items})
+        assert response.status_code == 200
+        locations.extend(r["location"] for r in response.json()["results"])
+        if old_name is not None:
+            step = queue.redis_step(priorities[0])
+            client.rename(f"test_priority{SEP}{step}", f"test_priority{old_name}")
+
+    submit([5, 5], ":5")  # the ":" separator
+    submit([9], ":9")
+    submit([4], f"{SEP}4")  # a list for each of ten priorities
+    submit([0], None)  # the queue's own name, in every naming
+    # A binding of a stopped process with its fields joined by ":".
     client.sadd("_kombu.binding.reply.celery.pidbox", "gone::gone.reply.celery.pidbox")
     assert queue.queue_depth(queue.make_celery(idle), "test_priority") == 1
 
@@ -49,12 +58,13 @@ def test_a_worker_runs_jobs_queued_under_the_old_key_names_in_priority_order(
     assert {j["status"] for j in done} == {"succeeded"}
     ran = sorted(done, key=lambda j: j["started_at"])
     assert [(j["priority"], j["params"]["label"]) for j in ran] == [
-        (0, "2"),
+        (0, "4"),
+        (4, "3"),
+        (5, "0"),
         (5, "1"),
-        (5, "3"),
-        (9, "0"),
+        (9, "2"),
     ]
-    assert not client.exists("test_priority:5", "test_priority:9")
+    assert not client.exists("test_priority:5", "test_priority:9", f"test_priority{SEP}4")
 
 
 def test_adopting_keeps_new_keys_and_moves_nothing_when_there_is_nothing_old(

@@ -1,13 +1,14 @@
-"""Redis keys named the way jobline named them before it kept Celery's default separator.
+"""Redis keys named the way older jobline versions named them, adopted at a worker's start.
 
-jobline used to set the Redis transport's ``sep`` to ":": a queue's priority
+jobline used to set the Redis transport's ``sep`` to ":" (a queue's priority
 lists were ``default:1`` … ``default:9`` and the exchanges' binding tables
-joined their fields with ":". Celery's own tools use the default separator,
-so jobline now does too, and a worker adopts the old keys before it
-consumes: messages waiting in the old lists move to the lists the transport
-reads now, and bindings in the old format are dropped (each live consumer
-declares its own again, and an old one, read under the new separator, breaks
-routing to its exchange).
+joined their fields with ":"), and later kept a list for each of the ten
+priorities. Celery's own tools read Celery's default separator and its four
+steps (0, 3, 6, 9), so jobline now uses both, and a worker adopts the old keys
+before it consumes: messages waiting in the old lists move to the step list
+their priority now goes to, most urgent nearest the consumer, and bindings in
+the old format are dropped (each live consumer declares its own again, and an
+old one, read under the new separator, breaks routing to its exchange).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from redis import Redis, RedisError
 
-from jobline.engine.queue import PRIORITY_STEPS, is_amqp
+from jobline.engine.queue import MAX_PRIORITY, is_amqp, redis_step
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,15 @@ def adopt(app: Celery, queues: Iterable[str]) -> int:
 
 def _move_lists(client: Redis, queue: str, sep: str) -> int:
     moved = 0
-    for step in PRIORITY_STEPS[1:]:  # the most urgent list is the queue's own name in both
-        old, new = f"{queue}{OLD_SEP}{step}", f"{queue}{sep}{step}"
-        # Oldest at the right end in both lists: newest-first from the old list's
-        # left onto the new list's right keeps the order they were published in.
-        while client.lmove(old, new, "LEFT", "RIGHT") is not None:
-            moved += 1
+    # The consumer takes from a list's right end, where the oldest is. Moving each
+    # old list newest first onto the right end keeps its order and puts it ahead
+    # of what is there; least urgent first, so the most urgent end up nearest.
+    # Priority 0 is the queue's own name in every naming.
+    for priority in range(MAX_PRIORITY, 0, -1):
+        new = f"{queue}{sep}{redis_step(priority)}"
+        for old in sorted({f"{queue}{OLD_SEP}{priority}", f"{queue}{sep}{priority}"} - {new}):
+            while client.lmove(old, new, "LEFT", "RIGHT") is not None:
+                moved += 1
     return moved
 
 

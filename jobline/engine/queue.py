@@ -14,6 +14,7 @@ from typing import Any
 from amqp.exceptions import ChannelError
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
+from kombu.transport.redis import PRIORITY_STEPS as REDIS_PRIORITY_STEPS
 
 from jobline.core.errors import BrokerUnavailable
 from jobline.core.settings import Settings
@@ -27,12 +28,17 @@ DEFAULT_QUEUE = "default"
 # Longer than any job's hard time limit, so Redis does not hand a running job's
 # message to a second worker; lost workers are found sooner by their lease.
 VISIBILITY_TIMEOUT = 6 * 3600
-# Message priorities 0-9. Redis runs 0 first; RabbitMQ runs the highest number
-# first, so publish() turns a job's priority around on AMQP brokers.
+# Job priorities 0-9, 0 first. RabbitMQ runs the highest number first, so
+# publish() turns a job's priority around on AMQP brokers.
 MAX_PRIORITY = 9
 # A job submitted without a priority: more urgent ones can still overtake it.
 DEFAULT_PRIORITY = 5
-PRIORITY_STEPS = list(range(MAX_PRIORITY + 1))
+# Celery's Redis transport keeps a queue's messages in one list per step and reads
+# the lowest step first. jobline keeps Celery's own steps, so that every Celery
+# tool (a Flower given only --broker, `celery purge`) sees every message: each
+# priority goes to the first step at or after it (0; 1-3; 4-6; 7-9), so 0 still
+# runs before any other.
+PRIORITY_STEPS = REDIS_PRIORITY_STEPS
 AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
 
 
@@ -62,9 +68,6 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": VISIBILITY_TIMEOUT,
             "socket_timeout": max(timeout, 5.0),
             "socket_connect_timeout": timeout,
-            # Celery's Redis transport keeps one list per step (default 0, 3, 6,
-            # 9): ten steps keep the ten priorities apart.
-            "priority_steps": PRIORITY_STEPS,
         },
     }
 
@@ -131,7 +134,14 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
 def broker_priority(app: Celery, priority: int | None) -> int:
     """The broker's number for a job priority (0 runs first, as on Redis)."""
     priority = DEFAULT_PRIORITY if priority is None else min(max(int(priority), 0), MAX_PRIORITY)
-    return MAX_PRIORITY - priority if is_amqp(app.conf.broker_url) else priority
+    if is_amqp(app.conf.broker_url):
+        return MAX_PRIORITY - priority
+    return redis_step(priority)
+
+
+def redis_step(priority: int) -> int:
+    """The Redis transport's list for a job priority: the first step at or after it."""
+    return next(step for step in PRIORITY_STEPS if step >= priority)
 
 
 def queue_depth(app: Celery, queue: str) -> int:
