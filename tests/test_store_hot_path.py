@@ -14,7 +14,8 @@ from jobline.core import ids
 from jobline.core.errors import KeyInUse
 from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
-from jobline.store.records import Status, new_job
+from jobline.store.records import Status, new_job, now
+from jobline.store.workflows import WorkflowStore
 
 
 class Commands(monitoring.CommandListener):
@@ -22,9 +23,12 @@ class Commands(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.finds: list[tuple[str, dict[str, Any]]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.names.append(event.command_name)
+        if event.command_name == "find":
+            self.finds.append((event.command["find"], event.command.get("filter", {})))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -139,3 +143,24 @@ def test_a_job_parked_behind_a_limit_is_never_republished_as_lost(store: JobStor
     stale = {job["_id"] for job in store.stale_waiting(timedelta(seconds=-60), [queue])}
     assert lost["_id"] in stale
     assert parked["_id"] not in stale  # its message waits on the limit's list in Redis
+
+
+def test_every_read_a_sweep_makes_for_lost_and_stalled_work_is_equality_on_status(
+    watched: tuple[JobStore, Commands],
+) -> None:
+    # SecantusDB reads the whole collection, under its one lock, for a status given
+    # as $in or a filter under a top-level $or (a second every sweep at 30,000
+    # jobs, measured); an equality rides the status index. Its explain says
+    # COLLSCAN either way, so the shape of each filter is what is checked here.
+    store, commands = watched
+    flows = WorkflowStore(store.db)
+    flows.ensure_indexes()
+    list(store.stale_waiting(timedelta(seconds=60), ["default", "align"]))
+    list(store.expired_leases())
+    list(store.held_until(now()))
+    list(flows.stalled(timedelta(seconds=60)))
+    assert len(commands.finds) >= 4
+    for collection, query in commands.finds:
+        assert isinstance(query.get("status"), str), (collection, query)
+        assert not any(field.startswith("$") for field in query), (collection, query)
+        assert not any(isinstance(v, dict) and "$in" in v for v in query.values()), query

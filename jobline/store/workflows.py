@@ -134,9 +134,16 @@ class WorkflowStore(StepRuns):
     def stalled(self, older_than: timedelta, limit: int = 100) -> Iterator[Workflow]:
         """Unfinished workflows nothing has changed for ``older_than``: the sweeper looks."""
         cutoff = now() - older_than
-        return self.workflows.find(
-            {"status": {"$in": ACTIVE}, "updated_at": {"$lt": cutoff}}
-        ).limit(limit)
+        # A query a status: SecantusDB reads the whole collection for a $in (see
+        # Recovery.stale_waiting); each equality rides the status index.
+        for status in ACTIVE:
+            found = list(
+                self.workflows.find({"status": status, "updated_at": {"$lt": cutoff}}).limit(limit)
+            )
+            yield from found
+            limit -= len(found)
+            if limit <= 0:
+                return
 
     @unavailable_as_error
     def delete(self, workflow_id: str, owner: str | None = None) -> bool:
