@@ -43,7 +43,7 @@ lint: setup
 test: setup lint
 	$(BIN)/pytest
 
-# Benchmarks: jobline beside raw Celery, RQ and Dramatiq; about 7 minutes on 2 cores.
+# Benchmarks: jobline beside raw Celery, RQ, Dramatiq and the two designs it replaces; 11-15 minutes on 2 cores.
 # BENCH_ARGS=--quick for a smoke run. Writes bench/results/latest.json and docs/bench.png.
 BENCH_STAMP := $(VENV)/.bench-installed
 bench-setup: setup $(BENCH_STAMP)
