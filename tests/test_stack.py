@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -149,13 +150,19 @@ def test_jobline_up_serves_a_calculation_and_leaves_nothing_behind(tmp_path: Pat
         again.kill()
 
 
-def jobline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """A jobline command run as a newcomer runs it: no JOBLINE_* variable set."""
+def newcomer_env() -> dict[str, str]:
+    """The environment of a newcomer's shell: no JOBLINE_* variable set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLINE_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+def jobline(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A jobline command run as a newcomer runs it."""
     return subprocess.run(
-        local.jobline_argv(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
+        local.jobline_argv(*args), cwd=cwd, env=newcomer_env(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
 
 
 @pytest.mark.timeout(240)
@@ -186,6 +193,14 @@ def test_commands_beside_jobline_up_find_its_servers_with_no_environment(tmp_pat
                             cwd=elsewhere)  # fmt: skip
         assert submitted.returncode == 0, submitted.stderr
         assert f"API {up.base} (from the `jobline up` on {data_dir})" in submitted.stderr
+
+        # Celery's own tools, loaded with -A jobline, find the stack's broker too.
+        pinged = subprocess.run(
+            [str(Path(sys.executable).parent / "celery"), "-A", "jobline", "inspect", "ping"],
+            cwd=tmp_path, env=newcomer_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert pinged.returncode == 0, pinged.stdout + pinged.stderr
+        assert "pong" in pinged.stdout
 
         # A second stack on the same data dir is refused, and the first one goes on.
         again = jobline("up", f"--api-port={local.free_port()}",
