@@ -14,10 +14,9 @@ import os
 from typing import Any
 
 from celery import Celery, signals
-from flask import Flask
-from flask_restx import Api, Resource
 
 from bench.counter import count_done
+from bench.peer_api import create_api
 
 app = Celery(
     "backend",
@@ -46,17 +45,4 @@ def _counted(**_: Any) -> None:
     count_done()
 
 
-def create_api() -> Flask:
-    flask = Flask(__name__)
-    api = Api(flask, prefix="/api/v1", doc=False)
-
-    @api.route("/jobs")
-    class Jobs(Resource):  # type: ignore[misc]
-        def post(self) -> tuple[dict[str, Any], int]:
-            task = compute.delay(api.payload or {})
-            return {"id": task.id, "status": "queued"}, 202
-
-    return flask
-
-
-api = create_api()
+api = create_api(compute)

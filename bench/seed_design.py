@@ -16,11 +16,10 @@ import os
 from typing import Any
 
 from celery import Celery
-from flask import Flask
-from flask_restx import Api, Resource
 from pymongo import MongoClient
 
 from bench.counter import count_done
+from bench.peer_api import create_api
 
 app = Celery("seed", broker=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/4"))
 # The seed's own settings: JSON, no result backend (the task writes its result).
@@ -44,17 +43,4 @@ def compute(self: Any, payload: dict[str, Any]) -> None:
     count_done()
 
 
-def create_api() -> Flask:
-    flask = Flask(__name__)
-    api = Api(flask, prefix="/api/v1", doc=False)
-
-    @api.route("/jobs")
-    class Jobs(Resource):  # type: ignore[misc]
-        def post(self) -> tuple[dict[str, Any], int]:
-            task = compute.delay(api.payload or {})
-            return {"id": task.id, "status": "queued"}, 202
-
-    return flask
-
-
-api = create_api()
+api = create_api(compute)

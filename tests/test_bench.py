@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,16 +16,21 @@ from bench import report
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(180)
-def test_a_quick_engine_run_writes_results_with_versions_and_figures(tmp_path: Path) -> None:
+def smoke_run(tmp_path: Path, only: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """``python -m bench --smoke --only ONLY``, as the harness runs it; its output and results."""
     out = tmp_path / "latest.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--only", "engine", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--smoke", "--only", only, "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(180)
+def test_a_quick_engine_run_writes_results_with_versions_and_figures(tmp_path: Path) -> None:
+    done, results = smoke_run(tmp_path, "engine")
     assert results["mode"] == "smoke"
     assert results["cores"] == os.cpu_count()
     for package in ("python", "celery", "redis-server", "secantusdb", "jobline"):
@@ -55,14 +61,7 @@ def test_targets_say_met_not_met_or_not_measured() -> None:
 
 @pytest.mark.timeout(180)
 def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Path) -> None:
-    out = tmp_path / "latest.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--only", "peers,pipeline", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(out.read_text())
+    done, results = smoke_run(tmp_path, "peers,pipeline")
     for peer in ("seed", "celery_mongodb"):
         # wrk stops each connection after its share; answers already on the way still count.
         assert results["peers"][peer]["n"] >= 100
