@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -174,9 +175,9 @@ def start_servers(host: str, base: Path) -> tuple[list[local.Process], str, str]
     mongo = local.Process(
         "mongodb",
         [
-            local.find_executable("secantusd-py"),
+            sys.executable, "-m", "jobline.local.embedded_mongo",
             "--host", host, "--port", str(mongo_port),
-            "--storage-path", str(base / "mongodb"), "--log-level", "WARNING",
+            "--storage-path", str(base / "mongodb"),
         ],
         log=base / "secantusd.log",
     ).start()  # fmt: skip
