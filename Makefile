@@ -40,8 +40,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two pytest processes, each with servers of its own; a module's tests stay in one
+# (they share module fixtures). TEST_PROCESSES=1 runs the suite in one process.
+TEST_PROCESSES ?= 2
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses=$(TEST_PROCESSES) --dist=loadfile
 
 # Benchmarks: jobline beside raw Celery, RQ, Dramatiq and the two designs it replaces; 11-15 minutes on 2 cores.
 # BENCH_ARGS=--quick for a smoke run. Writes bench/results/latest.json and docs/bench.png.

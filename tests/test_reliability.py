@@ -224,7 +224,8 @@ def test_retrying_a_calculation_that_is_not_failed_or_cancelled_is_a_409_problem
 # -- a burst -------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(120)
+# Bound by the machine's throughput, which the suite shares with another process.
+@pytest.mark.timeout(300)
 def test_a_burst_of_two_thousand_submissions_all_end_once_with_nothing_lost_or_doubled(
     live_api: Api, store: JobStore
 ) -> None:
@@ -239,7 +240,7 @@ def test_a_burst_of_two_thousand_submissions_all_end_once_with_nothing_lost_or_d
     with ThreadPoolExecutor(max_workers=16) as pool:
         accepted = list(pool.map(submit, range(count)))
     assert len(set(accepted)) == count
-    ended = wait_all_terminal(store, accepted, timeout=90)
+    ended = wait_all_terminal(store, accepted, timeout=200)
     assert store.jobs.count_documents({}) == count
     assert [j["status"] for j in ended] == ["succeeded"] * count
     assert {j["attempts"] for j in ended} == {1}
