@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from jobline import jobs
@@ -323,3 +325,88 @@ def test_a_published_change_reaches_both_channels(settings: Settings) -> None:
 )
 def test_versions_order_the_states_of_a_job(earlier: dict[str, Any], later: dict[str, Any]) -> None:
     assert events.version(earlier) < events.version(later)
+
+
+# -- publishing only while someone listens --------------------------------------------
+# Pub/sub channels are shared by every database of a redis-server, and the
+# session's server has other tests' streams: these run on a server of their own.
+
+
+def alone_on(settings: Settings, url: str) -> Settings:
+    return Settings(**{**settings.model_dump(), "redis_url": url, "broker_url": None})
+
+
+@pytest.fixture
+def quiet_redis(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a redis-server nothing else uses or publishes on."""
+    server, url = local.start_redis(tmp_path / "redis", aof=False)
+    yield alone_on(settings, url)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_redis(
+    settings: Settings, store: JobStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """An API and a worker on a redis-server of their own."""
+    tmp = tmp_path_factory.mktemp("listeners")
+    server, url = local.start_redis(tmp / "redis", aof=False)
+    alone = alone_on(settings, url)
+    worker = start_worker(alone, tmp / "worker.log", "--concurrency=1", "--hostname=alone@%h")
+    served = ServedApp(create_app(alone))
+    yield Api(served.base)
+    served.close()
+    worker.stop()
+    server.stop()
+
+
+def publishes(client: redis.Redis) -> int:
+    """How many PUBLISH commands the server has run."""
+    stats = client.info("commandstats").get("cmdstat_publish", {})
+    return int(stats.get("calls", 0))
+
+
+def test_nothing_is_published_while_nobody_listens_and_all_is_once_a_stream_is_ready(
+    quiet_redis: Settings,
+) -> None:
+    alone = quiet_redis
+    client = redis.Redis.from_url(alone.redis_url)
+    publisher = events.Publisher(alone.redis_url)
+    change = events.message({"_id": "j2", "type": "noop", "attempts": 1}, "running")
+    before = publishes(client)
+    assert publisher.publish(change) is False
+    assert publisher.publish_to_job({"id": "j2", "event": "log", "items": []}) is False
+    assert publishes(client) == before
+    # The publisher counted nobody a moment ago; the subscription is ready only
+    # once that count has lapsed, so the very next change goes out.
+    sub = Subscription(alone, events.job_channel("j2"))
+    try:
+        assert publisher.publish(change) is True
+        assert publishes(client) == before + 2  # the job's channel and the global one
+        reply = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            reply = sub.pubsub.get_message(timeout=0.5)
+            if reply and reply["type"] == "message":
+                break
+        assert reply is not None and json.loads(reply["data"])["status"] == "running"
+    finally:
+        sub.close()
+
+
+def test_a_stream_opened_while_the_worker_counts_no_listener_still_ends_with_the_job(
+    own_redis: Api, store: JobStore
+) -> None:
+    api = own_redis
+    # Nobody listens on this server: the worker's publisher counts none when
+    # the job starts, and trusts that count for longer than the job runs.
+    job_id = api.post("/api/v1/jobs", json={"type": "test_slow", "params": {"seconds": 0.3}})
+    job_id = job_id.json()["id"]
+    deadline = time.monotonic() + 20
+    while store.get(job_id)["status"] != "running":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    response = stream(api, f"/api/v1/jobs/{job_id}/events", timeout=10)
+    received = [data for name, data in read_events(response) if name == "job"]
+    assert received[-1]["status"] == "succeeded"
+    assert received[-1]["progress"] == 1.0

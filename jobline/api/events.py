@@ -76,16 +76,22 @@ def _redis(settings: Settings) -> redis.Redis:
 
 
 class Subscription:
-    """Pub/sub channels, subscribed (and confirmed by Redis) before anything is read."""
+    """Pub/sub channels, subscribed (and confirmed by Redis) before anything is read.
+
+    Publishers skip changes while nobody listens, and trust their count of
+    listeners for ``events.LISTENERS_TTL``: the subscription is ready once that
+    has passed, so every change from then on is published (engine.events).
+    """
 
     def __init__(self, settings: Settings, *channels: str) -> None:
         self.pubsub = _redis(settings).pubsub()
         try:
-            self.pubsub.subscribe(*channels)
-            self._confirm(len(channels), settings.connect_timeout_seconds)
+            self.pubsub.subscribe(*channels, events.LISTENING_CHANNEL)
+            self._confirm(len(channels) + 1, settings.connect_timeout_seconds)
         except (redis.RedisError, OSError) as exc:
             self.close()
             raise EventsUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
+        time.sleep(events.LISTENERS_TTL)
 
     def _confirm(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

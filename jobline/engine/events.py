@@ -1,11 +1,17 @@
 """Job changes published on Redis pub/sub, for live views (SSE, the dashboard).
 
 Every status transition and every (throttled) progress write is published as a
-small JSON message on the job's own channel and on one global channel. The
-MongoDB record stays the truth: a message is a hint that it changed, so
-publishing is best effort. It never raises, waits at most a fraction of a
-second, and after a failure stays quiet for a while instead of slowing every
-transition of a broken deployment.
+small JSON message on the job's own channel and on one global channel, while
+someone listens. The MongoDB record stays the truth: a message is a hint that
+it changed, so publishing is best effort. It never raises, waits at most a
+fraction of a second, and after a failure stays quiet for a while instead of
+slowing every transition of a broken deployment.
+
+Nobody listening is the common case of a busy pipeline (no board open), and a
+publish there is a round trip for nothing. So a publisher asks Redis how many
+subscribe (``PUBSUB NUMSUB``) at most once per ``LISTENERS_TTL``, and a stream
+waits that long after subscribing before it reads anything (api.events): by
+then every publisher has asked again and sees it, so no change is missed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ JOB_CHANNEL_PREFIX = "jobline:job:"
 PUBLISH_TIMEOUT = 0.25
 # After a failed publish, skip publishing for this long rather than pay the timeout again.
 QUIET_AFTER_FAILURE = 5.0
+# Every live view subscribes to this channel too (nothing is published on it):
+# its subscriber count, with the global channel's, says whether anyone listens.
+LISTENING_CHANNEL = "jobline:listening"
+# How long a publisher trusts its last count of listeners.
+LISTENERS_TTL = 0.5
 
 WAITING = frozenset({"queued", "scheduled", "retrying"})
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -88,6 +99,8 @@ class Publisher:
         self._pid = 0
         self._quiet_until = 0.0
         self._lock = threading.Lock()
+        self._listened = False
+        self._listeners_known_until = 0.0
 
     @property
     def client(self) -> redis.Redis:
@@ -104,11 +117,26 @@ class Publisher:
                 self._pid = os.getpid()
             return self._client
 
+    def _listened_to(self) -> bool:
+        """Whether a live view listens, as Redis said at most LISTENERS_TTL ago."""
+        asked = time.monotonic()
+        if asked >= self._listeners_known_until:
+            counts: list[tuple[bytes, int]] = self.client.pubsub_numsub(  # type: ignore[assignment]
+                GLOBAL_CHANNEL, LISTENING_CHANNEL
+            )
+            # Valid from before the question: a view that subscribed after Redis
+            # answered is seen within LISTENERS_TTL of its subscription.
+            self._listened = any(count for _, count in counts)
+            self._listeners_known_until = asked + LISTENERS_TTL
+        return self._listened
+
     def publish_to_job(self, body: Mapping[str, Any]) -> bool:
         """Publish on the job's own channel only (log lines: too many for the global one)."""
         if time.monotonic() < self._quiet_until:
             return False
         try:
+            if not self._listened_to():
+                return False
             self.client.publish(job_channel(str(body["id"])), json.dumps(body, default=_default))
         except Exception as exc:  # best effort: the lines are stored, a follower reads them
             self._quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
@@ -119,11 +147,13 @@ class Publisher:
     def publish(self, *changes: Mapping[str, Any]) -> bool:
         """Publish changes on their jobs' channels and the global one, in one round trip.
 
-        False if they were dropped.
+        False if they were dropped, or nobody listens.
         """
         if time.monotonic() < self._quiet_until:
             return False
         try:
+            if not self._listened_to():
+                return False
             with self.client.pipeline(transaction=False) as pipe:
                 for change in changes:
                     data = json.dumps(change, default=_default)
