@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import engines, files_logs, peers, report, workloads
+from bench import engines, files_logs, floor, peers, report, workloads
 from bench.servers import Servers, tree_rss_mb, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-WORKLOADS = ("engine", "peers", "pipeline", "submit", "e2e", "read", "batch", "memory", "files",
-             "logs")  # fmt: skip
+WORKLOADS = ("engine", "peers", "floor", "pipeline", "submit", "e2e", "read", "batch", "memory",
+             "files", "logs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Sizes:
     memory_jobs: int = 25_000  # jobs the worker has run when its RSS is read again
     file_mb: int = 50
     log_lines: int = 5_000
+    floor_n: int = 1_000
 
 
 FULL = Sizes()
@@ -51,10 +52,10 @@ QUICK = Sizes(
     engine_n=300, rq_n=100, pipeline_n=300, clients=4, submit_rate=50, submit_seconds=3,
     alone_seconds=2, step_rates=(50, 100, 200), step_seconds=2, sequential_seconds=2, e2e_n=10,
     read_jobs=2_000, read_seconds=2,
-    batch_n=2_000, memory_jobs=600, file_mb=5, log_lines=1_000,
+    batch_n=2_000, memory_jobs=600, file_mb=5, log_lines=1_000, floor_n=200,
 )  # fmt: skip
 # The suite's own check that the harness runs and reports: no figure means anything.
-SMOKE = replace(QUICK, engine_n=100, rq_n=30, pipeline_n=100)
+SMOKE = replace(QUICK, engine_n=100, rq_n=30, pipeline_n=100, floor_n=30)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -187,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["engine"] = run_engines(servers, sizes)
             if "peers" in only:
                 results["peers"] = run_peers(servers, sizes, scratch)
-            if only - {"engine", "peers"}:
+            if "floor" in only:
+                print(f"· the store's floor: {sizes.floor_n} jobs of each design's writes",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                results["floor"] = floor.store_floor(servers, sizes.floor_n)
+            if only - {"engine", "peers", "floor"}:
                 results.update(run_jobline(servers, sizes, only, scratch))
         finally:
             servers.stop()

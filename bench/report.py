@@ -190,6 +190,29 @@ def cpu_rows(r: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     return [(n, celery.get(n), pipeline.get(n)) for n in [*names, "total"] if celery or pipeline]
 
 
+FLOOR_SHAPES = (
+    ("seed", "the seed's design: insert_one, no index"),
+    ("celery_mongodb", "Celery's MongoDB backend: two upserts by _id"),
+    ("claim_no_index", "insert, claim, outcome; no secondary index"),
+    ("claim_status_index", "the same with the status index"),
+    ("jobline", "jobline's store, all its indexes"),
+)
+
+
+def floor_rows(r: dict[str, Any]) -> list[str]:
+    """What one job's writes cost the embedded server, and the throughput that allows."""
+    found = _get(r, "floor")
+    if not found:
+        return []
+    lines = ["", f"| the store's floor ({found['n']:,} jobs each) | SecantusDB CPU per job, ms "
+             "| ceiling, jobs/s |", "| --- | ---: | ---: |"]  # fmt: skip
+    for key, label in FLOOR_SHAPES:
+        shape = found.get(key) or {}
+        lines.append(f"| {label} | {_fmt(shape.get('server_cpu_ms_per_job'))} "
+                     f"| {_fmt(shape.get('ceiling_jobs_per_s'))} |")  # fmt: skip
+    return lines
+
+
 def table(r: dict[str, Any]) -> str:
     """The results as a Markdown table, with the targets after it."""
     lines = [
@@ -207,6 +230,7 @@ def table(r: dict[str, Any]) -> str:
     if any(value is not None for _, value in found):
         lines += ["", "| jobline's jobs/s against | ratio |", "| --- | ---: |"]
         lines += [f"| {label} | {_fmt(value)} |" for label, value in found]
+    lines += floor_rows(r)
     cpu = cpu_rows(r)
     if cpu:
         lines += ["", "| CPU per job, ms | raw Celery | pipeline |", "| --- | ---: | ---: |"]
