@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,11 +82,28 @@ def _plan_stages(plan: dict[str, Any]) -> set[str]:
     return stages
 
 
+def store_on(settings: Settings, db: str, *, auth: bool) -> JobStore:
+    store = JobStore(Settings(**{**settings.model_dump(), "mongo_db": db, "auth": auth}))
+    store.jobs.drop()
+    store.ensure_indexes()
+    return store
+
+
+@pytest.fixture(scope="module")
+def owned(settings: Settings) -> Iterator[JobStore]:
+    """A store of a deployment with auth on: jobs have owners, and keys list their own."""
+    store = store_on(settings, "jobline_owned_lists", auth=True)
+    yield store
+    store.jobs.drop()
+    store.close()
+
+
 @pytest.mark.parametrize("equal", FILTERS, ids=lambda f: "+".join(f) or "unfiltered")
 @pytest.mark.parametrize("bounded", [False, True], ids=["open", "cursor-and-created-after"])
 def test_every_window_of_every_filter_is_an_index_scan(
-    store: JobStore, equal: dict[str, Any], bounded: bool
+    owned: JobStore, equal: dict[str, Any], bounded: bool
 ) -> None:
+    store = owned
     store.jobs.delete_many({})
     owners = ("alice", None, "bob")
     store.insert_many(
@@ -109,6 +127,26 @@ def test_every_window_of_every_filter_is_an_index_scan(
         plan = store.jobs.find(query).sort(order).limit(51).explain()["queryPlanner"]
         stages = _plan_stages(plan["winningPlan"])
         assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])
+
+
+def test_owner_indexes_exist_only_while_auth_is_on(settings: Settings) -> None:
+    def owner_indexes(store: JobStore) -> list[Any]:
+        found = [info["key"] for info in store.jobs.index_information().values()]
+        return [key for key in found if key[0][0] == "owner"]
+
+    off = store_on(settings, "jobline_lists_auth_off", auth=False)
+    on = store_on(settings, "jobline_lists_auth_on", auth=True)
+    try:
+        # With auth off no list asks for an owner; each index costs every write.
+        assert owner_indexes(off) == []
+        assert sorted(owner_indexes(on)) == [
+            [("owner", 1), ("_id", -1)],
+            [("owner", 1), ("type", 1), ("_id", -1)],
+        ]
+    finally:
+        for store in (off, on):
+            store.jobs.drop()
+            store.close()
 
 
 def test_an_older_deployments_status_index_gives_way_to_the_one_transitions_also_use(

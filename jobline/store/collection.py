@@ -30,6 +30,8 @@ class JobCollection:
         self.inserts = GroupCommit(self.jobs)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.result_ttl = timedelta(seconds=settings.result_ttl) if settings.result_ttl else None
+        # Lists by owner are asked for only while the API wants keys.
+        self.owner_lists = settings.auth
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless MongoDB answers."""

@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
-from jobline.store.lists import LIST_INDEXES, RETIRED_INDEXES, Lists
+from jobline.store.lists import LIST_INDEXES, OWNER_INDEXES, RETIRED_INDEXES, Lists
 from jobline.store.mongo import unavailable_as_error
 from jobline.store.paging import EPOCH
 from jobline.store.recovery import Recovery
@@ -30,8 +30,9 @@ class JobStore(Transitions, Lists, Recovery):
     @unavailable_as_error
     def ensure_indexes(self) -> None:
         """Create the indexes listing, filtering and the sweeper rely on."""
-        # _id is a UUIDv7, so {_id: -1} is newest first.
-        for keys, options in LIST_INDEXES:
+        # _id is a UUIDv7, so {_id: -1} is newest first. An owner's lists exist only
+        # with auth on; turned off, the owner indexes of before stay until dropped.
+        for keys, options in LIST_INDEXES + (OWNER_INDEXES if self.owner_lists else ()):
             self._ensure_index(keys, **options)
         for name in set(RETIRED_INDEXES) & set(self.jobs.index_information()):
             self._drop_index(name)
