@@ -55,7 +55,7 @@ QUICK = Sizes(
     batch_n=2_000, memory_jobs=600, file_mb=5, log_lines=1_000, floor_n=200,
 )  # fmt: skip
 # The suite's own check that the harness runs and reports: no figure means anything.
-SMOKE = replace(QUICK, engine_n=100, rq_n=30, pipeline_n=100, floor_n=30)
+SMOKE = replace(QUICK, engine_n=100, rq_n=30, pipeline_n=100, floor_n=100)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
