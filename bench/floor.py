@@ -15,7 +15,8 @@ server's CPU is read from /proc around it:
   records a claim before the job runs writes (an insert, two conditional
   updates, inserts shared two at a time as group commit does under load);
 - the same with only the status index the sweeper's reads need;
-- jobline's own store, every index it keeps, through ``JobStore`` itself.
+- jobline's own store through ``JobStore`` itself, as the bench runs it (auth
+  off), and with auth on (two more indexes: a key's own lists).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pymongo import ASCENDING, DESCENDING, MongoClient
 from pymongo.collection import Collection
 
 from bench.servers import Servers, tree_cpu_seconds
-from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job
 
@@ -108,13 +108,15 @@ def store_floor(servers: Servers, n: int) -> dict[str, Any]:
                 jobs.create_index(keys)
             out[name] = _timed(pid, lambda: write(jobs, n), n)  # noqa: B023 - called at once
             jobs.drop()
-        store = JobStore(Settings(mongo_url=servers.mongo_url, mongo_db=DB))
-        store.jobs.drop()
-        store.ensure_indexes()
-        out["jobline"] = _timed(pid, lambda: _jobline(store, n), n)
-        out["jobline"]["indexes"] = len(store.jobs.index_information())
-        store.jobs.drop()
-        store.close()
+        for name, auth in (("jobline", False), ("jobline_auth", True)):
+            settings = servers.settings().model_copy(update={"mongo_db": DB, "auth": auth})
+            store = JobStore(settings)
+            store.jobs.drop()
+            store.ensure_indexes()
+            out[name] = _timed(pid, lambda: _jobline(store, n), n)  # noqa: B023 - called at once
+            out[name]["indexes"] = len(store.jobs.index_information())
+            store.jobs.drop()
+            store.close()
     finally:
         client.drop_database(DB)
         client.close()

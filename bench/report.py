@@ -195,7 +195,8 @@ FLOOR_SHAPES = (
     ("celery_mongodb", "Celery's MongoDB backend: two upserts by _id"),
     ("claim_no_index", "insert, claim, outcome; no secondary index"),
     ("claim_status_index", "the same with the status index"),
-    ("jobline", "jobline's store, all its indexes"),
+    ("jobline", "jobline's store, as run here (auth off)"),
+    ("jobline_auth", "jobline's store with auth on (owner indexes)"),
 )
 
 

@@ -137,11 +137,14 @@ class Servers:
         return {"redis-server": redis_proc.pid, "mongodb (SecantusDB)": mongo_proc.pid}
 
     def settings(self) -> Settings:
+        """What jobline's processes here run with (see env): the harness's store makes
+        the same indexes as theirs."""
         return Settings(
             redis_url=redis_db_url(self.redis_url, JOBLINE_DB),
             mongo_url=self.mongo_url,
             mongo_db="jobline_bench",
             bmi_seconds=0,
+            auth=False,
         )
 
     def env(self, **extra: str) -> dict[str, str]:
