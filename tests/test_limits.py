@@ -285,7 +285,10 @@ def test_with_a_limit_of_one_another_owners_five_jobs_finish_while_a_burst_of_tw
     assert "owner a has 1 running (JOBLINE_OWNER_MAX_RUNNING); waits for one to end" in reasons
 
     a_ended = wait_all_terminal(fleet.store, a_ids, 360)
-    assert watch.stop() == {"a": 1, "b": 1}
+    # Never two of one owner at once. (b's five short jobs may all fall between
+    # two looks, so only a, with two hundred, is sure to be seen.)
+    most = watch.stop()
+    assert most["a"] == 1 and max(most.values()) == 1
     # Held back, never lost, and never charged an attempt for waiting.
     assert [(job["status"], job["attempts"]) for job in a_ended] == [("succeeded", 1)] * 200
     assert [job_view(job)["held_reason"] for job in a_ended] == [None] * 200
