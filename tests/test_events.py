@@ -329,7 +329,7 @@ def test_versions_order_the_states_of_a_job(earlier: dict[str, Any], later: dict
 
 # -- publishing only while someone listens --------------------------------------------
 # Pub/sub channels are shared by every database of a redis-server, and the
-# session's server has other tests' streams: these run on a server of their own.
+# suite's shared server has other tests' streams: these run on a server of their own.
 
 
 def alone_on(settings: Settings, url: str) -> Settings:
