@@ -120,22 +120,21 @@ class Pipeline:
         return full
 
     def _publish_all(self, built: list[tuple[Job, JobType]]) -> list[Job | BrokerUnavailable]:
-        """Insert, then publish each; once the broker refuses one, the rest are taken back
-        unpublished rather than each waiting out its own publish retries."""
+        """Insert, then publish all in a few round trips; once the broker refuses, the
+        rest are taken back unpublished rather than each waiting out its own retries."""
         self.store.insert_many([job for job, _ in built])
         events.jobs_submitted(self.settings, [job for job, _ in built])
+        due = [(job, job_type) for job, job_type in built if not job.get("held")]
+        sent, refused = queue.publish_many(self.celery, due)
+        unpublished = {job["_id"] for job, _ in due[sent:]}
+        self._take_back(list(unpublished))
         outcomes: list[Job | BrokerUnavailable] = []
-        for i, (job, job_type) in enumerate(built):
-            if job.get("held"):
-                outcomes.append(job)
+        for job, _ in built:
+            if job["_id"] in unpublished and refused is not None:
+                outcomes.append(refused)
                 continue
-            try:
-                queue.publish(self.celery, job, job_type)
-            except BrokerUnavailable as exc:
-                unpublished = [job["_id"] for job, _ in built[i:]]
-                self._take_back(unpublished)
-                return outcomes + [exc] * len(unpublished)
-            _submitted(job)
+            if not job.get("held"):
+                _submitted(job)
             outcomes.append(job)
         return outcomes
 

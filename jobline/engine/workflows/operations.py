@@ -61,8 +61,9 @@ def submit(p: Progression, request: WorkflowRequest, owner: str | None = None) -
         p.flows.insert_jobs(jobs)
         if any(job.get("inputs") for job in jobs):
             inputs.keep(p.files, jobs)
-        for job in jobs:
-            queue.publish(p.celery, job, p.catalogue.get(job["type"]))
+        _, refused = queue.publish_many(p.celery, [(j, p.catalogue.get(j["type"])) for j in jobs])
+        if refused is not None:
+            raise refused
     except Exception:
         try:
             p.flows.discard(workflow["_id"], [job["_id"] for job in jobs])

@@ -185,8 +185,18 @@ class Steps:
             self.flows.cancel_waiting_jobs(workflow_id, step_id, [job["_id"] for job in jobs])
             return
         events.jobs_submitted(self.settings, inserted)
-        for job in inserted:
-            self.publish(job)
+        typed = [(job, self.catalogue.get(job["type"])) for job in inserted]
+        sent, refused = queue.publish_many(self.celery, typed)
+        for job in inserted[:sent]:
+            metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
+        if refused is not None:
+            left = len(inserted) - sent
+            log.warning(
+                "could not publish %d jobs of step %s (%s); left to the sweeper",
+                left,
+                step_id,
+                refused,
+            )
 
     def publish(self, job: Job) -> None:
         """Send a step job's message; if the broker is down the sweeper sends it later."""
