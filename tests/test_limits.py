@@ -190,7 +190,7 @@ def test_a_wake_lost_before_its_message_went_out_is_published_by_a_later_sweep(
 class Fleet:
     """Two `jobline worker` processes with JOBLINE_OWNER_MAX_RUNNING=1, on their own databases."""
 
-    def __init__(self, settings: Settings, tmp: Path) -> None:
+    def __init__(self, settings: Settings, tmp: Path, **overrides: Any) -> None:
         self.settings = Settings(
             **{
                 **settings.model_dump(),
@@ -198,6 +198,7 @@ class Fleet:
                 "broker_url": None,
                 "mongo_db": "jobline_limits",
                 "owner_max_running": 1,
+                **overrides,
             }
         )
         self.tmp = tmp
@@ -310,3 +311,33 @@ def test_a_worker_killed_while_holding_the_owners_slot_gives_it_back_within_a_le
     ended = wait_all_terminal(fleet.store, job_ids, 60)
     assert [job["status"] for job in ended] == ["succeeded"] * 3
     assert sorted(job["attempts"] for job in ended) == [1, 1, 2]
+
+
+@pytest.mark.timeout(120)
+def test_a_job_cancelled_while_it_waited_passes_the_wake_it_gets_on_to_the_next(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No sweep within the test: only a passed-on wake can start the last job.
+    fleet = Fleet(settings, tmp_path, sweep_interval_seconds=600)
+    try:
+        fleet.reset()
+        fleet.worker("one")
+        first = fleet.pipeline.submit("test_slow", {"seconds": 1.5}, owner="a")["_id"]
+        wait_until(lambda: fleet.running("a") == 1, 30, "the first job to run")
+        gone, last = (
+            fleet.pipeline.submit("test_slow", {"seconds": 0.05}, owner="a")["_id"]
+            for _ in range(2)
+        )
+
+        def parked() -> bool:
+            return all(fleet.store.get(i).get("held_reason") for i in (gone, last))
+
+        wait_until(parked, 30, "both to be parked behind the first")
+        fleet.pipeline.cancel(gone)
+        # The first job's end wakes the cancelled one, which is dropped and wakes the last.
+        ended = wait_all_terminal(fleet.store, [first, last], 30)
+        assert [job["status"] for job in ended] == ["succeeded", "succeeded"]
+        assert fleet.store.get(gone)["status"] == "cancelled"
+    finally:
+        fleet.reset()
+        fleet.store.close()

@@ -17,7 +17,8 @@ would be a second place in the line). A wake-up is kept in a set of wakes
 under way (``jobline:limits:waking``) from the moment it leaves the wait list
 until its message is published, so one lost with its process is published
 again by the next sweep after WAKE_GRACE_SECONDS. A delivery dropped as
-redundant passes its wake-up on to the next job waiting.
+redundant, or one whose job no longer waits (cancelled while it was parked),
+passes its wake-up on to the next job waiting.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def _claim_and_run(
     except limits.Redundant:
         return f"job {job_id}: skipped: another delivery of it has its place"
     if job is None:
-        return f"job {job_id}: {_not_claimed(task, store, job_id)}"
+        return f"job {job_id}: {_not_claimed(task, store, job_id, gate)}"
     _observe_wait(job)
     return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job, gate)}"
 
@@ -316,7 +316,7 @@ def _failed(
     return _ended(task, store, job, recorded, "failed", error=error)
 
 
-def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
+def _not_claimed(task: JobTask, store: JobStore, job_id: str, gate: limits.Gate) -> str:
     """A delivery that may not run the job: early, duplicate, or for a finished job."""
     try:
         job = store.get(job_id)
@@ -326,4 +326,7 @@ def _not_claimed(task: JobTask, store: JobStore, job_id: str) -> str:
     if job["status"] in (Status.SCHEDULED, Status.RETRYING) and run_at and run_at > now():
         # Delivered before its time: put it back until then.
         raise task.retry(eta=run_at, max_retries=None)
+    # It may be the wake of a job cancelled (or run) while it waited behind a limit:
+    # the slot that woke it goes to the next in line instead of idling until a sweep.
+    gate.limits.pass_on(task.app, job)
     return f"skipped: {job['status']}"
