@@ -83,10 +83,10 @@ def jobs() -> None:
 
 @jobs.command("adopt")
 @click.option("--owner", required=True, callback=_key_name, help="The key name to hand them to")
-@click.option("--dry-run", is_flag=True, help="Only count the jobs and schedules without an owner")
+@click.option("--dry-run", is_flag=True, help="Only count what has no owner")
 @data_dir_option
 def jobs_adopt(owner: str, dry_run: bool, data_dir: Path) -> None:
-    """Hand every job and schedule made with auth off (they have no owner) to OWNER's key.
+    """Hand every job, workflow and schedule made with auth off (no owner) to OWNER's key.
 
     Until then, with keys required, only admin keys see them. Safe to run again:
     it only ever changes jobs that still have no owner.
@@ -101,7 +101,8 @@ def jobs_adopt(owner: str, dry_run: bool, data_dir: Path) -> None:
     ownership = Ownership(keystore.keys.database)
 
     def counted(found: Unowned) -> str:
-        return f"{_plural(found.jobs, 'job')} and {_plural(found.schedules, 'schedule')}"
+        kinds = (_plural(found.jobs, "job"), _plural(found.workflows, "workflow"))
+        return f"{', '.join(kinds)} and {_plural(found.schedules, 'schedule')}"
 
     if dry_run:
         click.echo(f"{counted(ownership.count_unowned())} have no owner; nothing changed")

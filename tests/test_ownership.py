@@ -1,4 +1,6 @@
-"""Jobs made with auth off belong to no one, until `jobline jobs adopt` hands them to a key."""
+"""Jobs made with auth off belong to no one, until `jobline jobs adopt` hands them to a key.
+
+Workflows and schedules made so are handed over with them."""
 
 from __future__ import annotations
 
@@ -31,42 +33,52 @@ def submitted(api: Api, key: str | None = None) -> str:
     return str(response.json()["id"])
 
 
-def test_jobs_and_schedules_made_with_auth_off_are_handed_to_a_keys_owner(
-    settings: Settings, idle_api: Api, keyed_api: dict[str, Api]
+def test_jobs_workflows_and_schedules_made_with_auth_off_are_handed_to_a_keys_owner(
+    settings: Settings, idle_api: Api, keyed_api: dict[str, Api], store: JobStore
 ) -> None:
     alice, bob, root = keyed_api["alice"], keyed_api["bob"], keyed_api["root"]
+    store.db["workflows"].delete_many({"owner": None})  # other tests' own, long ended
     plain, keyed = submitted(idle_api), submitted(idle_api, key="order-1")
     made = idle_api.post("/api/v1/schedules", json={**NOOP, "interval_seconds": 3600})
     assert made.status_code == 201, made.text
     schedule = made.json()["id"]
+    flow = idle_api.post("/api/v1/workflows", json={"steps": [{"id": "a", **NOOP}]})
+    assert flow.status_code == 202, flow.text
+    workflow = flow.json()["id"]
+    step_job = flow.json()["steps"][0]["job_ids"][0]
     # Before: nobody's, so only an admin key sees them.
-    for job_id in (plain, keyed):
+    for job_id in (plain, keyed, step_job):
         assert alice.get(f"/api/v1/jobs/{job_id}").status_code == 404
         assert root.get(f"/api/v1/jobs/{job_id}").status_code == 200
     assert alice.get(f"/api/v1/schedules/{schedule}").status_code == 404
+    assert alice.get(f"/api/v1/workflows/{workflow}").status_code == 404
 
     counted = adopt(settings, "--owner", "alice", "--dry-run")
     assert counted.returncode == 0, counted.stderr
-    assert counted.stdout.startswith("2 jobs and ")
+    assert counted.stdout.startswith("3 jobs, 1 workflow and ")
     assert alice.get(f"/api/v1/jobs/{plain}").status_code == 404  # a dry run changes nothing
 
     handed = adopt(settings, "--owner", "alice")
     assert handed.returncode == 0, handed.stderr
-    assert handed.stdout.startswith("handed 2 jobs and ")
+    assert handed.stdout.startswith("handed 3 jobs, 1 workflow and ")
     assert "store mongodb://" in handed.stderr  # it says which store it changed
-    for job_id in (plain, keyed):
+    for job_id in (plain, keyed, step_job):
         assert alice.get(f"/api/v1/jobs/{job_id}").status_code == 200
         assert bob.get(f"/api/v1/jobs/{job_id}").status_code == 404
-    assert {j["id"] for j in alice.get("/api/v1/jobs").json()["items"]} == {plain, keyed}
+    listed = {j["id"] for j in alice.get("/api/v1/jobs").json()["items"]}
+    assert listed == {plain, keyed, step_job}
     assert alice.get(f"/api/v1/schedules/{schedule}").status_code == 200
     assert bob.get(f"/api/v1/schedules/{schedule}").status_code == 404
+    assert alice.get(f"/api/v1/workflows/{workflow}").status_code == 200
+    assert bob.get(f"/api/v1/workflows/{workflow}").status_code == 404
+    assert workflow in {w["id"] for w in alice.get("/api/v1/workflows").json()["items"]}
     # The idempotency key moved with its job: alice repeating the request finds it.
     repeat = alice.post("/api/v1/jobs", json=NOOP, headers={"Idempotency-Key": "order-1"})
     assert repeat.status_code == 200 and repeat.json()["id"] == keyed
 
     again = adopt(settings, "--owner", "bob")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("handed 0 jobs and 0 schedules")
+    assert again.stdout.startswith("handed 0 jobs, 0 workflows and 0 schedules")
     assert alice.get(f"/api/v1/jobs/{plain}").status_code == 200  # never taken from an owner
 
 
@@ -80,7 +92,7 @@ def test_an_adopted_job_gives_up_a_key_its_new_owner_already_used(
 
     handed = adopt(settings, "--owner", "alice")
     assert handed.returncode == 0, handed.stderr
-    assert handed.stdout.startswith("handed 1 job and ")
+    assert handed.stdout.startswith("handed 1 job, 0 workflows and ")
     assert alice.get(f"/api/v1/jobs/{unowned}").status_code == 200
     assert "idempotency_key" not in store.jobs.find_one({"_id": unowned})
     repeat = alice.post("/api/v1/jobs", json=NOOP, headers={"Idempotency-Key": "order-2"})

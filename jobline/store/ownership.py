@@ -1,9 +1,10 @@
-"""Jobs and schedules made with auth off belong to nobody; an operator hands them to an owner.
+"""Jobs, workflows and schedules made with auth off belong to nobody; an operator hands
+them to an owner.
 
 With ``JOBLINE_AUTH=off`` (``jobline up``'s default) a job records no owner.
 Once keys are required, only admin keys see such a job, until ``jobline jobs
-adopt --owner NAME`` gives it, and every schedule made the same way (whose
-later fires then belong to NAME too), to one key's name.
+adopt --owner NAME`` gives it, and every workflow and schedule made the same
+way (whose later steps and fires then belong to NAME too), to one key's name.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ DUPLICATE_KEY = 11000
 
 @dataclass(frozen=True)
 class Unowned:
-    """How many jobs and schedules belong (or belonged) to nobody."""
+    """How many jobs, workflows and schedules belong (or belonged) to nobody."""
 
     jobs: int
+    workflows: int
     schedules: int
 
 
@@ -37,15 +39,25 @@ class Ownership:
 
     def __init__(self, db: Database[Any]) -> None:
         self.jobs: Collection[Any] = db["jobs"]
+        self.workflows: Collection[Any] = db["workflows"]
         self.schedules: Collection[Any] = db["schedules"]
 
     @unavailable_as_error
     def count_unowned(self) -> Unowned:
-        return Unowned(self.jobs.count_documents(UNOWNED), self.schedules.count_documents(UNOWNED))
+        return Unowned(
+            self.jobs.count_documents(UNOWNED),
+            self.workflows.count_documents(UNOWNED),
+            self.schedules.count_documents(UNOWNED),
+        )
 
     @unavailable_as_error
     def adopt(self, owner: str) -> Unowned:
-        """Give every unowned job and schedule to ``owner``; how many were handed over."""
+        """Give every unowned job, workflow and schedule to ``owner``; how many were handed over.
+
+        Workflows first: a step released meanwhile makes its jobs with the workflow's
+        owner, and any made before are among the jobs handed over next.
+        """
+        workflows = self.workflows.update_many(UNOWNED, {"$set": {"owner": owner}}).modified_count
         jobs = self.jobs.update_many(
             {**UNOWNED, "idempotency_key": {"$exists": False}}, {"$set": {"owner": owner}}
         ).modified_count
@@ -61,7 +73,7 @@ class Ownership:
         if batch:
             jobs += self._adopt_keyed(owner, batch)
         schedules = self.schedules.update_many(UNOWNED, {"$set": {"owner": owner}}).modified_count
-        return Unowned(jobs, schedules)
+        return Unowned(jobs, workflows, schedules)
 
     def _adopt_keyed(self, owner: str, batch: list[dict[str, Any]]) -> int:
         """Jobs made with an Idempotency-Key: keys are stored per owner (``owner:key``).
