@@ -29,10 +29,15 @@ def wait_count(client: redis.Redis, n: int, timeout: float) -> float:
     """Wait until ``n`` tasks have run; returns the monotonic time it happened."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if int(client.get(counter.KEY) or 0) >= n:
+        if _done(client) >= n:
             return time.monotonic()
         time.sleep(0.01)
-    raise TimeoutError(f"only {int(client.get(counter.KEY) or 0)} of {n} tasks ran in {timeout}s")
+    raise TimeoutError(f"only {_done(client)} of {n} tasks ran in {timeout}s")
+
+
+def _done(client: redis.Redis) -> int:
+    value: bytes | None = client.get(counter.KEY)  # type: ignore[assignment]
+    return int(value or 0)
 
 
 def _celery(servers: Servers, env: dict[str, str]) -> tuple[list[str], Callable[[], Any]]:

@@ -72,7 +72,7 @@ def file_throughput(b: Bench, megabytes: int) -> dict[str, Any]:
 def _print_lines(b: Bench, lines: int, budget: int) -> dict[str, float]:
     """Print ``lines`` lines under capture; µs a line in the job, and until all are stored."""
     settings = b.servers.settings().model_copy(update={"job_log_max_bytes": budget})
-    job = {"_id": new_id(), "attempts": 1, "owner": None}
+    job: dict[str, Any] = {"_id": new_id(), "attempts": 1, "owner": None}
     started = time.perf_counter()
     with joblog.capture(settings, b.store.db, job) as captured:
         for i in range(lines):

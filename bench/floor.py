@@ -48,8 +48,9 @@ def _celery_backend(jobs: Collection[Any], n: int) -> None:
     for _ in range(n):
         task_id = str(uuid.uuid4())
         for status in ("STARTED", "SUCCESS"):
-            meta = {"_id": task_id, "status": status, "result": None, "traceback": None,
-                    "children": [], "date_done": datetime.now(UTC)}  # fmt: skip
+            meta: dict[str, Any] = {"_id": task_id, "status": status, "result": None,
+                                    "traceback": None, "children": [],
+                                    "date_done": datetime.now(UTC)}  # fmt: skip
             jobs.replace_one({"_id": task_id}, meta, upsert=True)
 
 
@@ -80,7 +81,7 @@ def _jobline(store: JobStore, n: int) -> None:
             assert store.succeed(job["_id"], claimed["attempts"], None)
 
 
-def _timed(server_pid: int, write: Callable[[], None], n: int) -> dict[str, float]:
+def _timed(server_pid: int, write: Callable[[], None], n: int) -> dict[str, float | None]:
     before = tree_cpu_seconds(server_pid)
     write()
     cpu_ms = (tree_cpu_seconds(server_pid) - before) * 1000 / n

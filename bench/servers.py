@@ -259,6 +259,6 @@ def versions(servers: Servers | None = None) -> dict[str, Any]:
         except PackageNotFoundError:
             found[package] = None
     if servers is not None:
-        info = redis.Redis.from_url(servers.redis_url).info("server")
+        info: dict[str, Any] = redis.Redis.from_url(servers.redis_url).info("server")  # type: ignore[assignment]
         found["redis-server"] = info.get("redis_version")
     return found
