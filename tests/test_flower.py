@@ -81,5 +81,8 @@ def test_flower_turns_on_the_task_events_workers_leave_off_and_sees_jobs_run(
                     break
             time.sleep(1)
         assert seen.get(task_id, {}).get("state") == "SUCCESS", seen
+        # Each task names its job; the record it carries is not spelt out.
+        assert seen[task_id]["args"] == repr([job["id"]])
+        assert seen[task_id]["kwargs"] == "{'record': {...}}"
     finally:
         flower.stop()
