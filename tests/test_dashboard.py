@@ -179,7 +179,11 @@ def test_a_bmi_order_moves_from_queued_to_succeeded_with_its_progress_bar_fillin
     [
         (
             {"name": "", "weight": "-5", "height": "0"},
-            {"name": "at least 1", "weight": "greater than 0", "height": "greater than 0"},
+            {
+                "name": "at least 1",
+                "weight": "greater than 0",
+                "height": "greater than or equal to 20",
+            },
         ),
         ({"name": "Ada", "weight": "55", "height": "301"}, {"height": "less than or equal"}),
         ({"name": "Ada", "weight": "", "height": "170"}, {"weight": "required"}),

@@ -17,7 +17,8 @@ class BmiParams(BaseModel):
 
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     weight: Annotated[float, Field(gt=0, le=1000, description="kilograms")]
-    height: Annotated[float, Field(gt=0, le=300, description="centimetres")]
+    # From 20 cm: a height given in metres by mistake (1.8) is refused, not computed.
+    height: Annotated[float, Field(ge=20, le=300, description="centimetres")]
 
 
 Category = Literal["underweight", "normal", "overweight", "obese"]

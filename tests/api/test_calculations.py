@@ -145,6 +145,7 @@ BAD_BODIES: list[tuple[str, Any, list[str]]] = [
     ("weight negative", {**ADA, "weight": -5}, ["weight"]),
     ("weight over 1000", {**ADA, "weight": 1000.01}, ["weight"]),
     ("height zero", {**ADA, "height": 0}, ["height"]),
+    ("height in metres", {**ADA, "height": 1.8}, ["height"]),
     ("height over 300", {**ADA, "height": 301}, ["height"]),
     ("weight as string", {**ADA, "weight": "55"}, ["weight"]),
     ("height as boolean", {**ADA, "height": True}, ["height"]),
