@@ -70,6 +70,7 @@ def draw(r: dict[str, Any], out: Path) -> None:
     colours = ["#4c72b0" if not label.startswith("jobline") else "#dd8452" for label in labels]
     bars = left.bar(labels, values, color=colours)
     left.bar_label(bars, fmt="%.0f")
+    left.set_ylim(top=max(values, default=1) * 1.1)  # room for the tallest bar's label
     # Six bars side by side: slanted, so that long names do not run into each other.
     left.set_xticks(range(len(labels)), labels, rotation=25, ha="right")
     left.set_ylabel("no-op jobs processed per second")
@@ -96,6 +97,9 @@ def draw(r: dict[str, Any], out: Path) -> None:
         for name, (celery, jobline) in split.items():
             cpu.bar(["raw celery", "jobline"], [celery, jobline], bottom=bottoms, label=name)
             bottoms = [bottoms[0] + celery, bottoms[1] + jobline]
+        for x, total in enumerate(bottoms):
+            cpu.annotate(f"{total:.1f}", (x, total), ha="center", va="bottom")
+        cpu.set_ylim(top=max(bottoms) * 1.1)
         cpu.set_ylabel("CPU milliseconds per job, all processes")
         cpu.set_title("Where the cores go")
         cpu.legend(fontsize="small")
