@@ -77,7 +77,8 @@ def test_flower_turns_on_the_task_events_workers_leave_off_and_sees_jobs_run(
             tasks = requests.get(f"http://127.0.0.1:{port}/api/tasks", auth=LOGIN, timeout=5)
             if tasks.status_code == 200:
                 seen = tasks.json()
-                if seen.get(task_id, {}).get("state") == "SUCCESS":
+                # Seen whole: received (with its arguments) once events were on, then done.
+                if seen.get(task_id, {}).get("state") == "SUCCESS" and seen[task_id].get("args"):
                     break
             time.sleep(1)
         assert seen.get(task_id, {}).get("state") == "SUCCESS", seen
