@@ -69,4 +69,4 @@ def _republish_unclaimed(p: Progression, jobs: list[Job], lease: timedelta) -> N
         except BrokerUnavailable:
             return
         if empty[name] and p.store.touch(job, job["task_id"]):
-            p.publish(job)
+            p.publish([job])

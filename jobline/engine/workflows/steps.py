@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 from pydantic import ValidationError
 
-from jobline.core.errors import BrokerUnavailable, JoblineError
+from jobline.core.errors import JoblineError
 from jobline.core.settings import Settings
 from jobline.engine import events, metrics, queue
 from jobline.engine.workflows import inputs
@@ -185,27 +185,20 @@ class Steps:
             self.flows.cancel_waiting_jobs(workflow_id, step_id, [job["_id"] for job in jobs])
             return
         events.jobs_submitted(self.settings, inserted)
-        typed = [(job, self.catalogue.get(job["type"])) for job in inserted]
+        self.publish(inserted)
+
+    def publish(self, jobs: Sequence[Job]) -> None:
+        """Send step jobs' messages; those the broker refuses the sweeper sends later."""
+        typed = [(job, self.catalogue.get(job["type"])) for job in jobs]
         sent, refused = queue.publish_many(self.celery, typed)
-        for job in inserted[:sent]:
+        for job in jobs[:sent]:
             metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
         if refused is not None:
-            left = len(inserted) - sent
             log.warning(
-                "could not publish %d jobs of step %s (%s); left to the sweeper",
-                left,
-                step_id,
+                "could not publish %d step jobs (%s); left to the sweeper",
+                len(jobs) - sent,
                 refused,
             )
-
-    def publish(self, job: Job) -> None:
-        """Send a step job's message; if the broker is down the sweeper sends it later."""
-        try:
-            queue.publish(self.celery, job, self.catalogue.get(job["type"]))
-        except BrokerUnavailable as exc:
-            log.warning("could not publish step job %s (%s); left to the sweeper", job["_id"], exc)
-            return
-        metrics.JOBS_SUBMITTED.labels(job["type"]).inc()
 
     def stop_jobs(self, workflow_id: str, i: int, step: dict[str, Any]) -> None:
         """Cancel a step run's unfinished jobs: waiting ones in one update, running ones stopped."""
