@@ -185,14 +185,14 @@ class Client:
     ) -> dict[str, Any]:
         """The workflow once it has ended, looking every ``interval`` seconds.
 
-        ``on_change(workflow)`` whenever a step's status or count moved;
-        WaitTimeout after ``timeout`` seconds.
+        ``on_change(workflow)`` whenever its status, a step's status or a
+        step's count moved; WaitTimeout after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last: Any = None
         while True:
             workflow = self.get_workflow(workflow_id)
-            seen = [(s["status"], s.get("done")) for s in workflow["steps"]]
+            seen = (workflow["status"], [(s["status"], s.get("done")) for s in workflow["steps"]])
             if on_change is not None and seen != last:
                 on_change(workflow)
             last = seen
