@@ -21,6 +21,7 @@ from celery import Celery
 
 from jobline import jobs
 from jobline.core import ids
+from jobline.core.errors import JobNotFound
 from jobline.core.settings import Settings
 from jobline.engine import queue
 from jobline.engine.limits import PREFIX, REGISTRY, WAKING, Gate, Held, Limits, Redundant
@@ -314,8 +315,9 @@ def test_a_worker_killed_while_holding_the_owners_slot_gives_it_back_within_a_le
 
 
 @pytest.mark.timeout(120)
-def test_a_job_cancelled_while_it_waited_passes_the_wake_it_gets_on_to_the_next(
-    settings: Settings, tmp_path: Path
+@pytest.mark.parametrize("drop", ["cancel", "delete"])
+def test_a_job_cancelled_or_deleted_while_it_waited_passes_the_wake_it_gets_on_to_the_next(
+    settings: Settings, tmp_path: Path, drop: str
 ) -> None:
     # No sweep within the test: only a passed-on wake can start the last job.
     fleet = Fleet(settings, tmp_path, sweep_interval_seconds=600)
@@ -333,11 +335,15 @@ def test_a_job_cancelled_while_it_waited_passes_the_wake_it_gets_on_to_the_next(
             return all(fleet.store.get(i).get("held_reason") for i in (gone, last))
 
         wait_until(parked, 30, "both to be parked behind the first")
-        fleet.pipeline.cancel(gone)
-        # The first job's end wakes the cancelled one, which is dropped and wakes the last.
+        getattr(fleet.pipeline, drop)(gone)
+        # The first job's end wakes the dropped one, whose delivery wakes the last.
         ended = wait_all_terminal(fleet.store, [first, last], 30)
         assert [job["status"] for job in ended] == ["succeeded", "succeeded"]
-        assert fleet.store.get(gone)["status"] == "cancelled"
+        if drop == "cancel":
+            assert fleet.store.get(gone)["status"] == "cancelled"
+        else:
+            with pytest.raises(JobNotFound):
+                fleet.store.get(gone)
     finally:
         fleet.reset()
         fleet.store.close()

@@ -18,7 +18,8 @@ under way (``jobline:limits:waking``) from the moment it leaves the wait list
 until its message is published, so one lost with its process is published
 again by the next sweep after WAKE_GRACE_SECONDS. A delivery dropped as
 redundant, or one whose job no longer waits (cancelled while it was parked),
-passes its wake-up on to the next job waiting.
+passes its wake-up on to the next job waiting; one whose job was deleted, whose
+limits are no longer known, wakes the next wherever a limit has room.
 """
 
 from __future__ import annotations
@@ -230,18 +231,25 @@ class Limits:
         """Publish parked jobs wherever a limit has room (slots expired); returns how many."""
         if not self.any:
             return 0
-        woken = 0
         try:
             cutoff = (time.time() - WAKE_GRACE_SECONDS) * 1000
             stuck: list[bytes] = self.redis.zrangebyscore(WAKING, "-inf", cutoff)  # type: ignore[assignment]
-            woken += self.wake(celery, stuck)
-            registry: dict[bytes, bytes] = self.redis.hgetall(REGISTRY)  # type: ignore[assignment]
-            for key, size in registry.items():
-                limit = Limit(key.decode(), int(size), "")
-                woken += self.wake(celery, self.release_slots([limit], ""))
-                self.scripts["forget"](keys=[limit.key, limit.waiting, REGISTRY])
+            return self.wake(celery, stuck) + self.wake_where_room(celery)
         except redis.RedisError as exc:
             log.warning("could not look at the limits' wait lists: %s", exc)
+            return 0
+
+    def wake_where_room(self, celery: Celery) -> int:
+        """Publish parked jobs under every limit that has room, and forget idle limits;
+        RedisError when Redis cannot be reached."""
+        if not self.any:
+            return 0
+        woken = 0
+        registry: dict[bytes, bytes] = self.redis.hgetall(REGISTRY)  # type: ignore[assignment]
+        for key, size in registry.items():
+            limit = Limit(key.decode(), int(size), "")
+            woken += self.wake(celery, self.release_slots([limit], ""))
+            self.scripts["forget"](keys=[limit.key, limit.waiting, REGISTRY])
         return woken
 
     def give_back(self, celery: Celery, job: Job) -> None:
@@ -276,16 +284,17 @@ class Limits:
             published += 1
         return published
 
-    def pass_on(self, celery: Celery, job: Job) -> None:
+    def pass_on(self, celery: Celery, job_id: str, job: Job | None) -> None:
         """Wake whoever waits under ``job``'s limits, for a delivery dropped without a slot
-        (a stale copy of a parked job may have used up the wake-up meant for the next)."""
-        limits = self.of(job)
-        if not limits:
-            return
+        (a stale copy of a parked job may have used up the wake-up meant for the next);
+        under every limit with room when the job is gone (deleted while it was parked)."""
         try:
-            self.wake(celery, self.release_slots(limits, ""))
+            if job is None:
+                self.wake_where_room(celery)
+            elif limits := self.of(job):
+                self.wake(celery, self.release_slots(limits, ""))
         except redis.RedisError:
-            log.warning("could not pass on the wake of job %s; the sweep does", job["_id"])
+            log.warning("could not pass on the wake of job %s; the sweep does", job_id)
 
 
 @dataclass
@@ -306,7 +315,7 @@ class Gate:
         if not limits:
             return
         if job.get("task_id") not in (None, self.task_id):
-            self.limits.pass_on(self.celery, job)
+            self.limits.pass_on(self.celery, job["_id"], job)
             raise Redundant(job["_id"])
         # One holder per attempt, so a duplicate delivery of that attempt is recognised.
         holder = f"{job['_id']}:{job['attempts'] + 1}"

@@ -321,6 +321,7 @@ def _not_claimed(task: JobTask, store: JobStore, job_id: str, gate: limits.Gate)
     try:
         job = store.get(job_id)
     except JobNotFound:
+        gate.limits.pass_on(task.app, job_id, None)  # perhaps deleted while parked
         return "skipped: no such job"
     run_at = job.get("run_at")
     if job["status"] in (Status.SCHEDULED, Status.RETRYING) and run_at and run_at > now():
@@ -328,5 +329,5 @@ def _not_claimed(task: JobTask, store: JobStore, job_id: str, gate: limits.Gate)
         raise task.retry(eta=run_at, max_retries=None)
     # It may be the wake of a job cancelled (or run) while it waited behind a limit:
     # the slot that woke it goes to the next in line instead of idling until a sweep.
-    gate.limits.pass_on(task.app, job)
+    gate.limits.pass_on(task.app, job_id, job)
     return f"skipped: {job['status']}"
