@@ -153,9 +153,13 @@ def test_a_cancelled_job_ends_its_stream(idle_api: Api, idle_pipeline: Pipeline)
     assert received == ["queued", "cancelled"]
 
 
-def test_a_stream_for_a_finished_job_sends_it_once_and_ends(live_api: Api) -> None:
+def test_a_stream_for_a_finished_job_sends_it_once_and_ends_at_once(
+    live_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = live_api.submit_and_wait("/api/v1/calculations", {"name": "A", "weight": 5, "height": 50})
-    response = stream(live_api, f"/api/v1/jobs/{job['id']}/events")
+    # A subscription would now take a minute to be ready: a finished job needs none.
+    monkeypatch.setattr(events, "LISTENERS_TTL", 60.0)
+    response = stream(live_api, f"/api/v1/jobs/{job['id']}/events", timeout=20)
     assert response.text.startswith("retry: ")
     received = list(read_events(io_of(response.text)))
     assert [data["status"] for _, data in received] == ["succeeded"]
@@ -173,8 +177,11 @@ def io_of(text: str) -> Any:
 
 
 @pytest.mark.parametrize("job_id", ["0193a5a8-0000-7000-8000-000000000000", "nope", "%24ne"])
-def test_a_stream_for_an_unknown_job_is_a_404_problem(idle_api: Api, job_id: str) -> None:
-    response = idle_api.get(f"/api/v1/jobs/{job_id}/events")
+def test_a_stream_for_an_unknown_job_is_a_404_problem_at_once(
+    idle_api: Api, job_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "LISTENERS_TTL", 60.0)  # no wait for a job that is not there
+    response = requests.get(idle_api.url(f"/api/v1/jobs/{job_id}/events"), timeout=20)
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
 
@@ -285,7 +292,7 @@ def test_publishing_to_an_unreachable_redis_neither_raises_nor_waits() -> None:
 
 
 def test_a_published_change_reaches_both_channels(settings: Settings) -> None:
-    sub = Subscription(settings, events.job_channel("j1"), events.GLOBAL_CHANNEL)
+    sub = Subscription(settings, events.job_channel("j1"), events.GLOBAL_CHANNEL).ready()
     job = {"_id": "j1", "type": "bmi", "attempts": 2, "owner": "team-a"}
     events.job_changed(settings, job, "succeeded", result={"bmi": 1.0})
     got = []
@@ -379,7 +386,7 @@ def test_nothing_is_published_while_nobody_listens_and_all_is_once_a_stream_is_r
     assert publishes(client) == before
     # The publisher counted nobody a moment ago; the subscription is ready only
     # once that count has lapsed, so the very next change goes out.
-    sub = Subscription(alone, events.job_channel("j2"))
+    sub = Subscription(alone, events.job_channel("j2")).ready()
     try:
         assert publisher.publish(change) is True
         assert publishes(client) == before + 2  # the job's channel and the global one

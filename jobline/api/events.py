@@ -80,7 +80,8 @@ class Subscription:
 
     Publishers skip changes while nobody listens, and trust their count of
     listeners for ``events.LISTENERS_TTL``: the subscription is ready once that
-    has passed, so every change from then on is published (engine.events).
+    has passed since it was confirmed, so every change from then on is
+    published (engine.events). ``ready()`` waits for that moment.
     """
 
     def __init__(self, settings: Settings, *channels: str) -> None:
@@ -91,7 +92,12 @@ class Subscription:
         except (redis.RedisError, OSError) as exc:
             self.close()
             raise EventsUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
-        time.sleep(events.LISTENERS_TTL)
+        self._ready_at = time.monotonic() + events.LISTENERS_TTL
+
+    def ready(self) -> Subscription:
+        """Wait until every change published from now on reaches this subscription."""
+        time.sleep(max(0.0, self._ready_at - time.monotonic()))
+        return self
 
     def _confirm(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -198,10 +204,15 @@ class JobEvents(Resource):
         get the current state again.
         """
         p = pipeline()
-        # Subscribe first, then read: a change between the two is not lost.
+        # Subscribe first, then read: a change between the two is not lost. An
+        # unknown or finished job is answered at once; a live one is read again
+        # once the subscription is ready, so its changes from then on all arrive.
         sub = Subscription(p.settings, events.job_channel(job_id))
         try:
             job = access.get(job_id)  # the API's one rule for which jobs a caller sees
+            if job["status"] not in events.TERMINAL:
+                sub.ready()
+                job = access.get(job_id)
         except BaseException:
             sub.close()
             raise
@@ -222,5 +233,5 @@ class AllEvents(Resource):
         after `JOBLINE_STREAM_MAX_SECONDS`; EventSource reconnects by itself.
         """
         p = pipeline()
-        sub = Subscription(p.settings, events.GLOBAL_CHANNEL)
+        sub = Subscription(p.settings, events.GLOBAL_CHANNEL).ready()
         return _respond(all_jobs_stream(sub, p.settings.stream_max_seconds))
