@@ -16,8 +16,10 @@ import requests
 from pydantic import SecretStr
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from jobline import jobs
 from jobline.api import create_app
 from jobline.core.settings import Settings
+from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import make_celery
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
@@ -284,6 +286,14 @@ def idle_settings(settings: Settings, **overrides: Any) -> Settings:
     return Settings(
         **{**settings.model_dump(), "redis_url": other_db, "broker_url": None, **overrides}
     )
+
+
+@pytest.fixture(scope="module")
+def idle_pipeline(settings: Settings, store: JobStore) -> Pipeline:
+    """Submits jobs whose messages go to a broker database no worker reads: they stay queued
+    until a test publishes them where the worker listens."""
+    idle = idle_settings(settings)
+    return Pipeline(idle, store, make_celery(idle), jobs.load(settings.job_module_list))
 
 
 @pytest.fixture(scope="session")

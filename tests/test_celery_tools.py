@@ -63,7 +63,7 @@ def test_the_plain_celery_command_reaches_jobline_s_workers(
     settings: Settings, worker: local.Process, command: list[str], tmp_path: Path
 ) -> None:
     result = celery(
-        settings_env(settings), "--broker", settings.broker, *command, "--timeout=3", cwd=tmp_path
+        settings_env(settings), "--broker", settings.broker, *command, "--timeout=5", cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "main@" in result.stdout
@@ -78,7 +78,15 @@ def test_celery_dash_a_jobline_shows_the_job_a_worker_is_running(
     job = live_api.wait_for(location, lambda j: j["status"] == "running")
     try:
         result = celery(
-            settings_env(settings), "-A", "jobline", "inspect", "active", "--json", cwd=tmp_path
+            # Celery waits its whole --timeout for replies: long enough for a busy worker.
+            settings_env(settings),
+            "-A",
+            "jobline",
+            "inspect",
+            "active",
+            "--json",
+            "--timeout=5",
+            cwd=tmp_path,
         )
     finally:
         live_api.post(f"{location}/cancel")

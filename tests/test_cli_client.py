@@ -52,7 +52,8 @@ def test_submit_with_wait_exits_1_when_the_job_fails(live_api: Api) -> None:
 def test_submit_with_wait_exits_124_at_its_timeout_while_the_job_reports_progress(
     live_api: Api,
 ) -> None:
-    result = run(live_api, "submit", "sleep", "seconds=8", "steps=20", "--wait", "--timeout=2")
+    # Long enough to start within the timeout and still run long after it.
+    result = run(live_api, "submit", "sleep", "seconds=30", "steps=75", "--wait", "--timeout=6")
     job_id = result.stderr.split("job ", 1)[1].split()[0]
     try:
         assert result.exit_code == 124, result.output

@@ -12,6 +12,7 @@ import jobline
 from jobline.clients.python import ApiError, Client, Unreachable, WaitTimeout
 from jobline.local import servers as local
 from tests.conftest import Api
+from tests.support import wait_until
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
 
@@ -30,7 +31,7 @@ def idle_client(idle_api: Api) -> Iterator[Client]:
 
 
 def test_a_submitted_job_is_waited_for_with_its_progress_and_result(client: Client) -> None:
-    job = client.submit("sleep", {"seconds": 1, "steps": 4})
+    job = client.submit("sleep", {"seconds": 4, "steps": 8})
     assert job["status"] == "queued"
     seen: list[dict[str, Any]] = []
     done = client.wait(job["id"], timeout=30, on_progress=seen.append)
@@ -113,11 +114,13 @@ def test_waiting_gives_up_after_the_timeout(idle_client: Client) -> None:
 def test_waiting_gives_up_at_the_timeout_while_the_job_keeps_reporting_progress(
     client: Client,
 ) -> None:
-    # Twenty steps in 8 s: a change every 0.4 s, each one a reason to keep reading.
-    job = client.submit("sleep", {"seconds": 8, "steps": 20})
+    # Fifty steps in 20 s: a change every 0.4 s, each one a reason to keep reading.
+    job = client.submit("sleep", {"seconds": 20, "steps": 50})
     seen: list[dict[str, Any]] = []
-    started = time.monotonic()
     try:
+        # The clock starts once the job runs, whatever the worker was busy with before.
+        wait_until(lambda: 0 < client.get(job["id"])["progress"] < 1, 30, "the job to report")
+        started = time.monotonic()
         with pytest.raises(WaitTimeout):
             client.wait(job["id"], timeout=2, on_progress=seen.append)
         waited = time.monotonic() - started

@@ -12,7 +12,6 @@ import pytest
 import redis
 import requests
 
-from jobline import jobs
 from jobline.api import create_app
 from jobline.api.events import Subscription
 from jobline.core.settings import Settings
@@ -55,15 +54,6 @@ def statuses(received: list[Event]) -> list[tuple[str, int]]:
         if not seen or seen[-1] != step:
             seen.append(step)
     return seen
-
-
-@pytest.fixture(scope="module")
-def idle_pipeline(settings: Settings, store: JobStore) -> Pipeline:
-    """Submits jobs whose messages go to a broker database no worker reads: they stay queued."""
-    idle_redis = settings.redis_url[:-1] + "9"
-    idle = Settings(**{**settings.model_dump(), "redis_url": idle_redis, "broker_url": None})
-    catalogue = jobs.load(settings.job_module_list)
-    return Pipeline(idle, store, queue.make_celery(idle), catalogue)
 
 
 def release(settings: Settings, idle_pipeline: Pipeline, job: dict[str, Any]) -> None:

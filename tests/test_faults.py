@@ -178,6 +178,7 @@ def test_twenty_slow_jobs_all_succeed_once_when_their_worker_is_killed_mid_run(
     )
     doomed.kill_group(signal.SIGKILL)
     doomed.stop()
+    time.sleep(1)  # a success the killed process had already sent may still land
     cut_short = [job["_id"] for job in jobs.find({"status": "running"})]
     assert cut_short
 
@@ -188,10 +189,13 @@ def test_twenty_slow_jobs_all_succeed_once_when_their_worker_is_killed_mid_run(
     logs = faults.worker_logs()
     for job in ended:
         # attempts tells the truth, and the result is the last attempt's, written once
-        assert job["attempts"] == started[job["_id"]]
+        if job["_id"] in cut_short:
+            # Killed after its claim counted the attempt, perhaps before it began.
+            assert job["attempts"] == 2 and started[job["_id"]] in (1, 2)
+        else:
+            assert job["attempts"] == started[job["_id"]]
         assert job["result"] == {"attempt": job["attempts"]}
         assert succeeded_once(logs, job["_id"]) == 1
-    assert all(faults.store.get(job_id)["attempts"] == 2 for job_id in cut_short)
 
 
 @pytest.mark.timeout(90)
@@ -222,7 +226,8 @@ def test_a_job_cancelled_while_queued_never_runs_even_across_a_worker_restart(
 ) -> None:
     path = tmp_path / "journal"
     before = faults.worker("before", concurrency=1)
-    blocker = faults.pipeline.submit("test_slow", {"seconds": 1.5, "journal": str(path)})["_id"]
+    # Long enough to outlast the cancel: the victim must still be queued behind it.
+    blocker = faults.pipeline.submit("test_slow", {"seconds": 5, "journal": str(path)})["_id"]
     victim = faults.pipeline.submit("test_slow", {"seconds": 0.2, "journal": str(path)})["_id"]
     wait_job(faults.store, blocker, lambda job: job["status"] == "running", timeout=30)
     assert faults.pipeline.cancel(victim)["status"] == "cancelled"

@@ -11,9 +11,11 @@ import requests
 from jobline.core.settings import Settings
 from jobline.engine import retention
 from jobline.engine.joblog import LINE_OVERHEAD
+from jobline.engine.pipeline import Pipeline
 from jobline.store.jobs import JobStore
 from jobline.store.records import now
 from tests.conftest import Api
+from tests.test_events import release
 
 
 def logs_of(api: Api, job_id: str, **query: object) -> dict:
@@ -113,17 +115,21 @@ def test_the_cap_holds_for_the_whole_job_across_its_attempts(
     assert second[0]["message"].startswith("2003 more lines dropped")
 
 
-def test_the_job_event_stream_carries_log_events_as_lines_are_stored(live_api: Api) -> None:
-    response = live_api.post(
-        "/api/v1/jobs", json={"type": "sleep", "params": {"seconds": 1.2, "steps": 3}}
-    )
-    job_id = response.json()["id"]
+def test_the_job_event_stream_carries_log_events_as_lines_are_stored(
+    live_api: Api, settings: Settings, idle_pipeline: Pipeline
+) -> None:
+    # Log events are not replayed: the job is let run only once its stream is open.
+    job = idle_pipeline.submit("sleep", {"seconds": 1.2, "steps": 3})
+    job_id, released = job["_id"], False
     messages: list[str] = []
     with requests.get(live_api.url(f"/api/v1/jobs/{job_id}/events"), stream=True, timeout=20) as s:
         event = None
         for raw in s.iter_lines(decode_unicode=True):
             if raw.startswith("event: "):
                 event = raw[7:]
+                if event == "job" and not released:
+                    release(settings, idle_pipeline, job)
+                    released = True
             elif raw.startswith("data: ") and event == "log":
                 messages += [line["message"] for line in json.loads(raw[6:])["items"]]
             elif raw.startswith("data: ") and json.loads(raw[6:]).get("status") == "succeeded":

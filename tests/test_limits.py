@@ -95,23 +95,22 @@ def test_a_slot_whose_holder_stopped_renewing_expires_and_the_sweep_wakes_its_wa
     slots: tuple[Settings, Celery],
 ) -> None:
     settings, celery = slots
-    limits = Limits(settings.model_copy(update={"lease_seconds": 0.5}), jobs.catalogue)
+    limits = Limits(settings.model_copy(update={"lease_seconds": 3}), jobs.catalogue)
     admit(limits, celery, a_job("alice"))  # its worker dies: never renewed, never released
     with pytest.raises(Held):
         admit(limits, celery, a_job("alice"))
     assert limits.wake_all(celery) == 0
-    time.sleep(0.6)
-    assert limits.wake_all(celery) == 1
+    wait_until(lambda: limits.wake_all(celery) == 1, 10, "the slot to expire and its waiter woken")
     assert queue.queue_depth(celery, "default") == 1
     assert redis.Redis.from_url(settings.redis_url).hgetall(REGISTRY) == {}  # nothing left
 
 
 def test_a_renewed_slot_outlives_its_first_lease(slots: tuple[Settings, Celery]) -> None:
     settings, celery = slots
-    limits = Limits(settings.model_copy(update={"lease_seconds": 0.6}), jobs.catalogue)
+    limits = Limits(settings.model_copy(update={"lease_seconds": 2}), jobs.catalogue)
     gate = admit(limits, celery, a_job("alice"))
-    for _ in range(4):
-        time.sleep(0.25)
+    for _ in range(4):  # 2.8 s in all, renewed every 0.7 (a third of the lease at least)
+        time.sleep(0.7)
         gate.renew()
     with pytest.raises(Held):
         admit(limits, celery, a_job("alice"))
@@ -302,7 +301,7 @@ def test_a_worker_killed_while_holding_the_owners_slot_gives_it_back_within_a_le
 ) -> None:
     doomed = fleet.worker("doomed")
     job_ids = [
-        fleet.pipeline.submit("test_slow", {"seconds": 2}, owner="a")["_id"] for _ in range(3)
+        fleet.pipeline.submit("test_slow", {"seconds": 4}, owner="a")["_id"] for _ in range(3)
     ]
     wait_until(lambda: fleet.running("a") == 1, 30, "the first job to run")
     time.sleep(0.5)  # the other two reach the worker and are parked behind it
@@ -324,7 +323,8 @@ def test_a_job_cancelled_or_deleted_while_it_waited_passes_the_wake_it_gets_on_t
     try:
         fleet.reset()
         fleet.worker("one")
-        first = fleet.pipeline.submit("test_slow", {"seconds": 1.5}, owner="a")["_id"]
+        # Long enough to outlast parking the two behind it and dropping one of them.
+        first = fleet.pipeline.submit("test_slow", {"seconds": 8}, owner="a")["_id"]
         wait_until(lambda: fleet.running("a") == 1, 30, "the first job to run")
         gone, last = (
             fleet.pipeline.submit("test_slow", {"seconds": 0.05}, owner="a")["_id"]
@@ -337,7 +337,7 @@ def test_a_job_cancelled_or_deleted_while_it_waited_passes_the_wake_it_gets_on_t
         wait_until(parked, 30, "both to be parked behind the first")
         getattr(fleet.pipeline, drop)(gone)
         # The first job's end wakes the dropped one, whose delivery wakes the last.
-        ended = wait_all_terminal(fleet.store, [first, last], 30)
+        ended = wait_all_terminal(fleet.store, [first, last], 60)
         assert [job["status"] for job in ended] == ["succeeded", "succeeded"]
         if drop == "cancel":
             assert fleet.store.get(gone)["status"] == "cancelled"

@@ -80,10 +80,11 @@ def test_a_delayed_job_is_scheduled_until_its_time_and_starts_soon_after(
     assert job["status"] == "scheduled"
     assert bool(job.get("held")) is held
     seen = [job]
-    while now() < run_at - timedelta(seconds=0.3):
+    while now() < run_at:
         current = store.get(job["_id"])
-        assert current["status"] == "scheduled", "started before its run_at"
-        assert current["started_at"] is None
+        if now() < run_at:  # a slow read may answer after run_at, rightly running
+            assert current["status"] == "scheduled", "started before its run_at"
+            assert current["started_at"] is None
         seen.append(current)
         time.sleep(0.1)
     final = watch_until_finished(store, seen[-1])[-1]

@@ -196,7 +196,8 @@ def test_commands_beside_jobline_up_find_its_servers_with_no_environment(tmp_pat
 
         # Celery's own tools, loaded with -A jobline, find the stack's broker too.
         pinged = subprocess.run(
-            [str(Path(sys.executable).parent / "celery"), "-A", "jobline", "inspect", "ping"],
+            [str(Path(sys.executable).parent / "celery"), "-A", "jobline", "inspect", "ping",
+             "--timeout=5"],
             cwd=tmp_path, env=newcomer_env(), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert pinged.returncode == 0, pinged.stdout + pinged.stderr

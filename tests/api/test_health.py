@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import requests
+
 from jobline.api import create_app
 from jobline.core.settings import Settings
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from tests.conftest import Api, ServedApp, make_settings
+from tests.support import wait_until
 
 
 def test_healthz_answers_while_the_process_is_up(api: Api) -> None:
@@ -16,8 +19,12 @@ def test_healthz_answers_while_the_process_is_up(api: Api) -> None:
 
 
 def test_readyz_is_ok_when_mongodb_the_broker_and_a_worker_answer(live_api: Api) -> None:
-    response = live_api.get("/readyz")
-    assert response.status_code == 200
+    # A busy machine may make the worker miss one 1 s ping: ready within a few tries.
+    def ready() -> requests.Response | None:
+        response = live_api.get("/readyz")
+        return response if response.status_code == 200 else None
+
+    response = wait_until(ready, 15, "readyz to answer 200", every=0.5)
     assert response.json()["checks"] == {"mongodb": "ok", "broker": "ok", "workers": "ok"}
 
 

@@ -126,7 +126,12 @@ def test_deleting_a_schedule_stops_it_firing(
     assert schedules_api.get(f"{SCHEDULES}/{schedule['id']}").status_code == 404
     assert schedules_api.delete(f"{SCHEDULES}/{schedule['id']}").status_code == 404
     time.sleep(4)  # four intervals: it would have fired again by now
-    late = [j for j in jobs_of(store, schedule["id"]) if j["created_at"] > deleted_at]
+    # A fire already under way when it was deleted may still land just after.
+    late = [
+        j
+        for j in jobs_of(store, schedule["id"])
+        if j["created_at"] > deleted_at + timedelta(seconds=1.5)
+    ]
     assert late == []
 
 

@@ -96,7 +96,8 @@ def test_a_worker_killed_mid_step_delays_the_workflow_but_the_step_runs_once_mor
     flow = submit(
         isolated.api,
         [
-            {"id": "slow", "type": "test_slow", "params": {"seconds": 4}},
+            # Long enough that the kill, once it is under way, comes mid-step.
+            {"id": "slow", "type": "test_slow", "params": {"seconds": 10}},
             {"id": "next", "type": "test_greet", "params": {"name": "n"}, "needs": ["slow"]},
         ],
     )

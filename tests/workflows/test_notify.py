@@ -12,6 +12,7 @@ from jobline.core.settings import Settings
 from jobline.engine import webhooks
 from jobline.store.workflows import WorkflowStore
 from tests.conftest import Api
+from tests.support import wait_until
 from tests.test_metrics import scrape
 from tests.test_webhooks import Receiver
 from tests.workflows.support import WORKFLOWS, submit, wait_ended
@@ -83,5 +84,13 @@ def test_workflows_are_counted_when_submitted_and_by_outcome_when_they_end(
     wait_ended(wf_api, submit(wf_api, CHAIN)["id"])
     after = counter(scrape(wf_api.url("/metrics")), "jobline_workflows_submitted_total")
     assert after == submitted + 1
+    # The worker counts a workflow just after writing its end, which the API may show first.
+    wait_until(
+        lambda: (
+            counter(scrape(worker), "jobline_workflows_finished_total", outcome="failed") > failed
+        ),
+        15,
+        "the worker to count the workflow",
+    )
     ended = counter(scrape(worker), "jobline_workflows_finished_total", outcome="failed")
     assert ended == failed + 1
