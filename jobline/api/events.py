@@ -1,11 +1,15 @@
-"""Live job changes as Server-Sent Events, fed by Redis pub/sub (never by polling MongoDB).
+"""Live job changes as Server-Sent Events, fed by Redis pub/sub.
 
 ``GET /jobs/<id>/events`` sends the job as MongoDB has it, then each change
-until the job ends, and closes. ``GET /events`` sends changes to every job the
-caller may see, with no replay: a client that (re)connects loads the current
-list first, then follows the stream. Each open stream holds one API thread, so
-a stream lasts at most ``JOBLINE_STREAM_MAX_SECONDS`` and then ends; clients
-reconnect (EventSource does so by itself after the ``retry:`` delay).
+until the job ends, and closes. Events are best effort (a publisher that
+cannot reach Redis drops them), so a job's stream that has been silent for
+``RECHECK_SECONDS`` reads the job once: a change whose event was lost, its end
+above all, still arrives within those seconds, not at the stream's end.
+``GET /events`` sends changes to every job the caller may see, with no
+replay: a client that (re)connects loads the current list first, then follows
+the stream. Each open stream holds one API thread, so a stream lasts at most
+``JOBLINE_STREAM_MAX_SECONDS`` and then ends; clients reconnect (EventSource
+does so by itself after the ``retry:`` delay).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import redis
@@ -24,7 +28,7 @@ from flask_restx import Namespace, Resource
 
 from jobline.api import access, auth
 from jobline.api.services import pipeline
-from jobline.core.errors import Unavailable
+from jobline.core.errors import JobNotFound, Unavailable
 from jobline.core.settings import Settings
 from jobline.engine import events
 from jobline.store.views import job_view
@@ -35,6 +39,8 @@ ns = Namespace("events", description="Live job status and progress (Server-Sent 
 # A comment this often keeps proxies from closing an idle stream and lets the
 # server notice a client that went away.
 KEEPALIVE_SECONDS = 15.0
+# A job's stream silent this long reads the job (one find by _id), in case an event was lost.
+RECHECK_SECONDS = 5.0
 RECONNECT_MS = 1000
 # Fields that exist for routing messages, not for clients.
 PRIVATE_FIELDS = ("owner",)
@@ -109,11 +115,13 @@ class Subscription:
             if reply["type"] == "subscribe":
                 count -= 1
 
-    def changes(self, until: float) -> Iterator[dict[str, Any] | None]:
-        """Each change published until ``until`` (monotonic), and None when a keep-alive is due."""
+    def changes(
+        self, until: float, silence: float = KEEPALIVE_SECONDS
+    ) -> Iterator[dict[str, Any] | None]:
+        """Each change published until ``until`` (monotonic), and None after ``silence`` without."""
         while (left := until - time.monotonic()) > 0:
             try:
-                reply = self.pubsub.get_message(timeout=min(left, KEEPALIVE_SECONDS))
+                reply = self.pubsub.get_message(timeout=min(left, silence))
             except (redis.RedisError, OSError):
                 return  # the client reconnects and starts from the current state
             if reply is None:
@@ -150,18 +158,35 @@ def _is_newer(change: Mapping[str, Any], last: Mapping[str, Any]) -> bool:
     return any(change.get(f) != last.get(f) for f in fields)
 
 
-def job_stream(sub: Subscription, snapshot: dict[str, Any], lifetime: float) -> Iterator[str]:
-    """The job as stored, then its changes in order, ending at its terminal state."""
+def job_stream(
+    sub: Subscription,
+    snapshot: dict[str, Any],
+    lifetime: float,
+    reread: Callable[[], dict[str, Any]],
+) -> Iterator[str]:
+    """The job as stored, then its changes in order, ending at its terminal state.
+
+    ``reread()`` is the job as stored now (JobNotFound once it is deleted): what a
+    silent stream looks at, so that a lost event delays a change by seconds only.
+    """
     try:
         yield f"retry: {RECONNECT_MS}\n\n"
         yield sse(snapshot)
         last: Mapping[str, Any] = snapshot
         if last["status"] in events.TERMINAL:
             return
-        for change in sub.changes(time.monotonic() + lifetime):
+        for change in sub.changes(time.monotonic() + lifetime, silence=RECHECK_SECONDS):
             if change is None:
-                yield ": keep-alive\n\n"
-            elif change.get("event") == "log":
+                try:
+                    change = reread()
+                except JobNotFound:
+                    return  # deleted: nothing more will happen to it
+                except Unavailable:
+                    change = {}  # the store is away for now; the next silence looks again
+                if not change or not _is_newer(change, last):
+                    yield ": keep-alive\n\n"
+                    continue
+            if change.get("event") == "log":
                 yield sse({"items": change.get("items") or []}, event="log")
             elif _is_newer(change, last):
                 yield sse(change)
@@ -216,7 +241,14 @@ class JobEvents(Resource):
         except BaseException:
             sub.close()
             raise
-        return _respond(job_stream(sub, job_view(job), p.settings.stream_max_seconds))
+        return _respond(
+            job_stream(
+                sub,
+                job_view(job),
+                p.settings.stream_max_seconds,
+                lambda: job_view(access.get(job_id)),
+            )
+        )
 
 
 @ns.route("/events")
