@@ -225,8 +225,10 @@ class JobEvents(Resource):
         `attempts`, and `result` or `error` at the end). `log` events carry
         `{"items": [...]}`, the job's log lines as they are stored (the lines of
         `GET /jobs/<id>/logs`). The stream closes after
-        the terminal state, or after `JOBLINE_STREAM_MAX_SECONDS`: reconnect to
-        get the current state again.
+        the terminal state, when the job is deleted, or after
+        `JOBLINE_STREAM_MAX_SECONDS`: reconnect to get the current state again.
+        Silent for 5 s, it reads the job, so a change whose event was lost
+        still arrives.
         """
         p = pipeline()
         # Subscribe first, then read: a change between the two is not lost. An
