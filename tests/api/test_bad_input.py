@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,6 +220,31 @@ def test_bad_input_gets_a_4xx_problem_and_changes_nothing(
     assert {"type", "title", "detail", "errors"} <= problem.keys()
     assert "Traceback" not in response.text and 'File "' not in response.text
     assert (list(store.jobs.find()), list(store.db["schedules"].find())) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (CALCS, ADA),
+        (JOBS, {"type": "noop"}),
+        (BATCH, {"jobs": [{"type": "noop"}]}),
+        ("/api/v1/workflows", {"steps": [{"id": "a", "type": "noop"}]}),
+        (SCHEDULES, HOURLY),
+    ],
+)
+def test_a_chunked_body_past_the_limit_is_a_413_even_when_its_start_parses(
+    idle_api: Api, store: JobStore, path: str, body: dict[str, Any]
+) -> None:
+    # Valid JSON however much of it is read: only the limit can refuse it.
+    padded = json.dumps(body).encode() + b" " * HUGE
+    before = store.jobs.count_documents({}), store.db["schedules"].count_documents({})
+    response = idle_api.post(path, data=_chunked(padded), headers=JSON)
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"] == "bodies are limited to 1000000 bytes"
+    assert (store.jobs.count_documents({}), store.db["schedules"].count_documents({})) == before
+    # The same body within the limit, chunked too, is taken.
+    fits = json.dumps(body).encode() + b" " * 1000
+    assert idle_api.post(path, data=_chunked(fits), headers=JSON).status_code in (200, 201, 202)
 
 
 def test_a_job_id_lookalike_never_reaches_a_query_as_an_operator(
