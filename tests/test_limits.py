@@ -207,9 +207,10 @@ class Fleet:
         self.pipeline = make_pipeline(self.settings, self.store)
         self.workers: list[local.Process] = []
 
-    def worker(self, name: str) -> local.Process:
+    def worker(self, name: str, **overrides: Any) -> local.Process:
         log = self.tmp / f"{name}.log"
-        process = start_worker(self.settings, log, "--concurrency=2", f"--hostname={name}@%h")
+        settings = self.settings.model_copy(update=overrides)
+        process = start_worker(settings, log, "--concurrency=2", f"--hostname={name}@%h")
         self.workers.append(process)
         return process
 
@@ -347,3 +348,20 @@ def test_a_job_cancelled_or_deleted_while_it_waited_passes_the_wake_it_gets_on_t
     finally:
         fleet.reset()
         fleet.store.close()
+
+
+@pytest.mark.timeout(120)
+def test_jobs_parked_under_a_limit_since_turned_off_run_at_the_next_sweep(fleet: Fleet) -> None:
+    limited = fleet.worker("limited")
+    ids = [fleet.pipeline.submit("test_slow", {"seconds": 3}, owner="a")["_id"] for _ in range(4)]
+
+    def parked() -> int:
+        return sum(bool(fleet.store.get(i).get("held_reason")) for i in ids)
+
+    wait_until(lambda: fleet.running("a") == 1 and parked() == 3, 30, "one running, three parked")
+    limited.stop()  # the running one finishes, and its end wakes one of the three
+    # Restarted without the limit, and one sweep (at its start) in the test: that
+    # sweep lets both others go at once, not one a sweep as the old limit's size would.
+    fleet.worker("unlimited", owner_max_running=0, sweep_interval_seconds=600)
+    ended = wait_all_terminal(fleet.store, ids, 60)
+    assert [job["status"] for job in ended] == ["succeeded"] * 4

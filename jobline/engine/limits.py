@@ -52,6 +52,8 @@ WAKING = "jobline:limits:waking"
 WAKE_GRACE_SECONDS = 30
 # Jobs without an owner (auth off) share one.
 NO_OWNER = "-"
+# The size of a limit that is no longer configured: every job parked under it goes.
+UNLIMITED = 2**31 - 1
 
 # KEYS: per limit its slots and its wait list, then the registry.
 # ARGV: holder, lease (ms), the parked message, then each limit's size.
@@ -228,9 +230,8 @@ class Limits:
         return found
 
     def wake_all(self, celery: Celery) -> int:
-        """Publish parked jobs wherever a limit has room (slots expired); returns how many."""
-        if not self.any:
-            return 0
+        """Publish parked jobs wherever a limit has room (slots expired, the limit raised or
+        turned off since they were parked); returns how many."""
         try:
             cutoff = (time.time() - WAKE_GRACE_SECONDS) * 1000
             stuck: list[bytes] = self.redis.zrangebyscore(WAKING, "-inf", cutoff)  # type: ignore[assignment]
@@ -241,16 +242,29 @@ class Limits:
 
     def wake_where_room(self, celery: Celery) -> int:
         """Publish parked jobs under every limit that has room, and forget idle limits;
-        RedisError when Redis cannot be reached."""
-        if not self.any:
-            return 0
+        RedisError when Redis cannot be reached.
+
+        Each limit is sized as it is configured now, not as it was when its jobs
+        were parked: jobs parked under a limit since turned off all go.
+        """
         woken = 0
         registry: dict[bytes, bytes] = self.redis.hgetall(REGISTRY)  # type: ignore[assignment]
-        for key, size in registry.items():
-            limit = Limit(key.decode(), int(size), "")
+        for raw_key in registry:
+            key = raw_key.decode()
+            limit = Limit(key, self._size_now(key) or UNLIMITED, "")
             woken += self.wake(celery, self.release_slots([limit], ""))
             self.scripts["forget"](keys=[limit.key, limit.waiting, REGISTRY])
         return woken
+
+    def _size_now(self, key: str) -> int | None:
+        """The size this process's settings give a registered limit; None for no limit."""
+        kind, _, name = key.removeprefix(PREFIX).partition(":")
+        if kind == "owner":
+            return self.owner_max or None
+        try:
+            return self.catalogue.get(name).max_running or None
+        except UnknownJobType:
+            return None
 
     def give_back(self, celery: Celery, job: Job) -> None:
         """Release the slots of ``job``'s current attempt, for a process that was killed
