@@ -258,8 +258,14 @@ class Transitions(JobCollection):
 
     @unavailable_as_error
     def restart(self, job_id: str, task_id: str, owner: str | None = None) -> Job:
-        """Queue a failed or cancelled job again, as a fresh attempt."""
+        """Queue a failed or cancelled job again, as a fresh attempt; not a workflow's step,
+        whose workflow has moved on without it (retrying the workflow runs it again)."""
         job = self.get(job_id, owner)
+        if job.get("workflow_id"):
+            raise InvalidTransition(
+                f"job {job_id} is step {job.get('step')!r} of workflow {job['workflow_id']}; "
+                f"retry the workflow: POST /api/v1/workflows/{job['workflow_id']}/retry"
+            )
         if job["status"] not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(
                 f"job {job_id} is {job['status']}; only failed or cancelled jobs can be retried"

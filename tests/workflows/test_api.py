@@ -9,7 +9,7 @@ import pytest
 from jobline.store.jobs import JobStore
 from jobline.store.workflows import WorkflowStore
 from tests.conftest import Api
-from tests.workflows.support import WORKFLOWS, submit
+from tests.workflows.support import WORKFLOWS, submit, wait_ended
 
 GREET = {"type": "test_greet", "params": {"name": "x"}}
 
@@ -198,3 +198,22 @@ def test_with_the_broker_down_a_workflow_gets_503_and_nothing_of_it_is_kept(
     assert flows.workflows.count_documents({}) == 0
     assert flows.runs.count_documents({}) == 0
     assert store.jobs.count_documents({}) == 0
+
+
+def test_a_step_s_job_is_not_retried_on_its_own_but_through_its_workflow(
+    wf_api: Api, store: JobStore
+) -> None:
+    steps = [{"id": "a", "type": "test_slow", "params": {"seconds": 30}}, *chain("b")]
+    steps[1]["needs"] = ["a"]
+    flow = submit(wf_api, steps)
+    job_id = flow["steps"][0]["job_ids"][0]
+    try:
+        assert wf_api.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+        wait_ended(wf_api, flow["id"])
+        refused = wf_api.post(f"/api/v1/jobs/{job_id}/retry")
+        assert refused.status_code == 409
+        assert f"POST /api/v1/workflows/{flow['id']}/retry" in refused.json()["detail"]
+        assert store.get(job_id)["status"] == "cancelled"  # the workflow and its step agree
+        assert wf_api.post(f"{WORKFLOWS}/{flow['id']}/retry").status_code == 202
+    finally:
+        wf_api.delete(f"{WORKFLOWS}/{flow['id']}")
