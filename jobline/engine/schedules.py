@@ -30,8 +30,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic import ValidationError as PydanticValidationError
-from redbeat.schedulers import RedBeatSchedulerEntry, ensure_conf, get_redis
-from redis.exceptions import RedisError
+from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockNotOwnedError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobline.core.errors import Unavailable, UnknownJobType
 from jobline.core.settings import Settings
@@ -136,6 +138,36 @@ class ScheduleSpec(BaseModel):
         return self
 
 
+# How soon beat looks again after a tick that could not reach Redis.
+OUTAGE_RETRY_SECONDS = 5.0
+
+
+class Scheduler(RedBeatScheduler):  # type: ignore[misc]
+    """RedBeat's scheduler, riding out Redis outages instead of ending beat.
+
+    RedBeat extends its lock at every tick without retrying, so one stall of
+    Redis longer than the socket timeout raised out of beat and stopped it (and
+    with it `jobline up`). Such a tick now waits and tries again. A lock lost
+    meanwhile (it lapsed during the outage) is taken back if it is free;
+    otherwise another beat leads and this one waits, as at its start.
+    """
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            return float(super().tick(*args, **kwargs))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("beat: Redis unreachable (%s); trying again", type(exc).__name__)
+            return OUTAGE_RETRY_SECONDS
+        except LockNotOwnedError:
+            try:
+                if self.lock.acquire(blocking=False):
+                    log.warning("beat: the lock lapsed during an outage and is taken back")
+                    return 0.0
+            except RedisError:
+                pass
+            return float(self.max_interval)
+
+
 def configure(app: Celery, settings: Settings, *, retry_forever: bool = False) -> None:
     """Point RedBeat (and beat) at Redis; the API fails fast, beat rides out outages."""
     timeout = settings.connect_timeout_seconds
@@ -146,7 +178,7 @@ def configure(app: Celery, settings: Settings, *, retry_forever: bool = False) -
     if retry_forever:
         options["retry_period"] = -1
     app.conf.update(
-        beat_scheduler="redbeat.RedBeatScheduler",
+        beat_scheduler=f"{__name__}:Scheduler",
         beat_max_loop_interval=settings.beat_max_loop_seconds,
         redbeat_redis_url=settings.redis_url,
         redbeat_key_prefix=KEY_PREFIX,

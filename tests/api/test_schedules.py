@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,10 +12,15 @@ from typing import Any
 
 import pytest
 
+from jobline import jobs
+from jobline.engine.pipeline import Pipeline
+from jobline.engine.queue import DEFAULT_QUEUE, make_celery, queue_depth
+from jobline.engine.schedules import Schedules, ScheduleSpec, configure
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from jobline.store.records import now
 from tests.conftest import TERMINAL, Api, make_settings, settings_env
+from tests.support import wait_until
 
 SCHEDULES = "/api/v1/schedules"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
@@ -209,3 +216,36 @@ def test_a_schedule_s_record_fields_and_time_zone(schedules_api: Api) -> None:
     next_run = parse_time(schedule["next_run_at"])
     assert next_run.tzinfo is not None and next_run.utcoffset() == timedelta(0)
     assert next_run.astimezone(UTC).hour == 12 and next_run.weekday() < 5
+
+
+@pytest.mark.timeout(120)
+def test_beat_rides_out_a_redis_stall_and_fires_again_after_it(
+    mongo_url: str, tmp_path: Path
+) -> None:
+    redis_server, redis_url = local.start_redis(tmp_path / "redis", aof=False)
+    settings = make_settings(
+        redis_url, mongo_url, mongo_db="jobline_beat_stall", beat_max_loop_seconds=0.5
+    )
+    store = JobStore(settings)
+    p = Pipeline(settings, store, make_celery(settings), jobs.load(settings.job_module_list))
+    configure(p.celery, settings)
+    Schedules(p).create(ScheduleSpec(type="bmi", params=ADA, interval_seconds=1))
+    log = tmp_path / "beat.log"
+    beat = local.Process("beat", local.jobline_argv("beat"), env=settings_env(settings), log=log)
+    try:
+        beat.start()
+        wait_for_log(log, "beat: Starting", beat)
+        wait_until(lambda: queue_depth(p.celery, DEFAULT_QUEUE) >= 1, 30, "a first fire")
+        # Longer than beat's socket timeout (5 s): RedBeat's lock extension used to raise.
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        time.sleep(8)
+        os.kill(redis_server.pid, signal.SIGCONT)
+        fired = queue_depth(p.celery, DEFAULT_QUEUE)
+        wait_until(lambda: queue_depth(p.celery, DEFAULT_QUEUE) > fired, 30, "a fire after it")
+        assert beat.alive(), log.read_text()[-2000:]
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+        beat.stop()
+        store.db.client.drop_database(settings.mongo_db)
+        store.close()
+        redis_server.stop()
