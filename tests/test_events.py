@@ -132,6 +132,17 @@ def test_progress_arrives_on_the_stream_before_the_result(
     assert received[-1]["progress"] == 1.0 and received[-1]["result"]["slept"] >= 1.5
 
 
+def test_the_last_event_of_a_stream_says_what_the_stored_job_says(live_api: Api) -> None:
+    body = {"type": "sleep", "params": {"seconds": 3, "steps": 6}}
+    location = live_api.post("/api/v1/jobs", json=body).headers["Location"]
+    received = [data for _, data in read_events(stream(live_api, f"{location}/events"))]
+    stored = live_api.get(location).json()
+    assert received[-1]["status"] == stored["status"] == "succeeded"
+    assert stored["progress_message"] is not None  # it reported steps as it went
+    assert received[-1]["progress_message"] == stored["progress_message"]
+    assert received[-1]["progress"] == stored["progress"] == 1.0
+
+
 def test_a_cancelled_job_ends_its_stream(idle_api: Api, idle_pipeline: Pipeline) -> None:
     job = idle_pipeline.submit("bmi", {"name": "Ada", "weight": 55, "height": 170})
     response = stream(idle_api, f"/api/v1/jobs/{job['_id']}/events")

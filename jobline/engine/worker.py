@@ -198,6 +198,12 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> st
         recorded = persist(store.fail, patience, job_id, attempt, error)
         return _ended(task, store, job, recorded, "failed", error=error)
     interrupter = Interrupter(job_id)
+
+    def progressed(fraction: float, message: str | None) -> None:
+        # Kept on the claimed record too, so the end's event says what the store says.
+        job["progress"], job["progress_message"] = fraction, message
+        events.job_changed(runtime.settings, job, "running")
+
     beat = Heartbeat(
         store,
         job_id,
@@ -205,9 +211,7 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> st
         interval=runtime.settings.lease_seconds / 3,
         on_lost=interrupter.fire,
         on_beat=gate.renew,
-        on_progress=lambda fraction, message: events.job_changed(
-            runtime.settings, job, "running", progress=fraction, progress_message=message
-        ),
+        on_progress=progressed,
     ).start()
     try:
         files = JobFiles.for_attempt(runtime.settings, store.db, job)
