@@ -20,7 +20,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    model_validator,
+)
 
 from jobline.core.settings import Settings
 from jobline.store.records import Job, Status, now
@@ -29,6 +36,13 @@ log = logging.getLogger(__name__)
 
 # The furthest ahead a job may be scheduled: beyond a year it is a schedule's job.
 MAX_AHEAD = timedelta(days=366)
+
+
+def _iso_text(value: object) -> object:
+    # pydantic would read a number, or text of digits, as seconds since 1970.
+    if not isinstance(value, str) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("run_at must be ISO 8601 text with a time zone, like 2030-01-01T12:00:00Z")
+    return value
 
 
 def _within_reach(value: datetime) -> datetime:
@@ -42,6 +56,7 @@ def _within_reach(value: datetime) -> datetime:
 RunAt = Annotated[
     AwareDatetime,
     Field(description="When the job may start: ISO 8601 with a time zone"),
+    BeforeValidator(_iso_text),
     AfterValidator(_within_reach),
 ]
 DelaySeconds = Annotated[

@@ -113,6 +113,9 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     ("job priority 10", "POST", JOBS, {"json": {**BMI, "priority": 10}}),
     ("job run_at naive", "POST", JOBS, {"json": {**BMI, "run_at": "2030-01-01T00:00:00"}}),
     ("job run_at junk", "POST", JOBS, {"json": {**BMI, "run_at": "tomorrow"}}),
+    ("job run_at a number", "POST", JOBS, {"json": {**BMI, "run_at": 1796256000}}),
+    ("job run_at digits", "POST", JOBS, {"json": {**BMI, "run_at": "1796256000"}}),
+    ("job run_at a tiny number", "POST", JOBS, {"json": {**BMI, "run_at": 12345}}),
     ("job delay negative", "POST", JOBS, {"json": {**BMI, "delay_seconds": -1}}),
     ("job delay a string", "POST", JOBS, {"json": {**BMI, "delay_seconds": "5"}}),
     (
