@@ -9,7 +9,6 @@ from flask_restx import Namespace, Resource
 
 from jobline.api import access, docs
 from jobline.api.payloads import (
-    IDEMPOTENCY_HEADER,
     MAX_BATCH,
     BatchRequest,
     JobListQuery,
@@ -18,9 +17,9 @@ from jobline.api.payloads import (
     json_body,
     parse,
     query,
+    refuse_idempotency_key,
     submitted,
 )
-from jobline.api.problems import BadRequest
 from jobline.core.errors import JoblineError
 from jobline.store.views import job_view
 
@@ -72,8 +71,7 @@ class Batch(Resource):
         Answers 200 whenever the batch itself is well formed: look at each
         result's ``status`` (202 accepted, 422 invalid, 503 not published).
         """
-        if idempotency_key() is not None:
-            raise BadRequest(f"{IDEMPOTENCY_HEADER} is not supported on batches")
+        refuse_idempotency_key("batches")
         batch = parse(BatchRequest, json_body())
         outcomes = access.submit_batch(batch.jobs)
         results = [_batch_result(i, outcome) for i, outcome in enumerate(outcomes)]

@@ -154,6 +154,12 @@ def idempotency_key() -> str | None:
     return key
 
 
+def refuse_idempotency_key(where: str) -> None:
+    """400 for an Idempotency-Key where it is not honoured, rather than ignore it silently."""
+    if request.headers.get(IDEMPOTENCY_HEADER) is not None:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} is not supported on {where}")
+
+
 def submitted(view: dict[str, Any], location: str, repeat: bool) -> tuple[Any, int, dict[str, str]]:
     """202 with the job and its Location; 200 when an idempotent request is repeated."""
     headers = {"Location": location}

@@ -9,7 +9,7 @@ from flask_restx import Namespace, Resource
 from pydantic import ValidationError
 
 from jobline.api import auth, docs
-from jobline.api.payloads import ListQuery, json_body, parse, query
+from jobline.api.payloads import ListQuery, json_body, parse, query, refuse_idempotency_key
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
 from jobline.core.errors import UnknownJobType
@@ -105,6 +105,7 @@ class ScheduleList(Resource):
     @ns.response(503, "MongoDB or Redis is unavailable; retry later")
     def post(self) -> Any:
         """Create a schedule submitting a job of ``type`` with ``params`` on a cron or interval."""
+        refuse_idempotency_key("schedules")
         spec = parse(ScheduleSpec, json_body())
         service = schedules()
         try:

@@ -9,7 +9,7 @@ from flask_restx import Namespace, Resource
 from pydantic import Field
 
 from jobline.api import auth, docs
-from jobline.api.payloads import ListQuery, json_body, parse, query
+from jobline.api.payloads import ListQuery, json_body, parse, query, refuse_idempotency_key
 from jobline.api.services import pipeline
 from jobline.engine.workflows import operations
 from jobline.engine.workflows.progress import Progression
@@ -81,6 +81,7 @@ class WorkflowList(Resource):
     @ns.response(503, "MongoDB or the broker is unavailable; nothing was stored")
     def post(self) -> Any:
         """Submit a workflow: steps, what each needs, and what a step fans out over."""
+        refuse_idempotency_key("workflows")
         request = parse(WorkflowRequest, json_body())
         workflow = operations.submit(progression(), request, owner=auth.owner())
         return view(workflow), 202, {"Location": location(workflow["_id"])}

@@ -277,6 +277,7 @@ def test_schedules_need_a_key(
     url = SCHEDULES + suffix.replace("{id}", made["id"])
     _assert_401(keyed_api["anonymous"].request(method, url, json=HOURLY), invalid=False)
     assert list(store.db["schedules"].find()) == before
+    assert keyed_api["alice"].delete(f"{SCHEDULES}/{made['id']}").status_code == 204
 
 
 def test_another_owners_schedule_is_404_unlisted_and_kept(
