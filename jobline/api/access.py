@@ -15,7 +15,7 @@ from jobline.api import auth, docs
 from jobline.api.payloads import JobRequest, ListQuery, parse
 from jobline.api.problems import InvalidInput
 from jobline.api.services import files, pipeline
-from jobline.core.errors import JoblineError, JobNotFound, KeyInUse
+from jobline.core.errors import InvalidTransition, JoblineError, JobNotFound, KeyInUse
 from jobline.engine import webhooks
 from jobline.engine.destinations import ForbiddenDestination
 from jobline.engine.pipeline import Submission
@@ -51,7 +51,14 @@ def delete(job_id: str, type: str | None = None) -> None:
 
 
 def retry(job_id: str, type: str | None = None) -> Job:
-    return pipeline().retry(get(job_id, type)["_id"], owner=auth.scope())
+    """Queue a failed or cancelled job again; 409 when a file it reads has been deleted since."""
+    job = get(job_id, type)
+    if job.get("inputs") and (gone := files().missing(set(job["inputs"]), auth.scope())):
+        raise InvalidTransition(
+            f"job {job_id} reads {', '.join(sorted(gone))}, deleted since; "
+            "submit a new job naming a file that exists"
+        )
+    return pipeline().retry(job["_id"], owner=auth.scope())
 
 
 def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:

@@ -212,7 +212,7 @@ def test_a_file_an_unfinished_job_uses_cannot_be_deleted_until_it_ends(live_api:
     assert live_api.delete(f"/api/v1/files/{record['id']}").status_code == 204
 
 
-def test_a_job_whose_input_was_deleted_under_it_fails_with_bad_input(
+def test_a_job_whose_input_was_deleted_under_it_fails_with_bad_input_and_is_not_retried(
     live_api: Api, store: JobStore, settings
 ) -> None:
     record = upload(live_api)
@@ -224,6 +224,11 @@ def test_a_job_whose_input_was_deleted_under_it_fails_with_bad_input(
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["error"]["reason"] == "bad_input"
     assert record["id"] in job["error"]["message"]
+    # Running it again would meet the same missing file: refused, not queued to fail.
+    refused = live_api.post(f"/api/v1/jobs/{job['id']}/retry")
+    assert refused.status_code == 409 and record["id"] in refused.json()["detail"]
+    again = live_api.get(f"/api/v1/jobs/{job['id']}").json()
+    assert (again["status"], again["attempts"]) == ("failed", 1)
 
 
 def test_a_new_attempt_replaces_the_files_of_the_failed_one_before(
