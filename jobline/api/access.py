@@ -19,6 +19,7 @@ from jobline.core.errors import InvalidTransition, JoblineError, JobNotFound, Ke
 from jobline.engine import webhooks
 from jobline.engine.destinations import ForbiddenDestination
 from jobline.engine.pipeline import Submission
+from jobline.jobs import JobType
 from jobline.jobs.refs import file_refs
 from jobline.store.paging import Page
 from jobline.store.records import Job
@@ -70,6 +71,7 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
             f"unknown job type {req.type!r}",
             [{"loc": ["type"], "msg": f"unknown job type; one of {known}", "type": "job_type"}],
         )
+    refuse_step_only(catalogue.get(req.type))
     params = parse(catalogue.get(req.type).params, req.params, prefix=params_loc)
     if req.callback_url:
         try:
@@ -83,6 +85,17 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
     return Submission(
         req.type, params, req.run_at, req.delay_seconds, req.priority, extra, auth.owner()
     )
+
+
+def refuse_step_only(job_type: JobType) -> None:
+    """422 for a type that only a workflow can run: on its own it could only fail."""
+    if job_type.step_only:
+        msg = (
+            "runs only as a workflow step (it reads the steps it needs): use POST /api/v1/workflows"
+        )
+        raise InvalidInput(
+            f"{job_type.name} {msg}", [{"loc": ["type"], "msg": msg, "type": "step_only"}]
+        )
 
 
 def _inputs(params: Any, params_loc: Loc) -> list[str]:

@@ -30,6 +30,10 @@ JOB_TYPE_SCHEMA: dict[str, Any] = {
                     "x-nullable": True,
                     "description": "at most this many of the type run at once; null: no limit",
                 },
+                "step_only": {
+                    "type": "boolean",
+                    "description": "runs only as a workflow step (submitting it as a job is a 422)",
+                },
             },
         },
     },

@@ -8,7 +8,7 @@ from flask import Response, current_app, url_for
 from flask_restx import Namespace, Resource
 from pydantic import ValidationError
 
-from jobline.api import auth, docs
+from jobline.api import access, auth, docs
 from jobline.api.payloads import ListQuery, json_body, parse, query, refuse_idempotency_key
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
@@ -109,6 +109,7 @@ class ScheduleList(Resource):
         spec = parse(ScheduleSpec, json_body())
         service = schedules()
         try:
+            access.refuse_step_only(service.pipeline.catalogue.get(spec.type))
             record = service.create(spec, owner=auth.owner())
         except ValidationError as exc:
             raise InvalidInput.from_validation(exc, ("params",)) from None

@@ -114,6 +114,9 @@ class JobType:
     # At most this many jobs of the type run at once across all workers (a licence,
     # an external API's quota); None means no limit.
     max_running: int | None = None
+    # Runs only as a workflow step: it reads the results of the steps it needs,
+    # so on its own it could only fail. Submitting it as a job is a 422.
+    step_only: bool = False
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -156,6 +159,7 @@ class JobType:
                 "time_limit": self.time_limit,
                 "retry": self.retry.describe(),
                 "max_running": self.max_running,
+                "step_only": self.step_only,
             },
         }
 
@@ -217,6 +221,7 @@ def job_type(
     time_limit: float = 330.0,
     retry: RetryPolicy | None = None,
     max_running: int | None = None,
+    step_only: bool = False,
 ) -> Callable[[JobFunction], JobFunction]:
     """Decorator that registers a function as the job type ``name``.
 
@@ -236,6 +241,7 @@ def job_type(
                 time_limit=time_limit,
                 retry=retry or RetryPolicy(),
                 max_running=max_running,
+                step_only=step_only,
             )
         )
         return function

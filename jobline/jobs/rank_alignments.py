@@ -42,7 +42,14 @@ def _list(inputs: dict[str, Any], step: str) -> list[dict[str, Any]]:
     return value
 
 
-@job_type("rank_alignments", params=RankParams, result=Ranking, soft_time_limit=60, time_limit=90)
+@job_type(
+    "rank_alignments",
+    params=RankParams,
+    result=Ranking,
+    soft_time_limit=60,
+    time_limit=90,
+    step_only=True,
+)
 def rank_alignments(ctx: Context, params: RankParams) -> Ranking:
     """Rank alignments by score, best first, naming each after its record (a workflow step).
 

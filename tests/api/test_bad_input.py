@@ -125,6 +125,13 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
         SCHEDULES,
         {"json": HOURLY, "headers": {"Idempotency-Key": "k"}},
     ),  # fmt: skip
+    ("a step-only type as a job", "POST", JOBS, {"json": {"type": "rank_alignments"}}),
+    (
+        "a step-only type on a schedule",
+        "POST",
+        SCHEDULES,
+        {"json": {"type": "rank_alignments", "interval_seconds": 60}},
+    ),  # fmt: skip
     ("job run_at a number", "POST", JOBS, {"json": {**BMI, "run_at": 1796256000}}),
     ("job run_at digits", "POST", JOBS, {"json": {**BMI, "run_at": "1796256000"}}),
     ("job run_at a tiny number", "POST", JOBS, {"json": {**BMI, "run_at": 12345}}),

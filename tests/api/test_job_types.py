@@ -61,3 +61,25 @@ def test_an_unknown_type_is_404(idle_api: Api) -> None:
     response = idle_api.get(f"{TYPES}/no_such_type")
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_step_only_type_is_marked_and_refused_as_a_job_but_runs_in_a_workflow(
+    idle_api: Api,
+) -> None:
+    types = {t["name"]: t for t in idle_api.get(TYPES).json()["items"]}
+    assert types["rank_alignments"]["policy"]["step_only"] is True
+    assert types["bmi"]["policy"]["step_only"] is False
+    alone = idle_api.post("/api/v1/jobs", json={"type": "rank_alignments"})
+    assert alone.status_code == 422
+    assert alone.json()["errors"][0]["loc"] == ["type"]
+    assert "/api/v1/workflows" in alone.json()["errors"][0]["msg"]
+    batch = idle_api.post(
+        "/api/v1/jobs:batch", json={"jobs": [{"type": "noop"}, {"type": "rank_alignments"}]}
+    ).json()["results"]
+    assert [r["status"] for r in batch] == [202, 422]
+    steps = [
+        {"id": "split", "type": "noop"},
+        {"id": "align", "type": "noop"},
+        {"id": "rank", "type": "rank_alignments", "needs": ["split", "align"]},
+    ]
+    assert idle_api.post("/api/v1/workflows", json={"steps": steps}).status_code == 202

@@ -99,4 +99,5 @@ def test_a_type_describes_its_schemas_and_policy() -> None:
             "jitter": True,
         },
         "max_running": None,
+        "step_only": False,
     }

@@ -88,7 +88,8 @@ document.addEventListener("alpine:init", () => {
     async loadTypes() {
       try {
         const body = await api(`${this.base}/job-types`);
-        this.types = body.items || body;
+        // A step-only type runs inside a workflow; the form submits single jobs.
+        this.types = (body.items || body).filter((t) => !(t.policy && t.policy.step_only));
       } catch (e) {
         this.formErrors = [`could not load job types: ${e.message}`];
         return;
