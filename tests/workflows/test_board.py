@@ -64,6 +64,10 @@ def test_a_workflow_is_cancelled_and_retried_from_the_board(
     shown.get_by_role("button", name="Cancel").click()
     expect(shown).to_have_attribute("data-status", "cancelled", timeout=10_000)
     assert board.get(f"{WORKFLOWS}/{flow['id']}").json()["status"] == "cancelled"
+    # Its step's job, cancelled with it, runs again only through the workflow.
+    step_job = page.locator(f'tr[data-job-id="{flow["steps"][0]["job_ids"][0]}"]')
+    expect(step_job).to_have_attribute("data-status", "cancelled")
+    expect(step_job.get_by_role("button", name="Retry")).to_be_hidden()
     gate.touch()
     shown.get_by_role("button", name="Retry").click()
     expect(shown.locator('.step[data-step="wait"]')).to_have_attribute(

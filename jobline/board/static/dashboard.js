@@ -354,6 +354,10 @@ document.addEventListener("alpine:init", () => {
     finished(job) {
       return TERMINAL.includes(job.status);
     },
+    // A workflow's step runs again through its workflow's retry, not on its own.
+    canRetry(job) {
+      return (job.status === "failed" || job.status === "cancelled") && !job.workflow_id;
+    },
     pct(job) {
       return Math.round((job.status === "succeeded" ? 1 : job.progress || 0) * 100);
     },
