@@ -71,8 +71,9 @@ def submission(req: JobRequest, params_loc: Loc = ("params",)) -> Submission:
             f"unknown job type {req.type!r}",
             [{"loc": ["type"], "msg": f"unknown job type; one of {known}", "type": "job_type"}],
         )
-    refuse_step_only(catalogue.get(req.type))
-    params = parse(catalogue.get(req.type).params, req.params, prefix=params_loc)
+    job_type = catalogue.get(req.type)
+    refuse_step_only(job_type)
+    params = parse(job_type.params, req.params, prefix=params_loc)
     if req.callback_url:
         try:
             webhooks.check_callback(pipeline().settings, str(req.callback_url))

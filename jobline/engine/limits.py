@@ -44,7 +44,8 @@ from jobline.store.records import Job
 log = logging.getLogger(__name__)
 
 PREFIX = "jobline:limit:"
-# Every limit that has held a slot or a waiter, with its size: what the sweeper wakes.
+# Every limit that has held a slot or a waiter (with the size it had then, for an
+# operator's eye): what the sweeper wakes, sizing each as configured now.
 REGISTRY = "jobline:limits"
 # Wakes taken off a wait list and not yet published (message → when, in ms).
 WAKING = "jobline:limits:waking"
@@ -248,8 +249,8 @@ class Limits:
         were parked: jobs parked under a limit since turned off all go.
         """
         woken = 0
-        registry: dict[bytes, bytes] = self.redis.hgetall(REGISTRY)  # type: ignore[assignment]
-        for raw_key in registry:
+        registered: list[bytes] = self.redis.hkeys(REGISTRY)  # type: ignore[assignment]
+        for raw_key in registered:
             key = raw_key.decode()
             limit = Limit(key, self._size_now(key) or UNLIMITED, "")
             woken += self.wake(celery, self.release_slots([limit], ""))
