@@ -5,7 +5,8 @@ interval, and that monitor reads every document of every collection under the
 server's one lock once a minute: each minute every request waited behind it,
 longer the more jobs were kept. This starts the same server with the monitor
 off; jobline's sweep removes expired records by their TTL indexes instead
-(store.expiry), as MongoDB's own monitor does on a real server.
+(store.expiry), as MongoDB's own monitor does on a real server. It also reads
+its index catalogue through a cache (jobline.local.index_catalogue).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import sys
 from types import FrameType
 
 from secantus.server import SecantusDBServer
+from secantus.storage import Storage
+
+from jobline.local import index_catalogue
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    index_catalogue.install(Storage)
     server = SecantusDBServer(
         host=args.host,
         port=args.port,
