@@ -34,6 +34,21 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value the client meant is not ours to guess."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # the cheap check; the loop runs only for a refusal
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
 # Endpoints whose body is a file, limited by JOBLINE_MAX_FILE_BYTES (plus room for
 # the multipart framing) instead of the JSON limit.
 FILE_ENDPOINTS = frozenset({"api.files_upload"})
@@ -53,7 +68,11 @@ def refuse_oversized() -> None:
 
 
 def json_body() -> Any:
-    """The request body as JSON; 415 for other media types, 400 for malformed JSON."""
+    """The request body as JSON; 415 for other media types, 400 for malformed JSON.
+
+    A key given twice in one object is a 400 too: the json module would keep the
+    last value, and ``{"type": "bmi", "type": "noop"}`` run what nobody meant.
+    """
     if not request.is_json:
         raise UnsupportedMediaType("send the body as application/json")
     limit = current_app.config["MAX_CONTENT_LENGTH"]
@@ -65,7 +84,9 @@ def json_body() -> Any:
     if limit and len(raw) > limit:
         raise RequestEntityTooLarge(f"bodies are limited to {limit} bytes")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        return json.loads(raw, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise BadRequest(f"body names the key {str(exc)!r} twice in one object") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
     except RecursionError:

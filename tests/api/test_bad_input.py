@@ -272,6 +272,29 @@ def test_a_chunked_body_past_the_limit_is_a_413_even_when_its_start_parses(
         assert idle_api.delete(f"{SCHEDULES}/{taken.json()['id']}").status_code == 204
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        (JOBS, b'{"type": "bmi", "type": "noop", "params": {}}', "type"),
+        (JOBS, b'{"type": "bmi", "params": {"name": "Ada", "name": "Bob"}}', "name"),
+        (CALCS, b'{"name": "Ada", "weight": 55, "height": 170, "weight": 90}', "weight"),
+        (BATCH, b'{"jobs": [{"type": "noop", "priority": 1, "priority": 9}]}', "priority"),
+        ("/api/v1/workflows", b'{"steps": [{"id": "a", "type": "noop", "id": "b"}]}', "id"),
+        (SCHEDULES, b'{"type": "noop", "cron": "* * * * *", "cron": "0 * * * *"}', "cron"),
+    ],
+    ids=["job type", "job param", "calculation", "batch item", "workflow step", "schedule"],
+)  # fmt: skip
+def test_a_key_given_twice_in_a_json_body_is_a_400_naming_it_and_nothing_is_stored(
+    idle_api: Api, store: JobStore, path: str, body: bytes, key: str
+) -> None:
+    before = store.jobs.count_documents({}), store.db["schedules"].count_documents({})
+    response = idle_api.post(path, data=body, headers=JSON)
+    assert response.status_code == 400, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["detail"] == f"body names the key {key!r} twice in one object"
+    assert (store.jobs.count_documents({}), store.db["schedules"].count_documents({})) == before
+
+
 def test_a_job_id_lookalike_never_reaches_a_query_as_an_operator(
     idle_api: Api, store: JobStore
 ) -> None:
