@@ -49,6 +49,7 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
         files,
         job_types,
         logs,
+        payloads,
         schedules,
         swagger,
         workflows,
@@ -80,6 +81,8 @@ def create_api_blueprint(catalogue: Catalogue) -> Blueprint:
         },
         security="bearer",
     )
+    # One rule for every operation: a query string is read only where one is declared.
+    bp.before_request(payloads.refuse_unread_query)
     api.documentation(swagger.page(api))
     docs.describe_catalogue(jobs_api.ns, jobs_api.request_model, catalogue)
     api.add_namespace(jobs_api.ns, path="/jobs")

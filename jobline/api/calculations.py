@@ -13,8 +13,8 @@ from jobline.api.payloads import (
     ListQuery,
     idempotency_key,
     json_body,
-    query,
     submitted,
+    with_query,
 )
 from jobline.jobs.bmi import BmiParams
 from jobline.store.records import Job
@@ -37,9 +37,10 @@ def calculation_view(job: Job) -> dict[str, Any]:
 class Calculations(Resource):
     @ns.doc("list_calculations", params=docs.LIST_PARAMS)
     @ns.response(200, "Calculations, newest first", page_model)
-    def get(self) -> Any:
+    @with_query(ListQuery)
+    def get(self, q: ListQuery) -> Any:
         """List calculations, newest first, one page at a time."""
-        page = access.page(query(ListQuery), type=TYPE)
+        page = access.page(q, type=TYPE)
         return {"items": [calculation_view(j) for j in page.items], "next_cursor": page.next_cursor}
 
     @docs.submission(ns, "create_calculation", params_model, job_model)

@@ -16,9 +16,9 @@ from jobline.api.payloads import (
     idempotency_key,
     json_body,
     parse,
-    query,
     refuse_idempotency_key,
     submitted,
+    with_query,
 )
 from jobline.core.errors import JoblineError
 from jobline.store.views import job_view
@@ -39,9 +39,9 @@ def location(job_id: str) -> str:
 class Jobs(Resource):
     @ns.doc("list_jobs", params={**docs.LIST_PARAMS, **docs.JOB_FILTERS})
     @ns.response(200, "Jobs, newest first", page_model)
-    def get(self) -> Any:
+    @with_query(JobListQuery)
+    def get(self, q: JobListQuery) -> Any:
         """List jobs newest first, filtered by type, status and creation time."""
-        q = query(JobListQuery)
         page = access.page(
             q,
             type=q.type,

@@ -8,7 +8,7 @@ from flask_restx import Namespace, Resource
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobline.api import access
-from jobline.api.payloads import query
+from jobline.api.payloads import with_query
 from jobline.api.problems import BadRequest
 from jobline.api.services import logs
 from jobline.store.records import TERMINAL, Status
@@ -66,13 +66,13 @@ class JobLogs(Resource):
         },
     )
     @ns.response(200, "Lines in the order written", page_model)
-    def get(self, job_id: str) -> Any:
+    @with_query(LogQuery)
+    def get(self, job_id: str, q: LogQuery) -> Any:
         """The lines the job wrote, attempt by attempt, in the order written.
 
         `next_cursor` is null on the last page of a finished job; while the job
         runs it is always given, so a follower asks again from where it was.
         """
-        q = query(LogQuery)
         job = access.get(job_id)
         try:
             page = logs().page(

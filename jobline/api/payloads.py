@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from flask import current_app, request
@@ -108,6 +110,46 @@ def query(model: type[M]) -> M:
         values = request.args.getlist(key)
         args[key] = values[0] if len(values) == 1 else values
     return parse(model, args, prefix=("query",))
+
+
+class NoQuery(BaseModel):
+    """The query string of an operation that reads none: any parameter is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# The attribute with_query leaves on a handler, for refuse_unread_query to find.
+QUERY_MODEL = "query_model"
+# The spec is a document, not a resource: a cache-buster on its URL harms nothing.
+DOCUMENT_ENDPOINTS = frozenset({"api.specs"})
+
+Handler = Callable[..., Any]
+
+
+def with_query(model: type[BaseModel]) -> Callable[[Handler], Handler]:
+    """Validate the query string with ``model`` and pass it to the handler as ``q``."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def read(*args: Any, **kwargs: Any) -> Any:
+            return handler(*args, q=query(model), **kwargs)
+
+        setattr(read, QUERY_MODEL, model)
+        return read
+
+    return decorate
+
+
+def refuse_unread_query() -> None:
+    """422 for a query string on an operation that reads none, as the lists refuse a name
+    they do not know: ``DELETE /jobs/<id>?force=1`` must not pass for a force it ignores."""
+    if not request.args or request.endpoint in DOCUMENT_ENDPOINTS:
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    method = "get" if request.method == "HEAD" else request.method.lower()
+    handler = getattr(getattr(view, "view_class", None), method, None)
+    if handler is not None and not hasattr(handler, QUERY_MODEL):
+        query(NoQuery)
 
 
 class ListQuery(BaseModel):

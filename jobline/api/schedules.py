@@ -9,7 +9,7 @@ from flask_restx import Namespace, Resource
 from pydantic import ValidationError
 
 from jobline.api import access, auth, docs
-from jobline.api.payloads import ListQuery, json_body, parse, query, refuse_idempotency_key
+from jobline.api.payloads import ListQuery, json_body, parse, refuse_idempotency_key, with_query
 from jobline.api.problems import InvalidInput
 from jobline.api.services import pipeline
 from jobline.core.errors import UnknownJobType
@@ -85,9 +85,9 @@ def schedule_view(record: Schedule, service: Schedules) -> dict[str, Any]:
 class ScheduleList(Resource):
     @ns.doc("list_schedules", params=docs.LIST_PARAMS)
     @ns.response(200, "Schedules, newest first", page_model)
-    def get(self) -> Any:
+    @with_query(ListQuery)
+    def get(self, q: ListQuery) -> Any:
         """List schedules, newest first, one page at a time."""
-        q = query(ListQuery)
         service = schedules()
         try:
             page = service.list(limit=q.limit, cursor=q.cursor, owner=auth.scope())

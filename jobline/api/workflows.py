@@ -9,7 +9,7 @@ from flask_restx import Namespace, Resource
 from pydantic import Field
 
 from jobline.api import auth, docs
-from jobline.api.payloads import ListQuery, json_body, parse, query, refuse_idempotency_key
+from jobline.api.payloads import ListQuery, json_body, parse, refuse_idempotency_key, with_query
 from jobline.api.services import pipeline
 from jobline.engine.workflows import operations
 from jobline.engine.workflows.progress import Progression
@@ -62,9 +62,9 @@ def location(workflow_id: str) -> str:
 class WorkflowList(Resource):
     @ns.doc("list_workflows", params={**docs.LIST_PARAMS, **STATUS_FILTER})
     @ns.response(200, "Workflows, newest first", page_model)
-    def get(self) -> Any:
+    @with_query(WorkflowListQuery)
+    def get(self, q: WorkflowListQuery) -> Any:
         """List workflows newest first, optionally of one status."""
-        q = query(WorkflowListQuery)
         status = str(q.status) if q.status is not None else None
         try:
             page = progression().flows.list(

@@ -295,6 +295,62 @@ def test_a_key_given_twice_in_a_json_body_is_a_400_naming_it_and_nothing_is_stor
     assert (store.jobs.count_documents({}), store.db["schedules"].count_documents({})) == before
 
 
+# Every operation that reads no query string; {id} is a stored job's id.
+NO_QUERY = [
+    ("GET", "/api/v1/events"),
+    ("GET", JOBS + "/{id}/events"),
+    ("GET", JOBS + "/{id}"),
+    ("DELETE", JOBS + "/{id}"),
+    ("POST", JOBS + "/{id}/cancel"),
+    ("POST", JOBS + "/{id}/retry"),
+    ("POST", JOBS),
+    ("POST", BATCH),
+    ("GET", JOBS + "/{id}/files/out.txt"),
+    ("GET", TYPES),
+    ("GET", TYPES + "/bmi"),
+    ("POST", CALCS),
+    ("GET", CALCS + "/{id}"),
+    ("DELETE", CALCS + "/{id}"),
+    ("POST", SCHEDULES),
+    ("GET", SCHEDULES + "/{id}"),
+    ("DELETE", SCHEDULES + "/{id}"),
+    ("POST", "/api/v1/workflows"),
+    ("GET", "/api/v1/workflows/{id}"),
+    ("POST", "/api/v1/workflows/{id}/cancel"),
+    ("POST", "/api/v1/files"),
+    ("GET", "/api/v1/files/{id}"),
+    ("GET", "/api/v1/files/{id}/content"),
+    ("DELETE", "/api/v1/files/{id}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), NO_QUERY, ids=[f"{m} {p}" for m, p in NO_QUERY])
+def test_a_query_parameter_an_operation_does_not_read_is_refused_naming_it(
+    idle_api: Api, store: JobStore, method: str, path: str
+) -> None:
+    seeded = idle_api.post(CALCS, json=ADA).json()["id"]
+    before = list(store.jobs.find()), list(store.db["schedules"].find())
+    response = idle_api.request(method, path.replace("{id}", seeded) + "?force=1", json=BMI)
+    assert response.status_code == 422, response.text
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert [e["loc"] for e in response.json()["errors"]] == [["query", "force"]]
+    assert (list(store.jobs.find()), list(store.db["schedules"].find())) == before
+
+
+def test_operations_that_read_a_query_string_still_take_theirs(idle_api: Api) -> None:
+    job = idle_api.post(CALCS, json=ADA).json()["id"]
+    for path in (
+        JOBS + "?status=queued&limit=1",
+        CALCS + "?limit=1",
+        SCHEDULES + "?limit=1",
+        "/api/v1/workflows?status=running",
+        f"{JOBS}/{job}/logs?attempt=1",
+        "/api/v1/swagger.json?v=2",  # a document, not a resource: a cache-buster is harmless
+    ):
+        assert idle_api.get(path).status_code == 200, path
+    assert idle_api.get(JOBS + "?force=1").json()["errors"][0]["loc"] == ["query", "force"]
+
+
 def test_a_job_id_lookalike_never_reaches_a_query_as_an_operator(
     idle_api: Api, store: JobStore
 ) -> None:
