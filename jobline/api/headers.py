@@ -40,4 +40,8 @@ def init_app(app: Flask) -> None:
     def secure(response: Response) -> Response:
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
+        if response.status_code == 204:
+            # A 204 has no body, so nothing for a type to describe; Flask gives every
+            # Response text/html. (Werkzeug already strips it from a 304.)
+            del response.headers["Content-Type"]
         return response

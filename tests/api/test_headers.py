@@ -42,3 +42,34 @@ def test_the_docs_page_has_no_inline_script_or_style(api: Api) -> None:
     assert page.count("<script") == page.count("<script src=")
     assert "<style" not in page
     assert "style=" not in page
+
+
+def _made(idle_api: Api) -> dict[str, str]:
+    """One of each thing the API deletes with a 204, by its URL."""
+    noop = {"type": "noop"}
+    upload = idle_api.post("/api/v1/files", files={"file": ("a.txt", b"x", "text/plain")})
+    made = {
+        "job": idle_api.post("/api/v1/jobs", json=noop),
+        "calculation": idle_api.post(
+            "/api/v1/calculations", json={"name": "Ada", "weight": 55, "height": 170}
+        ),
+        "schedule": idle_api.post("/api/v1/schedules", json={**noop, "interval_seconds": 3600}),
+        "workflow": idle_api.post("/api/v1/workflows", json={"steps": [{"id": "a", **noop}]}),
+        "file": upload,
+    }
+    assert all(r.status_code in (201, 202) for r in made.values()), [r.text for r in made.values()]
+    return {name: r.headers["Location"] for name, r in made.items()}
+
+
+def test_answers_without_a_body_carry_no_content_type(idle_api: Api) -> None:
+    for name, url in _made(idle_api).items():
+        response = idle_api.delete(url)
+        assert response.status_code == 204, (name, response.text)
+        assert "Content-Type" not in response.headers, name
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    upload = idle_api.post("/api/v1/files", files={"file": ("b.txt", b"y", "text/plain")}).json()
+    content = f"/api/v1/files/{upload['id']}/content"
+    etag = idle_api.get(content).headers["ETag"]
+    not_modified = idle_api.get(content, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert "Content-Type" not in not_modified.headers
