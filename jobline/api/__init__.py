@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from typing import Any
 
 from flask import Blueprint, Flask
@@ -31,6 +32,13 @@ class JoblineApi(Api):  # type: ignore[misc]
 
     def handle_error(self, e: Exception) -> Any:
         return problems.from_exception(e)
+
+    @cached_property
+    def __schema__(self) -> dict[str, Any]:
+        """The spec, its error answers documented as the problems they are."""
+        from jobline.api import swagger
+
+        return swagger.document_problems(super().__schema__)
 
     def render_root(self) -> Any:
         """The API's index at ``/api/v1/`` (Flask-RESTX answers 404 there by default)."""

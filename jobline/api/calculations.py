@@ -37,6 +37,7 @@ def calculation_view(job: Job) -> dict[str, Any]:
 class Calculations(Resource):
     @ns.doc("list_calculations", params=docs.LIST_PARAMS)
     @ns.response(200, "Calculations, newest first", page_model)
+    @docs.problems(ns, 400, 503)
     @with_query(ListQuery)
     def get(self, q: ListQuery) -> Any:
         """List calculations, newest first, one page at a time."""
@@ -58,12 +59,14 @@ class Calculations(Resource):
 class Calculation(Resource):
     @ns.doc("get_calculation")
     @ns.response(200, "The calculation", job_model)
+    @docs.problems(ns, 503)
     def get(self, pid: str) -> Any:
         """A calculation with its status, progress and result."""
         return calculation_view(access.get(pid, TYPE))
 
     @ns.doc("delete_calculation")
     @ns.response(204, "Deleted (cancelled first if unfinished)")
+    @docs.problems(ns, 503)
     def delete(self, pid: str) -> Any:
         """Delete a calculation, cancelling it first if it has not finished."""
         access.delete(pid, TYPE)
@@ -75,6 +78,7 @@ class Calculation(Resource):
 class CancelCalculation(Resource):
     @ns.doc("cancel_calculation")
     @ns.response(200, "The calculation, cancelled (or already finished)", job_model)
+    @docs.problems(ns, 503)
     def post(self, pid: str) -> Any:
         """Cancel a calculation without deleting it; a running one is stopped."""
         return calculation_view(access.cancel(pid, TYPE))
@@ -86,6 +90,7 @@ class RetryCalculation(Resource):
     @ns.doc("retry_calculation")
     @ns.response(202, "Queued again as a new attempt", job_model)
     @ns.response(409, "Only failed or cancelled calculations can be retried")
+    @docs.problems(ns, 503)
     def post(self, pid: str) -> Any:
         """Run a failed or cancelled calculation again."""
         return calculation_view(access.retry(pid, TYPE)), 202

@@ -242,6 +242,19 @@ IDEMPOTENCY_DOC = {
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+# Problems a handler answers with, beyond those every operation gives
+# (swagger.EVERY_OPERATION); the spec shows each as a Problem.
+PROBLEMS = {
+    400: "Malformed: a body that is not JSON or names a key twice, a bad header or cursor",
+    415: "The body is not application/json",
+    503: "MongoDB or the broker is unavailable, or the queue is full; see Retry-After",
+}
+
+
+def problems(ns: Namespace, *codes: int) -> Decorator:
+    """Document the problems ``codes`` an operation answers with, in their usual words."""
+    return ns.doc(responses={str(code): PROBLEMS[code] for code in codes})  # type: ignore[no-any-return]
+
 
 def submission(ns: Namespace, name: str, body: SchemaModel, job: SchemaModel) -> Decorator:
     """The documentation of a POST that submits one job (jobs and calculations)."""
@@ -252,7 +265,7 @@ def submission(ns: Namespace, name: str, body: SchemaModel, job: SchemaModel) ->
         ns.response(200, "The job an earlier request with this Idempotency-Key made", job),
         ns.response(409, "The Idempotency-Key was used for a different request"),
         ns.response(422, "Invalid input; each bad field named"),
-        ns.response(503, "MongoDB or the broker is unavailable; retry later"),
+        problems(ns, 400, 415, 503),
     ]
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from jobline.api import access, auth
+from jobline.api import access, auth, docs
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.api.services import files, pipeline
 from jobline.core.errors import FileNotFound
@@ -188,6 +188,7 @@ class Files(Resource):
     @ns.response(413, "Larger than JOBLINE_MAX_FILE_BYTES; nothing kept")
     @ns.response(415, "Not multipart/form-data")
     @ns.response(422, "No file part, an empty file, or a bad file name")
+    @docs.problems(ns, 503)
     def post(self) -> Any:
         """Upload a file (multipart/form-data, field `file`) for jobs to read.
 
@@ -206,6 +207,7 @@ class Files(Resource):
 class OneFile(Resource):
     @ns.doc("get_file")
     @ns.response(200, "The file's metadata", file_model)
+    @docs.problems(ns, 503)
     def get(self, file_id: str) -> Any:
         """A file's name, size, content type, SHA-256 and expiry."""
         return file_view(files().get(file_id, auth.scope()))
@@ -213,6 +215,7 @@ class OneFile(Resource):
     @ns.doc("delete_file")
     @ns.response(204, "Deleted")
     @ns.response(409, "An unfinished job uses it")
+    @docs.problems(ns, 503)
     def delete(self, file_id: str) -> Any:
         """Delete a file no unfinished job uses."""
         files().delete(file_id, auth.scope())
@@ -225,6 +228,7 @@ class FileContent(Resource):
     @ns.doc("download_file")
     @ns.produces(["application/octet-stream"])
     @ns.response(200, "The bytes, with Content-Type, Content-Length and an ETag (its SHA-256)")
+    @docs.problems(ns, 503)
     def get(self, file_id: str) -> Response:
         """Download a file's bytes."""
         record = files().get(file_id, auth.scope())
@@ -244,6 +248,7 @@ class JobFile(Resource):
     @job_files_ns.doc("download_job_file")
     @job_files_ns.produces(["application/octet-stream"])
     @job_files_ns.response(200, "The bytes, with Content-Type, Content-Length and an ETag")
+    @docs.problems(job_files_ns, 503)
     def get(self, job_id: str, name: str) -> Response:
         """Download a file the job made, by name (as its `files` list shows)."""
         job = access.get(job_id)

@@ -39,6 +39,7 @@ def location(job_id: str) -> str:
 class Jobs(Resource):
     @ns.doc("list_jobs", params={**docs.LIST_PARAMS, **docs.JOB_FILTERS})
     @ns.response(200, "Jobs, newest first", page_model)
+    @docs.problems(ns, 400, 503)
     @with_query(JobListQuery)
     def get(self, q: JobListQuery) -> Any:
         """List jobs newest first, filtered by type, status and creation time."""
@@ -65,6 +66,7 @@ class Batch(Resource):
     @ns.expect(batch_model)
     @ns.response(200, "Each job's id (status 202) or its problem, in order", batch_result_model)
     @ns.response(422, f"Not a list of 1 to {MAX_BATCH} jobs")
+    @docs.problems(ns, 400, 415, 503)
     def post(self) -> Any:
         """Submit up to 1,000 jobs at once; each is accepted or refused on its own.
 
@@ -101,12 +103,14 @@ def _batch_result(index: int, outcome: dict[str, Any] | JoblineError) -> dict[st
 class Job(Resource):
     @ns.doc("get_job")
     @ns.response(200, "The job", job_model)
+    @docs.problems(ns, 503)
     def get(self, job_id: str) -> Any:
         """A job with its status, progress and result."""
         return job_view(access.get(job_id))
 
     @ns.doc("delete_job")
     @ns.response(204, "Deleted (cancelled first if unfinished)")
+    @docs.problems(ns, 503)
     def delete(self, job_id: str) -> Any:
         """Delete a job, cancelling it first if it has not finished."""
         access.delete(job_id)
@@ -118,6 +122,7 @@ class Job(Resource):
 class CancelJob(Resource):
     @ns.doc("cancel_job")
     @ns.response(200, "The job, cancelled (or already finished)", job_model)
+    @docs.problems(ns, 503)
     def post(self, job_id: str) -> Any:
         """Cancel a job without deleting it; a running one is stopped."""
         return job_view(access.cancel(job_id))
@@ -129,6 +134,7 @@ class RetryJob(Resource):
     @ns.doc("retry_job")
     @ns.response(202, "Queued again as a new attempt", job_model)
     @ns.response(409, "Only failed or cancelled jobs can be retried")
+    @docs.problems(ns, 503)
     def post(self, job_id: str) -> Any:
         """Run a failed or cancelled job again."""
         job = access.retry(job_id)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from flask_restx import Namespace, Resource
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobline.api import access
+from jobline.api import access, docs
 from jobline.api.payloads import with_query
 from jobline.api.problems import BadRequest
 from jobline.api.services import logs
@@ -66,6 +66,7 @@ class JobLogs(Resource):
         },
     )
     @ns.response(200, "Lines in the order written", page_model)
+    @docs.problems(ns, 400, 503)
     @with_query(LogQuery)
     def get(self, job_id: str, q: LogQuery) -> Any:
         """The lines the job wrote, attempt by attempt, in the order written.

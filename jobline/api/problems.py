@@ -16,6 +16,36 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
+# What problem() writes, for the spec (swagger.document_problems).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": f"An RFC 9457 problem document, sent as {PROBLEM_JSON}",
+    "required": ["type", "title", "status", "detail", "errors"],
+    "properties": {
+        "type": {"type": "string", "example": "about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "one entry per bad field, where there are fields to name",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": 'where: ["params", "weight"], ["query", "limit"]; '
+                        "list indexes are integers",
+                    },
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 
 class BadRequest(JoblineError):
     """The request is malformed (not JSON, bad query string)."""

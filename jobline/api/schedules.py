@@ -85,6 +85,7 @@ def schedule_view(record: Schedule, service: Schedules) -> dict[str, Any]:
 class ScheduleList(Resource):
     @ns.doc("list_schedules", params=docs.LIST_PARAMS)
     @ns.response(200, "Schedules, newest first", page_model)
+    @docs.problems(ns, 400, 503)
     @with_query(ListQuery)
     def get(self, q: ListQuery) -> Any:
         """List schedules, newest first, one page at a time."""
@@ -103,6 +104,7 @@ class ScheduleList(Resource):
     @ns.response(201, "Created: the schedule and when it first fires", schedule_model)
     @ns.response(422, "Invalid input: unknown type, bad params, bad cron or interval")
     @ns.response(503, "MongoDB or Redis is unavailable; retry later")
+    @docs.problems(ns, 400, 415)
     def post(self) -> Any:
         """Create a schedule submitting a job of ``type`` with ``params`` on a cron or interval."""
         refuse_idempotency_key("schedules")
@@ -128,6 +130,7 @@ class ScheduleList(Resource):
 class ScheduleItem(Resource):
     @ns.doc("get_schedule")
     @ns.response(200, "The schedule", schedule_model)
+    @docs.problems(ns, 503)
     def get(self, schedule_id: str) -> Any:
         """A schedule, with when it next fires and the last job it submitted."""
         service = schedules()
@@ -135,6 +138,7 @@ class ScheduleItem(Resource):
 
     @ns.doc("delete_schedule")
     @ns.response(204, "Deleted: it fires no more (jobs it submitted are kept)")
+    @docs.problems(ns, 503)
     def delete(self, schedule_id: str) -> Any:
         """Delete a schedule; jobs it already submitted are kept."""
         schedules().delete(schedule_id, owner=auth.scope())

@@ -62,6 +62,7 @@ def location(workflow_id: str) -> str:
 class WorkflowList(Resource):
     @ns.doc("list_workflows", params={**docs.LIST_PARAMS, **STATUS_FILTER})
     @ns.response(200, "Workflows, newest first", page_model)
+    @docs.problems(ns, 400, 503)
     @with_query(WorkflowListQuery)
     def get(self, q: WorkflowListQuery) -> Any:
         """List workflows newest first, optionally of one status."""
@@ -79,6 +80,7 @@ class WorkflowList(Resource):
     @ns.response(202, "Accepted: the workflow, its first steps queued", workflow_model)
     @ns.response(422, "Invalid workflow; each bad place named (['steps', 2, 'needs'])")
     @ns.response(503, "MongoDB or the broker is unavailable; nothing was stored")
+    @docs.problems(ns, 400, 415)
     def post(self) -> Any:
         """Submit a workflow: steps, what each needs, and what a step fans out over."""
         refuse_idempotency_key("workflows")
@@ -92,12 +94,14 @@ class WorkflowList(Resource):
 class WorkflowItem(Resource):
     @ns.doc("get_workflow")
     @ns.response(200, "The workflow and its steps", workflow_model)
+    @docs.problems(ns, 503)
     def get(self, workflow_id: str) -> Any:
         """A workflow, with each step's status, jobs, result and error."""
         return view(progression().flows.get(workflow_id, owner=auth.scope()))
 
     @ns.doc("delete_workflow")
     @ns.response(204, "Deleted (cancelled first if unfinished); its jobs are kept")
+    @docs.problems(ns, 503)
     def delete(self, workflow_id: str) -> Any:
         """Delete a workflow, cancelling it first if it has not finished."""
         operations.delete(progression(), workflow_id, owner=auth.scope())
@@ -109,6 +113,7 @@ class WorkflowItem(Resource):
 class CancelWorkflow(Resource):
     @ns.doc("cancel_workflow")
     @ns.response(200, "The workflow, cancelled (or already finished)", workflow_model)
+    @docs.problems(ns, 503)
     def post(self, workflow_id: str) -> Any:
         """Cancel a workflow: running step jobs are stopped, waiting steps never start."""
         return view(operations.cancel(progression(), workflow_id, owner=auth.scope()))
@@ -120,6 +125,7 @@ class RetryWorkflow(Resource):
     @ns.doc("retry_workflow")
     @ns.response(202, "Running again: failed, cancelled and skipped steps", workflow_model)
     @ns.response(409, "Only failed or cancelled workflows can be retried")
+    @docs.problems(ns, 503)
     def post(self, workflow_id: str) -> Any:
         """Run a failed or cancelled workflow's unfinished steps again; succeeded ones are kept."""
         workflow = operations.retry(progression(), workflow_id, owner=auth.scope())
