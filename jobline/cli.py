@@ -95,7 +95,7 @@ def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> Non
     from gunicorn.app.base import BaseApplication
     from gunicorn.glogging import Logger
 
-    from jobline.api import create_app
+    from jobline.api import create_app, payloads
 
     class JsonLogs(Logger):  # type: ignore[misc]
         """gunicorn's messages through jobline's JSON handler; the app logs each request."""
@@ -114,6 +114,8 @@ def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> Non
             self.cfg.set("threads", threads)
             self.cfg.set("logger_class", JsonLogs)
             self.cfg.set("graceful_timeout", 10)
+            # Long URIs reach the app, which refuses them as a problem document.
+            self.cfg.set("limit_request_line", payloads.GUNICORN_REQUEST_LINE)
 
         def load(self) -> Any:
             return create_app(settings)

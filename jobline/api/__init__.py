@@ -144,6 +144,7 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
     # Order matters: the timer first, then who is asking, then their rate limit.
     metrics.instrument(app)
     headers.init_app(app)
+    app.before_request(payloads.refuse_long_uri)
     auth.init_app(app, settings, keys)
     limits.init_app(app, settings)
     app.before_request(payloads.refuse_oversized)

@@ -16,7 +16,7 @@ from pydantic import (
     Field,
     ValidationError,
 )
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestURITooLarge
 
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.api.services import pipeline
@@ -55,6 +55,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # the multipart framing) instead of the JSON limit.
 FILE_ENDPOINTS = frozenset({"api.files_upload"})
 MULTIPART_FRAMING_BYTES = 64 * 1024
+
+
+# The longest URI (path and query string) the API reads. gunicorn refuses a request
+# line past its own limit before the app sees it, with an HTML page and none of
+# the security headers: `jobline api` raises that limit to gunicorn's maximum
+# (GUNICORN_REQUEST_LINE), so that a URI between this and that gets a 414 problem.
+MAX_URI_BYTES = 4096
+GUNICORN_REQUEST_LINE = 8190
+
+
+def refuse_long_uri() -> None:
+    """414 for a URI past MAX_URI_BYTES, as a problem document like every other refusal."""
+    uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    if len(uri) > MAX_URI_BYTES:
+        raise RequestURITooLarge(f"URIs are limited to {MAX_URI_BYTES} bytes")
 
 
 def refuse_oversized() -> None:

@@ -14,14 +14,16 @@ from typing import Any
 from flask import render_template
 from flask_restx import Api
 
+from jobline.api.payloads import MAX_URI_BYTES
 from jobline.api.problems import PROBLEM_JSON, PROBLEM_SCHEMA
 
 # Answers every operation can give, from hooks that run before any handler
-# (keys, the body limit, the query-string rule, the rate limit): said once here,
+# (keys, the URI and body limits, the query-string rule, the rate limit): said once here,
 # not on each operation. An operation's own description of a code wins.
 EVERY_OPERATION = {
     "401": "No API key, or one unknown or revoked (when JOBLINE_AUTH is on)",
     "413": "A body past JOBLINE_MAX_BODY_BYTES",
+    "414": f"A URI (path and query string) past {MAX_URI_BYTES} bytes",
     "422": "Invalid input, each bad field named; or a query parameter it does not read",
     "429": "Past JOBLINE_RATE_LIMIT, or too many wrong keys from this address; see Retry-After",
 }

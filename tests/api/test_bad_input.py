@@ -96,6 +96,7 @@ BAD: list[tuple[str, str, str, dict[str, Any]]] = [
     ("json id", "GET", CALCS + '/{"$ne":null}', {}),
     ("regex id", "DELETE", CALCS + "/.*", {}),
     ("long id", "GET", CALCS + "/" + "a" * 3000, {}),
+    ("URI too long", "GET", CALCS + "?limit=" + "1" * 5000, {}),
     ("uppercase id", "POST", CALCS + "/{ID}/cancel", {}),
     ("id with newline", "POST", CALCS + "/{id}%0A/retry", {}),
     ("null byte id", "DELETE", CALCS + "/%00", {}),

@@ -8,9 +8,9 @@ import pytest
 
 from tests.conftest import Api
 
-# What any operation can answer: a key refused, a body past the limit, a query
-# parameter it does not read, the rate limit.
-EVERY = {401, 413, 422, 429}
+# What any operation can answer: a key refused, a body or URI past the limit, a
+# query parameter it does not read, the rate limit.
+EVERY = {401, 413, 414, 422, 429}
 BODY = EVERY | {400, 415, 503}  # and a body that is not JSON, or names a key twice
 
 POSTS = {
