@@ -100,9 +100,9 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def watched_page(browser: Browser) -> tuple[Page, list[str]]:
+def watched_page(browser: Browser, width: int = 1400, height: int = 900) -> tuple[Page, list[str]]:
     """A new page whose errors, console warnings and CSP violations are collected."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport={"width": width, "height": height})
     context.add_init_script(WATCH_CSP)
     page = context.new_page()
     errors: list[str] = []
@@ -294,6 +294,47 @@ def test_a_screenshot_of_the_board_is_saved(page: Page, board: Api) -> None:
     assert path.stat().st_size > 10_000
     for job in board.get("/api/v1/jobs?status=running").json()["items"]:
         board.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_long_words_stay_inside_the_jobs_card_and_the_log_in_a_1280_px_window(
+    browser: Browser, board: Api
+) -> None:
+    # One long word in an error (a record's name) and in a log line, where nothing can wrap.
+    fasta = f">a\nACGT\n>{'r' * 300}\nACZZGT\n".encode()
+    upload = board.post("/api/v1/files", files={"file": ("pair.fa", fasta, "text/plain")}).json()
+    failed = board.submit_and_wait(
+        "/api/v1/jobs", {"type": "align", "params": {"fasta": upload["id"]}}
+    )
+    assert failed["status"] == "failed" and "r" * 300 in failed["error"]["message"]
+    chatty = {"type": "test_chatty", "params": {"lines": 1, "secret": "x" * 300}}
+    logged = board.submit_and_wait("/api/v1/jobs", chatty)
+    page, errors = watched_page(browser, width=1280, height=800)
+    page.goto(board.url("/"))
+    card = page.locator(".card.jobs")
+    expect(row(page, failed["id"]).get_by_role("button", name="Retry")).to_be_visible()
+    expect(row(page, logged["id"])).to_be_visible()
+    assert card.evaluate("card => card.scrollWidth <= card.clientWidth")
+    right = _right(card)
+    for button in ("Log", "Retry"):
+        assert _right(row(page, failed["id"]).get_by_role("button", name=button)) <= right
+    row(page, logged["id"]).get_by_role("button", name="Log").click()
+    log = page.get_by_test_id("job-log")
+    expect(log).to_contain_text("x" * 100)
+    assert log.evaluate("log => log.scrollWidth <= log.clientWidth")
+    # A line written through logging has the class "log" (its stream), not the log box's style.
+    assert (
+        log.locator(".line.log").first.evaluate("line => getComputedStyle(line).padding") == "0px"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-1280.png"), full_page=True)
+    page.context.close()
+    assert errors == []
+
+
+def _right(locator: Any) -> float:
+    box = locator.bounding_box()
+    assert box is not None
+    return float(box["x"] + box["width"])
 
 
 def test_the_board_is_served_without_a_build_step(board: Api) -> None:
