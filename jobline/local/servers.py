@@ -60,8 +60,11 @@ class Process:
     log: Path | None = None
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_file: IO[bytes] | None = field(default=None, repr=False)
+    # Once stopped, its group is never signalled again: its id may belong to another by then.
+    _stopped: bool = field(default=False, repr=False)
 
     def start(self) -> Process:
+        """Start it, appending to its log; also again, with the same argv and environment."""
         out: IO[bytes] | int | None = None
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,7 @@ class Process:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        self._stopped = False
         return self
 
     @property
@@ -83,6 +87,11 @@ class Process:
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it has ended (minus the signal that killed it), else None."""
+        return None if self.popen is None else self.popen.poll()
 
     def send(self, sig: int) -> None:
         """Send ``sig`` to the process alone (not its children)."""
@@ -99,7 +108,7 @@ class Process:
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL whatever is left of the group."""
-        if self.popen is None:
+        if self.popen is None or self._stopped:
             return
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
@@ -107,6 +116,7 @@ class Process:
                 self.popen.wait(timeout)
         self.kill_group(signal.SIGKILL)
         self.popen.wait()
+        self._stopped = True
         if self._log_file is not None:
             self._log_file.close()
 
