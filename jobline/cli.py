@@ -308,5 +308,5 @@ def up(
         click.echo("stopping jobline…", err=True)
         stack.stop()
     if failed:
-        raise click.ClickException(f"{failed} exited unexpectedly; everything was stopped")
+        raise click.ClickException(f"{failed}; everything was stopped")
     sys.exit(0)

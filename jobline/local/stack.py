@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jobline.core import local_stack
 from jobline.local import servers as local
+from jobline.local.supervisor import RestartPolicy, Supervisor
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Stack:
     worker_metrics: list[int] = field(default_factory=list)
     # The servers this stack started, recorded for the commands run beside it.
     started: dict[str, str] = field(default_factory=dict)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     def start(self, environ: Mapping[str, str]) -> None:
         """Start embedded servers where no URL is configured, then the jobline processes."""
@@ -131,12 +133,8 @@ class Stack:
         return f"jobline {command} --data-dir {self.data_dir}"
 
     def watch(self, stopping: threading.Event) -> str | None:
-        """Wait until asked to stop; returns the name of a process that died on its own."""
-        while not stopping.wait(0.5):
-            for process in self.processes:
-                if not process.alive():
-                    return process.name
-        return None
+        """Restart what exits until asked to stop; returns why it gave up on a process, if so."""
+        return Supervisor(self.processes, self.restart_policy).watch(stopping)
 
     def stop(self) -> None:
         """Stop the jobline processes first, then the servers they use, then forget them.
