@@ -109,8 +109,9 @@ class Supervisor:
         delay = child.restarts.delay(now, up_for)
         if delay is None:
             given_up = (
-                f"{process.name} {how}, and has exited {len(child.restarts.exits)} times within "
-                f"{self.policy.within:g}s: not restarting it again (its log: {process.log})"
+                f"{process.name} exited {len(child.restarts.exits)} times within "
+                f"{self.policy.within:g}s (the last time it {how}), so it was not restarted "
+                f"again: see {process.log}"
             )
             log.error("%s", given_up)
             return given_up
