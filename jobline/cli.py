@@ -116,6 +116,9 @@ def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> Non
             self.cfg.set("graceful_timeout", 10)
             # Long URIs reach the app, which refuses them as a problem document.
             self.cfg.set("limit_request_line", payloads.GUNICORN_REQUEST_LINE)
+            # gunicorn's control socket (for gunicornc) sits at one path in $HOME, which
+            # every API on the machine would share and unlink for the others on stopping.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from jobline import jobs
 from jobline.core.settings import Settings
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import make_celery
+from jobline.local import servers as local
 from jobline.store.jobs import JobStore
-from tests.conftest import Api, Gunicorn
+from tests.conftest import Api, Gunicorn, settings_env
 
 CALCS = "/api/v1/calculations"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
@@ -154,3 +156,21 @@ def test_metrics_are_served_as_the_exposition_format_with_one_charset(
         f"http://127.0.0.1:{worker_metrics_port}/metrics",
     ):
         assert requests.get(url, timeout=10).headers["Content-Type"] == exposition, url
+
+
+def test_jobline_api_opens_no_gunicorn_control_socket_in_home(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # gunicorn puts its control socket at one path under $HOME, which every API on
+    # the machine would share, and each would unlink it for the others on stopping.
+    env = settings_env(settings) | {"HOME": str(tmp_path)}
+    env.pop("XDG_RUNTIME_DIR", None)
+    port = local.free_port()
+    argv = local.jobline_argv("api", f"--port={port}", "--workers=1")
+    api = local.Process("api", argv, env=env, log=tmp_path / "api.log").start()
+    try:
+        local.wait_until(lambda: local.port_open(port), 60, "gunicorn", api)
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        assert not (tmp_path / ".gunicorn").exists()
+    finally:
+        api.stop()
