@@ -13,7 +13,7 @@ from jobline.core import ids
 from jobline.core.errors import JobNotFound, StoreUnavailable
 from jobline.core.settings import Settings
 from jobline.store.group_commit import GroupCommit
-from jobline.store.mongo import connect, mine, unavailable_as_error
+from jobline.store.mongo import connect, journaled, mine, unavailable_as_error
 from jobline.store.records import Job
 
 HOSTNAME = socket.gethostname()
@@ -26,8 +26,10 @@ class JobCollection:
         self.client: MongoClient[Job] = client or connect(settings)
         self.db = self.client[settings.mongo_db]
         self.jobs: Collection[Job] = self.db["jobs"]
-        # Submissions made at once by this process's threads share one insert_many.
-        self.inserts = GroupCommit(self.jobs)
+        # Accepted jobs are journaled before the answer; those submitted at once by this
+        # process's threads share one insert_many.
+        self.accepted: Collection[Job] = journaled(self.jobs)
+        self.inserts = GroupCommit(self.accepted)
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.result_ttl = timedelta(seconds=settings.result_ttl) if settings.result_ttl else None
         # Lists by owner are asked for only while the API wants keys.

@@ -28,7 +28,7 @@ from jobline.core import ids
 from jobline.core.errors import FileInUse, FileNotFound, FileTooLarge
 from jobline.core.settings import Settings
 from jobline.store.lifetimes import verdict
-from jobline.store.mongo import unavailable_as_error
+from jobline.store.mongo import journaled, unavailable_as_error
 from jobline.store.records import UNFINISHED, Status, now
 from jobline.store.views import iso
 
@@ -139,7 +139,8 @@ class FileStore:
                 pending.append(self._chunk(file_id, number, buffer))
             if pending:
                 self.chunks.insert_many(pending)
-            self.files.insert_one(
+            # Journaled, and after every chunk: the 201 promises the whole file survives a crash.
+            journaled(self.files).insert_one(
                 {
                     "_id": file_id,
                     "length": size,

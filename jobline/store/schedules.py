@@ -16,7 +16,7 @@ from pymongo.database import Database
 
 from jobline.core import ids
 from jobline.core.errors import JoblineError
-from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.mongo import journaled, mine, unavailable_as_error
 from jobline.store.paging import Page, decode_cursor, encode_cursor
 from jobline.store.records import now
 
@@ -38,7 +38,7 @@ class ScheduleStore:
 
     @unavailable_as_error
     def insert(self, schedule: Schedule) -> Schedule:
-        self.schedules.insert_one(schedule)
+        journaled(self.schedules).insert_one(schedule)  # its 201 promises it survives a crash
         return schedule
 
     @unavailable_as_error

@@ -18,7 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from jobline.store.mongo import unavailable_as_error
+from jobline.store.mongo import journaled, unavailable_as_error
 from jobline.store.records import WAITING, Job, Status, now
 
 StepRun = dict[str, Any]
@@ -121,7 +121,7 @@ class StepRuns:
         if not jobs:
             return []
         try:
-            self.jobs.insert_many(jobs, ordered=False)
+            journaled(self.jobs).insert_many(jobs, ordered=False)  # accepted, as any job is
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             taken = {e["index"] for e in errors if e["code"] == 11000}

@@ -40,7 +40,7 @@ class Transitions(JobCollection):
     def insert_many(self, jobs: Sequence[Job]) -> None:
         """Record many newly accepted jobs in one round trip."""
         if jobs:
-            self.jobs.insert_many(jobs, ordered=False)
+            self.accepted.insert_many(jobs, ordered=False)
 
     @unavailable_as_error
     def find_by_key(self, key: str, submitted_by: str | None = None) -> Job | None:

@@ -24,7 +24,7 @@ from pymongo.database import Database
 
 from jobline.core import ids
 from jobline.core.errors import InvalidTransition
-from jobline.store.mongo import mine, unavailable_as_error
+from jobline.store.mongo import journaled, mine, unavailable_as_error
 from jobline.store.paging import Page, decode_cursor, encode_cursor
 from jobline.store.records import now
 from jobline.store.step_runs import StepRuns
@@ -84,7 +84,8 @@ class WorkflowStore(StepRuns):
 
     @unavailable_as_error
     def insert(self, workflow: Workflow) -> Workflow:
-        self.workflows.insert_one(workflow)
+        # Journaled, as its first jobs are: the 202 promises the workflow survives a crash.
+        journaled(self.workflows).insert_one(workflow)
         return workflow
 
     @unavailable_as_error
