@@ -60,8 +60,9 @@ def index_stages(node: Any) -> Iterator[dict[str, Any]]:
             yield from index_stages(value)
 
 
-def test_the_embedded_server_runs_with_the_cache_installed() -> None:
-    # Fails loudly if a SecantusDB release no longer has the methods the cache wraps.
+def test_the_cache_installs_on_the_secantusdb_release_in_use() -> None:
+    # Fails loudly if a SecantusDB release no longer has the methods the cache wraps
+    # (the launcher would then run the server without it, warning).
     assert index_catalogue.install(Storage)
     assert Storage._jobline_catalogue is not None  # type: ignore[attr-defined]
 

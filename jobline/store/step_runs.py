@@ -33,6 +33,7 @@ class StepRuns:
 
     def __init__(self, db: Database[Any], result_ttl: timedelta | None = None) -> None:
         self.jobs: Collection[Job] = db["jobs"]
+        self.accepted_jobs = journaled(self.jobs)  # a released step's jobs, as any job
         self.runs: Collection[StepRun] = db["workflow_steps"]
         self.result_ttl = result_ttl
 
@@ -121,7 +122,7 @@ class StepRuns:
         if not jobs:
             return []
         try:
-            journaled(self.jobs).insert_many(jobs, ordered=False)  # accepted, as any job is
+            self.accepted_jobs.insert_many(jobs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             taken = {e["index"] for e in errors if e["code"] == 11000}
