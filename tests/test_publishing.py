@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
 
 from jobline import jobs
-from jobline.core.errors import BrokerUnavailable
+from jobline.core.errors import BrokerUnavailable, StoreUnavailable
 from jobline.core.settings import Settings
 from jobline.engine import queue
-from jobline.engine.pipeline import Submission
+from jobline.engine.pipeline import INSERT_SLICE, Submission
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, new_job
@@ -105,3 +105,85 @@ def test_a_batch_refused_midway_keeps_what_went_out_and_takes_back_the_rest(
     finally:
         store.jobs.drop()
         store.close()
+
+
+@pytest.fixture
+def store_of(mongo_url: str) -> Iterator[Callable[..., JobStore]]:
+    """A job store on a collection of this test's own, dropped afterwards."""
+    made: list[JobStore] = []
+
+    def make_store(settings: Settings, kind: type[JobStore] = JobStore) -> JobStore:
+        store = kind(settings)
+        store.jobs.drop()
+        store.ensure_indexes()
+        made.append(store)
+        return store
+
+    yield make_store
+    for store in made:
+        store.jobs.drop()
+        store.close()
+
+
+def stored_ids(store: JobStore) -> list[str]:
+    return sorted(job["_id"] for job in store.jobs.find({}, {"_id": 1}))
+
+
+def test_a_refusal_in_a_later_slice_takes_back_the_slice_stored_ahead_of_it(
+    broker: str, mongo_url: str, store_of: Callable[..., JobStore]
+) -> None:
+    settings = make_settings(only_the_default_queue(broker), mongo_url, mongo_db="jobline_publish")
+    store = store_of(settings)
+    size = INSERT_SLICE
+    # The refused job sits in the second slice; the third is stored while the second
+    # is published, and must be taken back with it.
+    kinds = ["noop"] * (size + 10) + ["test_ordered"] + ["noop"] * (2 * size)
+    outcomes = make_pipeline(settings, store).submit_many([Submission(k, {}) for k in kinds])
+    accepted = [o["_id"] for o in outcomes if isinstance(o, dict)]
+    assert len(outcomes) == len(kinds)
+    # The first slice, and the second's whole publish chunks before the refused one.
+    assert len(accepted) == size and all(isinstance(o, dict) for o in outcomes[:size])
+    assert all(isinstance(o, BrokerUnavailable) for o in outcomes[size:])
+    assert stored_ids(store) == sorted(accepted)
+    assert queued_ids(broker, "default")[:size] == accepted
+
+
+class FailsOnInsert(JobStore):
+    """The real store, whose insert number ``fail_at`` finds MongoDB gone."""
+
+    fail_at = 2
+
+    def insert_many(self, jobs: Sequence[Job]) -> None:
+        self.insert_calls = getattr(self, "insert_calls", 0) + 1
+        if self.insert_calls == self.fail_at:
+            raise StoreUnavailable("MongoDB went away")
+        super().insert_many(jobs)
+
+
+def test_the_store_failing_on_a_later_slice_keeps_the_slices_before_it(
+    broker: str, mongo_url: str, store_of: Callable[..., JobStore]
+) -> None:
+    settings = make_settings(broker, mongo_url, mongo_db="jobline_publish")
+    store = store_of(settings, FailsOnInsert)
+    kinds = ["noop"] * (3 * INSERT_SLICE)
+    outcomes = make_pipeline(settings, store).submit_many([Submission(k, {}) for k in kinds])
+    accepted = [o["_id"] for o in outcomes if isinstance(o, dict)]
+    assert len(accepted) == INSERT_SLICE and all(
+        isinstance(o, dict) for o in outcomes[:INSERT_SLICE]
+    )
+    assert all(isinstance(o, StoreUnavailable) for o in outcomes[INSERT_SLICE:])
+    # Only the first slice was stored and published; the third was never attempted.
+    assert store.insert_calls == 2
+    assert stored_ids(store) == sorted(accepted)
+    assert queued_ids(broker, "default") == accepted
+
+
+def test_the_store_failing_on_the_first_slice_refuses_the_whole_batch(
+    broker: str, mongo_url: str, store_of: Callable[..., JobStore]
+) -> None:
+    settings = make_settings(broker, mongo_url, mongo_db="jobline_publish")
+    store = store_of(settings, FailsOnInsert)
+    store.fail_at = 1
+    with pytest.raises(StoreUnavailable):
+        make_pipeline(settings, store).submit_many([Submission("noop", {})] * 5)
+    assert stored_ids(store) == [] and queued_ids(broker, "default") == []

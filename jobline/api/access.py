@@ -171,7 +171,7 @@ def _submit(s: Submission) -> Job:
 def submit_batch(items: list[Any]) -> list[Job | JoblineError]:
     """Submit many jobs: in order, each one's job or the error that refused it.
 
-    Valid items are stored with one insert; an invalid one refuses only itself.
+    Valid items are stored a slice of 200 an insert; an invalid one refuses only itself.
     """
     outcomes: list[Job | JoblineError | None] = [None] * len(items)
     accepted: list[tuple[int, Submission]] = []

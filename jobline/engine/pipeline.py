@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ import cachetools
 from celery import Celery
 
 from jobline.core import ids
-from jobline.core.errors import BrokerUnavailable, QueueFull, Unavailable
+from jobline.core.errors import BrokerUnavailable, QueueFull, StoreUnavailable, Unavailable
 from jobline.core.logs import job_fields
 from jobline.core.settings import Settings
 from jobline.engine import delays, events, metrics, queue, retention, webhooks
@@ -27,6 +28,10 @@ from jobline.store.jobs import JobStore
 from jobline.store.records import Job, Status, new_job, now
 
 log = logging.getLogger(__name__)
+
+# A batch is stored this many jobs an insert, the next insert running while the
+# slice before it is published: the store's wait and the broker's overlap.
+INSERT_SLICE = 200
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class Pipeline:
         return queue.queue_depth(self.celery, queue_name)
 
     def submit_many(self, submissions: list[Submission]) -> list[Job | Unavailable]:
-        """Record many jobs in one insert, then publish each; in order, each job or why not.
+        """Record many jobs, a slice an insert, then publish each; in order, each job or why not.
 
         Jobs for a queue deeper than JOBLINE_MAX_QUEUE_DEPTH are refused (QueueFull)
         and never stored.
@@ -119,24 +124,59 @@ class Pipeline:
                 full[name] = exc
         return full
 
-    def _publish_all(self, built: list[tuple[Job, JobType]]) -> list[Job | BrokerUnavailable]:
-        """Insert, then publish all in a few round trips; once the broker refuses, the
-        rest are taken back unpublished rather than each waiting out its own retries."""
-        self.store.insert_many([job for job, _ in built])
-        events.jobs_submitted(self.settings, [job for job, _ in built])
-        due = [(job, job_type) for job, job_type in built if not job.get("held")]
+    def _publish_all(self, built: list[tuple[Job, JobType]]) -> list[Job | Unavailable]:
+        """Insert, then publish, a slice at a time, the next slice's insert running while
+        this one's messages go out (each job is stored before its message is sent).
+
+        Once the broker refuses, the rest are taken back unpublished rather than each
+        waiting out its own retries. If the store fails on the first slice, nothing was
+        accepted and that error is raised; on a later one, the slices before it stand.
+        """
+        slices = [built[i : i + INSERT_SLICE] for i in range(0, len(built), INSERT_SLICE)]
+        outcomes: list[Job | Unavailable] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobline-insert") as ahead:
+            inserting = ahead.submit(self._insert_slice, slices[0]) if slices else None
+            for index, part in enumerate(slices):
+                assert inserting is not None
+                stored = inserting.exception()
+                if stored is not None and index == 0:
+                    raise stored
+                if stored is not None:
+                    failed = _as_unavailable(stored)
+                    outcomes += [failed for _ in built[len(outcomes) :]]
+                    break
+                following = slices[index + 1] if index + 1 < len(slices) else None
+                inserting = ahead.submit(self._insert_slice, following) if following else None
+                done, refusal = self._publish_slice(part)
+                outcomes += done
+                if refusal is not None:
+                    if inserting is not None and inserting.exception() is None:
+                        self._take_back([job["_id"] for job, _ in following or []])
+                    outcomes += [refusal for _ in built[len(outcomes) :]]
+                    break
+        return outcomes
+
+    def _insert_slice(self, part: list[tuple[Job, JobType]]) -> None:
+        self.store.insert_many([job for job, _ in part])
+        events.jobs_submitted(self.settings, [job for job, _ in part])
+
+    def _publish_slice(
+        self, part: list[tuple[Job, JobType]]
+    ) -> tuple[list[Job | Unavailable], BrokerUnavailable | None]:
+        """Publish a stored slice: its outcomes, and the broker's refusal if it refused."""
+        due = [(job, job_type) for job, job_type in part if not job.get("held")]
         sent, refused = queue.publish_many(self.celery, due)
         unpublished = {job["_id"] for job, _ in due[sent:]}
         self._take_back(list(unpublished))
-        outcomes: list[Job | BrokerUnavailable] = []
-        for job, _ in built:
+        outcomes: list[Job | Unavailable] = []
+        for job, _ in part:
             if job["_id"] in unpublished and refused is not None:
                 outcomes.append(refused)
                 continue
             if not job.get("held"):
                 _submitted(job)
             outcomes.append(job)
-        return outcomes
+        return outcomes, refused
 
     def _record(self, s: Submission) -> tuple[Job, JobType]:
         """The record of a submission, not yet stored; raises on an unknown type or bad params."""
@@ -206,6 +246,14 @@ class Pipeline:
         job = self.cancel(job_id, owner)
         self.store.delete(job_id, owner)
         retention.forget(self.settings, self.store.db, job)
+
+
+def _as_unavailable(exc: BaseException) -> Unavailable:
+    """A later slice's failed insert, as each of its jobs' refusal."""
+    if isinstance(exc, Unavailable):
+        return exc
+    log.error("could not store part of a batch", exc_info=exc)
+    return StoreUnavailable(f"job store write failed: {type(exc).__name__}")
 
 
 def _submitted(job: Job) -> None:
