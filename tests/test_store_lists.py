@@ -14,9 +14,12 @@ from jobline.store.jobs import JobStore
 from jobline.store.lists import _window_query
 from jobline.store.paging import (
     FIRST_WINDOW_MS,
+    GROWTH,
+    REACH_MS,
     WINDOWS,
     Span,
     Window,
+    Windows,
     at_ms,
     encode_cursor,
     windows,
@@ -48,6 +51,69 @@ def test_without_a_lower_bound_the_last_window_is_open() -> None:
     assert len(ws) == WINDOWS + 1
     # The last bounded window reaches back more than ten years.
     assert ws[-2].from_ms is not None and NOW_MS - ws[-2].from_ms > 10 * 365 * 86_400_000
+
+
+def held(window: Window, top_ms: int, every_ms: int) -> int:
+    """How many of jobs made every ``every_ms`` back from ``top_ms`` a window holds."""
+    upper = ids.timestamp_ms(window.below) if window.below else top_ms + 1
+    lower = window.from_ms if window.from_ms is not None else 0
+    # Jobs at top_ms - k * every_ms, k >= 0, inside [lower, upper).
+    first = max(0, -(-(top_ms - upper + 1) // every_ms))
+    last = (top_ms - lower) // every_ms
+    return max(0, last - first + 1)
+
+
+def read_page(walk: Windows, top_ms: int, every_ms: int, page: int) -> tuple[int, list[Window]]:
+    """Walk the windows as the store does; the jobs they held in all, and the windows."""
+    read, wanted, seen = 0, page, []
+    for window in walk:
+        if wanted <= 0:
+            break
+        seen.append(window)
+        found = held(window, top_ms, every_ms)
+        read += found
+        walk.found(min(found, wanted))
+        wanted -= min(found, wanted)
+    return read, seen
+
+
+def test_once_a_window_finds_jobs_the_next_is_sized_by_what_it_found() -> None:
+    # Some 28 jobs a second, as a busy service makes them: growth alone reads 131
+    # jobs' documents for a page of 51; sized by density, about the page.
+    page = 51
+    read, _ = read_page(Windows(Span(), NOW_MS, wanted=page), NOW_MS, 36, page)
+    grown, _ = read_page(Windows(Span(), NOW_MS), NOW_MS, 36, page)
+    assert page <= read <= 1.5 * page
+    assert grown > 2 * page
+
+
+def test_windows_sized_by_what_they_find_still_cover_the_span_without_gaps() -> None:
+    for every_ms in (1, 7, 36, 1000, 86_400_000):
+        walk = Windows(Span(), NOW_MS, wanted=10_000)
+        ws, widths = [], []
+        for window in walk:
+            ws.append(window)
+            walk.found(held(window, NOW_MS, every_ms) if window.from_ms else 0)
+        for newer, older in zip(ws, ws[1:], strict=False):
+            assert newer.from_ms is not None and newer.from_ms > 0
+            assert older.below == ids.boundary_id(newer.from_ms, upper=False)
+            if older.from_ms is not None:
+                widths.append(newer.from_ms - older.from_ms)
+        assert ws[-1].from_ms is None
+        # Each window at least as wide as the last, at most GROWTH times it; the
+        # bounded ones reach as far back as growth alone does, or the next would
+        # have crossed the epoch, before the open one.
+        assert all(a <= b <= a * GROWTH for a, b in zip(widths, widths[1:], strict=False))
+        oldest = ws[-2].from_ms
+        assert oldest is not None
+        assert NOW_MS - oldest >= REACH_MS or oldest <= widths[-1] * GROWTH
+
+
+def test_a_span_ending_near_the_epoch_never_reaches_below_it() -> None:
+    before = datetime.fromtimestamp(86_400, UTC)
+    ws = list(windows(Span.of(created_before=before), NOW_MS))
+    assert all(w.from_ms is None or w.from_ms > 0 for w in ws)
+    assert ws[-1].from_ms is None
 
 
 def test_a_cursor_inside_a_millisecond_is_read_by_itself_first() -> None:

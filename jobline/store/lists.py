@@ -9,7 +9,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from jobline.store.collection import JobCollection
 from jobline.store.mongo import mine, unavailable_as_error
-from jobline.store.paging import Page, Span, Window, at_ms, encode_cursor, windows
+from jobline.store.paging import Page, Span, Window, Windows, at_ms, encode_cursor
 from jobline.store.records import Job, Status, now
 
 # A list query with type or status is equality on an index's prefix and a range
@@ -78,11 +78,14 @@ class Lists(JobCollection):
             if inside is not None and below is not None:
                 same = self.jobs.find({"created_at": at_ms(inside)}).sort(NEWEST_FIRST)
                 items += [job for job in same if job["_id"] < below][: limit + 1]
-        for window in windows(span, int(now().timestamp() * 1000)):
+        walk = Windows(span, int(now().timestamp() * 1000), wanted=limit + 1 - len(items))
+        for window in walk:
             if len(items) > limit:
                 break
             query, order = _window_query(equal, window)
-            items += self.jobs.find(query).sort(order).limit(limit + 1 - len(items))
+            found = list(self.jobs.find(query).sort(order).limit(limit + 1 - len(items)))
+            items += found
+            walk.found(len(found))
         if len(items) > limit:
             return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
         return Page(items, None)
