@@ -100,6 +100,38 @@ def test_a_dropped_index_is_no_longer_used_or_enforced(
     assert "unique_x" not in plan(other, {"x": 1})
 
 
+def test_an_index_made_again_with_another_partial_filter_takes_the_new_one(
+    pair: tuple[Collection[Any], Collection[Any]],
+) -> None:
+    # The partial filters and the options are views the cache derives from the
+    # catalogue: a write must go by the filter the index has now.
+    one, other = pair
+    one.create_index("x", name="partial_x", partialFilterExpression={"x": {"$gt": 10}})
+    other.insert_one({"x": 50})
+    other.update_one({"x": 50}, {"$set": {"x": 51}})
+    one.drop_index("partial_x")
+    one.create_index("x", name="partial_x", partialFilterExpression={"x": {"$lt": 5}})
+    other.insert_one({"x": -5})
+    other.update_one({"x": 3}, {"$set": {"x": 4}})
+    other.insert_one({"x": 60})
+    in_index = sorted(d["x"] for d in other.find({"x": {"$lt": 5}}).hint("partial_x"))
+    assert -5 in in_index and 4 in in_index and 60 not in in_index
+    assert in_index == sorted(d["x"] for d in other.find({"x": {"$lt": 5}}))
+
+
+def test_an_index_made_again_sparse_leaves_out_what_lacks_its_field(
+    pair: tuple[Collection[Any], Collection[Any]],
+) -> None:
+    one, other = pair
+    one.create_index("y", name="by_y")
+    other.insert_one({"y": 1})
+    one.drop_index("by_y")
+    one.create_index("y", name="by_y", sparse=True)
+    other.insert_one({"x": 1000})  # no y: not in a sparse index
+    other.insert_one({"y": 2})
+    assert sorted(d.get("y") for d in other.find({}).hint("by_y")) == [1, 2]
+
+
 def test_a_collection_dropped_and_made_again_has_only_its_new_indexes(
     pair: tuple[Collection[Any], Collection[Any]],
 ) -> None:

@@ -18,6 +18,12 @@ before, and forgets all of it whenever it may have changed:
   server releases it before the thread's next request, so a read may see an
   older catalogue than the last change.
 
+The views SecantusDB derives from the catalogue for every write (the indexes
+with their flags, the partial filters, each index's options, the multikey
+names) are kept the same way, and each caller gets containers of its own, as
+from SecantusDB (their innermost values, key patterns' fields and filters'
+operands, are shared: SecantusDB only reads them).
+
 Only the embedded server jobline starts uses this; a real mongod caches its
 own catalogue. It relies on SecantusDB's internals (the version range is
 pinned), and installs nothing, with a warning, where they are not as expected.
@@ -29,7 +35,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 from secantus import storage as secantus_storage
@@ -50,22 +56,38 @@ CHANGES = (
 )
 # Called for every document written; it writes the catalogue only for a new flag.
 MARK_MULTIKEY = "_maybe_mark_multikey"
-NEEDED = (*CHANGES, MARK_MULTIKEY, "_iter_indexes", "release_thread_snapshot", "_cursor")
+# What SecantusDB derives from the catalogue, several times a write, and how each
+# caller is given a copy of its own.
+DERIVED: dict[str, Callable[[Any], Any]] = {
+    "_all_indexes": lambda found: [(n, dict(key), *flags) for n, key, *flags in found],
+    "_partial_filters": lambda found: {name: dict(pf) for name, pf in found.items()},
+    "_index_options_map": lambda found: {name: dict(opts) for name, opts in found.items()},
+    "_multikey_index_names": set,
+}
+NEEDED = (
+    *CHANGES,
+    *DERIVED,
+    MARK_MULTIKEY,
+    "_iter_indexes",
+    "release_thread_snapshot",
+    "_cursor",
+)
 
 Entries = tuple[tuple[str, bytes], ...]
+T = TypeVar("T")
 
 
 class Catalogue:
-    """Each collection's index entries, as stored, with the generation they were read in."""
+    """Each collection's index entries, as stored, and the views derived from them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._generation = 0
         self._changing = 0
-        self._entries: dict[tuple[str, str], Entries] = {}
+        self._entries: dict[tuple[str, ...], Any] = {}
         self._thread = threading.local()
 
-    def get(self, key: tuple[str, str], read: Callable[[], Entries]) -> Entries:
+    def get(self, key: tuple[str, ...], read: Callable[[], T]) -> T:
         found = self._entries.get(key)
         if found is not None:
             return found
@@ -118,6 +140,8 @@ def install(storage_class: Any) -> bool:
         mark = _marking(catalogue, getattr(storage_class, MARK_MULTIKEY))
         setattr(storage_class, MARK_MULTIKEY, mark)
         storage_class._iter_indexes = _iter_indexes(catalogue)
+        for name, copy in DERIVED.items():
+            setattr(storage_class, name, _derived(catalogue, getattr(storage_class, name), copy))
         release = _released(catalogue, storage_class.release_thread_snapshot)
         storage_class.release_thread_snapshot = release
     return True
@@ -148,6 +172,16 @@ def _iter_indexes(catalogue: Catalogue) -> Callable[..., Iterator[tuple[str, Any
             yield name, payload.get("key", {}), payload.get("options", {})
 
     return iter_indexes
+
+
+def _derived(
+    catalogue: Catalogue, method: Callable[[Any, str, str], T], copy: Callable[[T], T]
+) -> Callable[[Any, str, str], T]:
+    @functools.wraps(method)
+    def derive(self: Any, db: str, coll: str) -> T:
+        return copy(catalogue.get((method.__name__, db, coll), lambda: method(self, db, coll)))
+
+    return derive
 
 
 def _changing(catalogue: Catalogue, method: Callable[..., Any]) -> Callable[..., Any]:
