@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import requests
 
 from jobline.core.settings import Settings
-from jobline.engine import retention
+from jobline.engine import joblog, retention
 from jobline.engine.joblog import LINE_OVERHEAD
 from jobline.engine.pipeline import Pipeline
 from jobline.store.jobs import JobStore
-from jobline.store.records import now
+from jobline.store.logs import LogStore
+from jobline.store.records import new_job, now
 from tests.conftest import Api
 from tests.test_events import release
 
@@ -204,3 +208,51 @@ def test_the_sweep_removes_logs_whose_job_expired_and_keeps_the_rest(
     assert store.db["job_logs"].count_documents({"job": kept["id"]}) == 4
     record = store.db["job_log_attempts"].find_one({"job": kept["id"]})
     assert record["check_at"] > store.jobs.find_one({"_id": kept["id"]})["expires_at"]
+
+
+@pytest.fixture
+def worker_at_warning() -> Iterator[list[logging.LogRecord]]:
+    """This process's logging as a worker started at WARNING has it; every record made."""
+    root = logging.getLogger()
+    saved_root, saved_handlers = root.level, [(h, h.level) for h in root.handlers]
+    saved = {name: logging.getLogger(name).level for name in joblog.MACHINERY}
+    factory = logging.getLogRecordFactory()
+    made: list[logging.LogRecord] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        made.append(record)
+        return record
+
+    root.setLevel(logging.WARNING)
+    for name in joblog.MACHINERY:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    logging.setLogRecordFactory(recorded)
+    try:
+        yield made
+    finally:
+        logging.setLogRecordFactory(factory)
+        root.setLevel(saved_root)
+        for handler, level in saved_handlers:
+            handler.setLevel(level)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def test_a_worker_at_warning_makes_no_info_records_of_its_own_while_a_job_logs(
+    settings: Settings, store: JobStore, worker_at_warning: list[logging.LogRecord]
+) -> None:
+    job = {**new_job("noop", {}), "attempts": 1}
+    with joblog.capture(settings, store.db, job) as captured:
+        logging.getLogger("jobline.engine.worker").info("the worker's own line")
+        logging.getLogger("celery.app.trace").info("Celery's own line")
+        logging.getLogger("a_job_module").info("the job's line")
+        logging.getLogger("jobline.engine.worker").warning("the worker's warning")
+    made = [(r.name, r.levelname) for r in worker_at_warning]
+    assert ("a_job_module", "INFO") in made
+    assert ("jobline.engine.worker", "WARNING") in made
+    assert not [name for name, level in made if level == "INFO" and name != "a_job_module"]
+    assert captured.dropped == 0
+    page = LogStore(store.db).page(job["_id"], 1, finished=True)
+    lines = [line["message"] for line in page.items]
+    assert lines == ["the job's line"]

@@ -230,11 +230,18 @@ def _install(root: logging.Logger) -> None:
     """The process's one capturing handler on the root logger, which must pass INFO."""
     if _handler not in root.handlers:
         root.addHandler(_handler)
-    if root.getEffectiveLevel() > logging.INFO:
-        # The worker's own handler keeps its level, so its log is as before.
+    level = root.getEffectiveLevel()
+    if level > logging.INFO:
+        # The worker's own handler keeps its level, so its log is as before; so do
+        # the worker's own loggers, whose records a job's log leaves out anyway:
+        # otherwise every job made their INFO records only to drop them.
         for handler in root.handlers:
             if handler is not _handler and handler.level == logging.NOTSET:
-                handler.setLevel(root.getEffectiveLevel())
+                handler.setLevel(level)
+        for name in MACHINERY:
+            machinery = logging.getLogger(name)
+            if machinery.level == logging.NOTSET:
+                machinery.setLevel(level)
         root.setLevel(logging.INFO)
 
 
