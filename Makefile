@@ -46,7 +46,7 @@ TEST_PROCESSES ?= 2
 test: setup lint
 	$(BIN)/pytest --numprocesses=$(TEST_PROCESSES) --dist=loadfile
 
-# Benchmarks: jobline beside raw Celery, RQ, Dramatiq and the two designs it replaces; 11-15 minutes on 2 cores.
+# Benchmarks: jobline beside raw Celery, RQ, Dramatiq and the two designs it replaces; 4-15 minutes on 2 cores.
 # BENCH_ARGS=--quick for a smoke run. Writes bench/results/latest.json and docs/bench.png.
 BENCH_STAMP := $(VENV)/.bench-installed
 bench-setup: setup $(BENCH_STAMP)
