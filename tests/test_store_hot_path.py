@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from pymongo import MongoClient, monitoring
 
 from jobline.core import ids
@@ -164,3 +168,27 @@ def test_every_read_a_sweep_makes_for_lost_and_stalled_work_is_equality_on_statu
         assert isinstance(query.get("status"), str), (collection, query)
         assert not any(field.startswith("$") for field in query), (collection, query)
         assert not any(isinstance(v, dict) and "$in" in v for v in query.values()), query
+
+
+@pytest.mark.parametrize("query", ["w=0", "W=0&journal=true", "retryWrites=false&w=0"])
+def test_a_mongodb_url_asking_for_unacknowledged_writes_is_refused_by_name(query: str) -> None:
+    # What a client is told was accepted must be stored: jobline will not run on w=0.
+    with pytest.raises(ValidationError, match="w=0") as caught:
+        Settings(mongo_url=f"mongodb://127.0.0.1:27017/?{query}")
+    assert caught.value.errors()[0]["loc"] == ("mongo_url",)
+
+
+def test_the_api_on_a_url_with_w0_stops_with_the_reason_and_no_traceback() -> None:
+    env = {**os.environ, "JOBLINE_MONGO_URL": "mongodb://127.0.0.1:27017/?w=0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobline", "api", "--port", "1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "unacknowledged writes (w=0)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_url_with_w1_or_majority_is_accepted() -> None:
+    for w in ("1", "majority", "2"):
+        assert Settings(mongo_url=f"mongodb://h/?w={w}").mongo_url.endswith(f"w={w}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from ipaddress import IPv4Network, IPv6Network
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,18 @@ class Settings(BaseSettings):
 
             parse_many(value)  # ValueError names what is wrong
         return value.strip()
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _writes_are_acknowledged(cls, value: str) -> str:
+        # A 202 means the job is stored; with w=0 MongoDB acknowledges nothing.
+        query = urlsplit(value).query
+        if any(k.lower() == "w" and v.strip() == "0" for k, v in parse_qsl(query)):
+            raise ValueError(
+                "the MongoDB URL asks for unacknowledged writes (w=0): jobline answers "
+                "202 only once a job is stored, so it needs writes MongoDB acknowledges"
+            )
+        return value
 
     @field_validator("webhook_allowed_networks")
     @classmethod
