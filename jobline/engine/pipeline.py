@@ -137,13 +137,13 @@ class Pipeline:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobline-insert") as ahead:
             inserting = ahead.submit(self._insert_slice, slices[0]) if slices else None
             for index, part in enumerate(slices):
-                assert inserting is not None
-                stored = inserting.exception()
-                if stored is not None and index == 0:
-                    raise stored
-                if stored is not None:
-                    failed = _as_unavailable(stored)
-                    outcomes += [failed for _ in built[len(outcomes) :]]
+                assert inserting is not None  # each slice's insert is started before its turn
+                failure = inserting.exception()
+                if failure is not None and index == 0:
+                    raise failure
+                if failure is not None:
+                    refused = _as_unavailable(failure)
+                    outcomes += [refused for _ in built[len(outcomes) :]]
                     break
                 following = slices[index + 1] if index + 1 < len(slices) else None
                 inserting = ahead.submit(self._insert_slice, following) if following else None
