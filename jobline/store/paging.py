@@ -160,7 +160,7 @@ class Windows:
         for _ in range(MAX_WINDOWS):
             start = top - width
             if self.top - top >= REACH_MS or start <= 0:
-                break  # far enough: the rest, back to the epoch, in one window
+                break  # far enough back (or at 1970): the rest in one window
             if span.from_ms is not None and start <= span.from_ms:
                 break
             self._found = 0
