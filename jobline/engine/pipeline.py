@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,24 +133,24 @@ class Pipeline:
         accepted and that error is raised; on a later one, the slices before it stand.
         """
         slices = [built[i : i + INSERT_SLICE] for i in range(0, len(built), INSERT_SLICE)]
+        if not slices:
+            return []
+        self._insert_slice(slices[0])  # its failure refuses the whole batch
         outcomes: list[Job | Unavailable] = []
+        # A thread starts only for a batch of more than one slice.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobline-insert") as ahead:
-            inserting = ahead.submit(self._insert_slice, slices[0]) if slices else None
+            stored: Future[None] | None = None
             for index, part in enumerate(slices):
-                assert inserting is not None  # each slice's insert is started before its turn
-                failure = inserting.exception()
-                if failure is not None and index == 0:
-                    raise failure
-                if failure is not None:
+                if stored is not None and (failure := stored.exception()) is not None:
                     refused = _as_unavailable(failure)
                     outcomes += [refused for _ in built[len(outcomes) :]]
                     break
                 following = slices[index + 1] if index + 1 < len(slices) else None
-                inserting = ahead.submit(self._insert_slice, following) if following else None
+                stored = ahead.submit(self._insert_slice, following) if following else None
                 done, refusal = self._publish_slice(part)
                 outcomes += done
                 if refusal is not None:
-                    if inserting is not None and inserting.exception() is None:
+                    if stored is not None and stored.exception() is None:
                         self._take_back([job["_id"] for job, _ in following or []])
                     outcomes += [refusal for _ in built[len(outcomes) :]]
                     break
