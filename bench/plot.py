@@ -42,6 +42,7 @@ def latencies(r: dict[str, Any]) -> dict[str, dict[str, float]]:
     if "e2e" in r:
         out["end to end, idle"] = r["e2e"]
     for key, label in (("get_one", "GET job"), ("list_first", "list, first page"),
+                       ("list_all", "list all, first page"),
                        ("list_deep", "list, deep page")):  # fmt: skip
         if key in r.get("read", {}):
             out[label] = r["read"][key]

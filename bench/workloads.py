@@ -35,6 +35,7 @@ class Endpoints:
     body: dict[str, Any]
     one: str  # GET prefix for one job by id
     listing: str  # GET path of the first page of succeeded jobs
+    everything: str  # GET path of the first page of every job (no filter)
     batch: str | None
 
     def list_page(self, cursor: str) -> str:
@@ -51,6 +52,7 @@ def endpoints() -> Endpoints:
             body={"type": "noop", "params": {}},
             one=f"{API}/jobs/",
             listing=f"{API}/jobs?status=succeeded&limit=50",
+            everything=f"{API}/jobs?limit=50",
             batch=f"{API}/jobs:batch",
         )
     params = {"name": "bench", "weight": 70, "height": 175}
@@ -61,6 +63,7 @@ def endpoints() -> Endpoints:
         body=params,
         one=f"{API}/calculations/",
         listing=f"{API}/calculations?limit=50",
+        everything=f"{API}/calculations?limit=50",
         batch=None,
     )
 
@@ -293,6 +296,7 @@ def read_path(b: Bench, total: int, seconds: float) -> dict[str, Any]:
         loads = {
             "get_one": wrk(b.base, "get", b.ends.one, id_file, connections=1, seconds=seconds),
             "list_first": wrk(b.base, "get", b.ends.listing, connections=1, seconds=seconds),
+            "list_all": wrk(b.base, "get", b.ends.everything, connections=1, seconds=seconds),
             "list_deep": wrk(b.base, "get", deep, connections=1, seconds=seconds),
         }
     b.wait_drained(timeout=300)
