@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from jobline.core import ids
 from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
-from jobline.store.lists import _window_query
+from jobline.store.lists import STATUSES, window_queries
 from jobline.store.paging import (
     FIRST_WINDOW_MS,
     GROWTH,
@@ -87,6 +88,18 @@ def test_once_a_window_finds_jobs_the_next_is_sized_by_what_it_found() -> None:
     assert grown > 2 * page
 
 
+def test_windows_that_find_nothing_grow_by_the_factor_asked_for() -> None:
+    # A list read a status at a time pays seven probes a window: it asks for 64.
+    walk = Windows(Span(), NOW_MS, wanted=51, growth=GROWTH**2)
+    starts = []
+    for window in itertools.islice(walk, 4):
+        assert window.from_ms is not None
+        starts.append(window.from_ms)
+        walk.found(0)
+    widths = [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
+    assert widths == [FIRST_WINDOW_MS * GROWTH ** (2 * i) for i in range(4)]
+
+
 def test_windows_sized_by_what_they_find_still_cover_the_span_without_gaps() -> None:
     for every_ms in (1, 7, 36, 1000, 86_400_000):
         walk = Windows(Span(), NOW_MS, wanted=10_000)
@@ -114,15 +127,6 @@ def test_a_span_ending_near_the_epoch_never_reaches_below_it() -> None:
     ws = list(windows(Span.of(created_before=before), NOW_MS))
     assert all(w.from_ms is None or w.from_ms > 0 for w in ws)
     assert ws[-1].from_ms is None
-
-
-def test_a_cursor_inside_a_millisecond_is_read_by_itself_first() -> None:
-    cursor = ids.new_id(NOW_MS)
-    inside, rest = Span.of(encode_cursor(cursor)).split_millisecond()
-    assert inside == NOW_MS
-    assert rest.below == ids.boundary_id(NOW_MS, upper=False)
-    before = Span.of(created_before=datetime.fromtimestamp(NOW_MS / 1000, UTC))
-    assert before.split_millisecond() == (None, before)
 
 
 def test_created_at_is_the_id_s_own_millisecond() -> None:
@@ -181,16 +185,11 @@ def test_every_window_of_every_filter_is_an_index_scan(
         assert newest is not None
         after = newest["created_at"] - timedelta(days=30)
         span = Span.of(encode_cursor(newest["_id"]), created_after=after)
-        if not equal:
-            span = span.split_millisecond()[1]
-    queries = [
-        _window_query(equal, w) for w in windows(span, int(datetime.now(UTC).timestamp() * 1000))
-    ]
-    if not equal:  # the cursor's own millisecond
-        queries.append(({"created_at": at_ms(NOW_MS)}, [("_id", -1)]))
-    for query, order in queries:
-        assert query
-        plan = store.jobs.find(query).sort(order).limit(51).explain()["queryPlanner"]
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    queries = [q for w in windows(span, now_ms) for q in window_queries(equal, w)]
+    for query in queries:
+        assert "_id" in query or not bounded
+        plan = store.jobs.find(query).sort("_id", -1).limit(51).explain()["queryPlanner"]
         stages = _plan_stages(plan["winningPlan"])
         assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])
 
@@ -222,10 +221,65 @@ def test_an_older_deployments_status_index_gives_way_to_the_one_transitions_also
     try:
         older.jobs.drop()
         older.jobs.create_index([("status", 1), ("_id", -1)])
+        # The indexes lists naming no status used before they read a status at a time.
+        older.jobs.create_index([("type", 1), ("_id", -1)])
+        older.jobs.create_index([("created_at", -1), ("_id", -1)])
         older.ensure_indexes()
         keys = [info["key"] for info in older.jobs.index_information().values()]
         assert [("status", 1), ("_id", -1)] not in keys
+        assert [("type", 1), ("_id", -1)] not in keys
+        assert [("created_at", -1), ("_id", -1)] not in keys
         assert [("status", 1), ("_id", -1), ("attempts", 1)] in keys
     finally:
         older.jobs.drop()
         older.close()
+
+
+@pytest.fixture
+def lists(settings: Settings) -> Iterator[JobStore]:
+    store = store_on(settings, "jobline_lists_by_status", auth=False)
+    yield store
+    store.jobs.drop()
+    store.close()
+
+
+def test_a_list_naming_no_status_pages_through_every_status_newest_first(
+    lists: JobStore,
+) -> None:
+    # Jobs of every status and two types, a spell of them within one millisecond
+    # (a batch), so that a page's cursor falls inside it.
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    moments = [now_ms - 5_000 + 37 * i for i in range(40)] + [now_ms - 1_000] * 30
+    jobs = []
+    for i, ms in enumerate(moments):
+        job = new_job(("noop", "sleep")[i % 2], {}, job_id=ids.new_id(ms))
+        job["status"] = STATUSES[i % len(STATUSES)]
+        jobs.append(job)
+    lists.insert_many(jobs)
+    for type in (None, "noop"):
+        expected = sorted((j["_id"] for j in jobs if type in (None, j["type"])), reverse=True)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = lists.list(limit=7, cursor=cursor, type=type)
+            seen += [job["_id"] for job in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == expected, type
+
+
+def test_every_write_of_a_job_touches_two_secondary_indexes_and_no_more(
+    lists: JobStore,
+) -> None:
+    # With auth off, the indexes that hold every job whatever its fields: neither
+    # partial (owner, expiry) nor sparse (idempotency key).
+    whole = [
+        info["key"]
+        for name, info in lists.jobs.index_information().items()
+        if name != "_id_" and not info.get("sparse") and "partialFilterExpression" not in info
+    ]
+    assert sorted(whole) == [
+        [("status", 1), ("_id", -1), ("attempts", 1)],
+        [("type", 1), ("status", 1), ("_id", -1)],
+    ]

@@ -3,13 +3,15 @@
 A page is newest first and continues below the last id it showed (keyset
 pagination; ids are UUIDv7, so id order is creation order, and a job's
 created_at is its id's millisecond). The store reads a page from a series of
-time windows, newest first, until the page is full: each eight times wider
-than the one before while they find nothing, then as wide as what they found
-says holds the rest of the page. Each window is one index range scan on every server;
-this matters on the embedded SecantusDB, which fetches and sorts every
-document a query matches before it applies the limit (and scans the whole
-collection for a range on _id alone), so one unbounded query would cost as
-much as the collection.
+time windows, newest first, until the page is full: the first 1 ms, each
+eight times wider than the one before while they find nothing, then as wide
+as what they found says holds the rest of the page, but no more than eight
+times wider (64 times, for a list read a status at a time). Each window is
+read by index range scans on every server (one, or one a status: see
+jobline.store.lists); this matters on the embedded SecantusDB, which fetches
+and sorts every document a query matches before it applies the limit (and
+scans the whole collection for a range on _id alone), so one unbounded query
+would cost as much as the collection.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ WINDOWS = 14
 REACH_MS = FIRST_WINDOW_MS * (GROWTH**WINDOWS - 1) // (GROWTH - 1)
 # Once a window finds jobs, the next reaches as far as the density found so far
 # says holds the rest of the page, a quarter more, but never less far than the
-# last nor more than GROWTH times it. SecantusDB reads every job a window holds:
-# at 28 jobs a second, growth alone read 131 jobs for a page of 50.
+# last nor more than GROWTH (or the growth asked for) times it. SecantusDB reads
+# every job a window holds: at 28 jobs a second, growth alone read 131 jobs for
+# a page of 50.
 MARGIN = 1.25
 # A bound on the windows of one page, whatever they find; an open one follows.
 MAX_WINDOWS = 64
@@ -97,20 +100,6 @@ class Span:
         from_ms = _ms(created_after) + 1 if created_after is not None else None
         return cls(min(bounds) if bounds else None, from_ms)
 
-    def split_millisecond(self) -> tuple[int | None, Span]:
-        """The millisecond a cursor stops inside, if it does, and the span below it.
-
-        A cursor's millisecond may hold more jobs (a batch): the store reads
-        that one millisecond by itself, then the rest of the span in windows.
-        """
-        if self.below is None:
-            return None, self
-        ms = ids.timestamp_ms(self.below)
-        if self.below == ids.boundary_id(ms, upper=False):
-            return None, self
-        inside = ms if self.from_ms is None or ms >= self.from_ms else None
-        return inside, Span(ids.boundary_id(ms, upper=False), self.from_ms)
-
 
 @dataclass(frozen=True)
 class Window:
@@ -127,25 +116,20 @@ class Window:
             bounds["$gte"] = ids.boundary_id(self.from_ms, upper=False)
         return bounds
 
-    def created_range(self) -> dict[str, datetime]:
-        """The same window as created_at bounds; only for a span split by millisecond."""
-        bounds: dict[str, datetime] = {}
-        if self.below is not None:
-            bounds["$lt"] = at_ms(ids.timestamp_ms(self.below))
-        if self.from_ms is not None:
-            bounds["$gte"] = at_ms(self.from_ms)
-        return bounds
-
 
 class Windows:
     """The windows that cover a span, newest first, each sized by what the last ones found.
 
     Iterate, and after each window say with ``found`` how many of the
-    ``wanted`` jobs it held; without that, each is GROWTH times the last.
+    ``wanted`` jobs it held; without that, each is ``growth`` times the last, and
+    never more than that with it.
     """
 
-    def __init__(self, span: Span, now_ms: int, wanted: int | None = None) -> None:
+    def __init__(
+        self, span: Span, now_ms: int, wanted: int | None = None, growth: int = GROWTH
+    ) -> None:
         self.span = span
+        self.growth = growth
         self.top = ids.timestamp_ms(span.below) if span.below is not None else now_ms
         self.wanted = wanted
         self._found = 0
@@ -168,15 +152,16 @@ class Windows:
             found, seen = self._found, seen + self._found
             wanted = None if wanted is None else wanted - found
             below, top = ids.boundary_id(start, upper=False), start
-            width = _next_width(width, found, seen, self.top - top, wanted)
+            if found and wanted is not None and wanted > 0:
+                width = _next_width(width, seen, self.top - top, wanted, self.growth)
+            else:
+                width *= self.growth
         yield Window(below, span.from_ms)
 
 
-def _next_width(width: int, found: int, seen: int, covered_ms: int, wanted: int | None) -> int:
-    if not found or wanted is None or wanted <= 0:
-        return width * GROWTH
+def _next_width(width: int, seen: int, covered_ms: int, wanted: int, growth: int) -> int:
     holds_the_rest = math.ceil(covered_ms * wanted * MARGIN / seen)
-    return max(width, min(width * GROWTH, holds_the_rest))
+    return max(width, min(width * growth, holds_the_rest))
 
 
 def windows(span: Span, now_ms: int) -> Iterator[Window]:
