@@ -12,7 +12,7 @@ import pytest
 from jobline.core import ids
 from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
-from jobline.store.lists import STATUSES, window_queries
+from jobline.store.lists import OWNED, STATUSES, window_queries
 from jobline.store.paging import (
     FIRST_WINDOW_MS,
     GROWTH,
@@ -88,16 +88,21 @@ def test_once_a_window_finds_jobs_the_next_is_sized_by_what_it_found() -> None:
     assert grown > 2 * page
 
 
-def test_windows_that_find_nothing_grow_by_the_factor_asked_for() -> None:
+def test_windows_grow_eightfold_while_empty_and_up_to_the_growth_asked_for_once_sized() -> None:
     # A list read a status at a time pays seven probes a window: it asks for 64.
-    walk = Windows(Span(), NOW_MS, wanted=51, growth=GROWTH**2)
-    starts = []
-    for window in itertools.islice(walk, 4):
-        assert window.from_ms is not None
-        starts.append(window.from_ms)
-        walk.found(0)
-    widths = [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
-    assert widths == [FIRST_WINDOW_MS * GROWTH ** (2 * i) for i in range(4)]
+    def widths(growth: int, found: list[int]) -> list[int]:
+        walk = Windows(Span(), NOW_MS, wanted=51, growth=growth)
+        starts = []
+        for window, n in zip(walk, found, strict=False):
+            assert window.from_ms is not None
+            starts.append(window.from_ms)
+            walk.found(n)
+        return [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
+
+    assert widths(GROWTH**2, [0, 0, 0]) == [1, 8, 64]
+    # One job in the first 1 ms: the rest of the page (50) is some 63 ms away.
+    assert widths(GROWTH**2, [1, 0]) == [1, 63]
+    assert widths(GROWTH, [1, 0]) == [1, 8]
 
 
 def test_windows_sized_by_what_they_find_still_cover_the_span_without_gaps() -> None:
@@ -141,6 +146,8 @@ FILTERS: list[dict[str, Any]] = [
     {"type": "noop", "status": str(Status.QUEUED)},
     {"owner": "alice"},
     {"owner": "alice", "type": "noop"},
+    {"owner": "alice", "status": str(Status.QUEUED)},
+    {"owner": "alice", "type": "noop", "status": str(Status.QUEUED)},
 ]
 
 
@@ -150,6 +157,15 @@ def _plan_stages(plan: dict[str, Any]) -> set[str]:
         if child:
             stages |= _plan_stages(child)
     return stages
+
+
+def _scanned_keys(plan: dict[str, Any]) -> list[str]:
+    """The fields of the index the plan scans."""
+    if "keyPattern" in plan:
+        return list(plan["keyPattern"])
+    return next(
+        _scanned_keys(c) for c in [plan.get("inputStage"), *plan.get("inputStages", [])] if c
+    )
 
 
 def store_on(settings: Settings, db: str, *, auth: bool) -> JobStore:
@@ -192,6 +208,11 @@ def test_every_window_of_every_filter_is_an_index_scan(
         plan = store.jobs.find(query).sort("_id", -1).limit(51).explain()["queryPlanner"]
         stages = _plan_stages(plan["winningPlan"])
         assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])
+        # Every equality is one of the index's leading fields, then the id.
+        fields = _scanned_keys(plan["winningPlan"])
+        equalities = set(query) - {"_id"}
+        assert set(fields[: len(equalities)]) == equalities, (query, fields)
+        assert fields[len(equalities)] == "_id", (query, fields)
 
 
 def test_owner_indexes_exist_only_while_auth_is_on(settings: Settings) -> None:
@@ -205,8 +226,8 @@ def test_owner_indexes_exist_only_while_auth_is_on(settings: Settings) -> None:
         # With auth off no list asks for an owner; each index costs every write.
         assert owner_indexes(off) == []
         assert sorted(owner_indexes(on)) == [
-            [("owner", 1), ("_id", -1)],
-            [("owner", 1), ("type", 1), ("_id", -1)],
+            [("owner", 1), ("status", 1), ("_id", -1)],
+            [("owner", 1), ("type", 1), ("status", 1), ("_id", -1)],
         ]
     finally:
         for store in (off, on):
@@ -224,11 +245,17 @@ def test_an_older_deployments_status_index_gives_way_to_the_one_transitions_also
         # The indexes lists naming no status used before they read a status at a time.
         older.jobs.create_index([("type", 1), ("_id", -1)])
         older.jobs.create_index([("created_at", -1), ("_id", -1)])
+        older.jobs.create_index([("owner", 1), ("_id", -1)], partialFilterExpression=OWNED)
+        older.jobs.create_index(
+            [("owner", 1), ("type", 1), ("_id", -1)], partialFilterExpression=OWNED
+        )
         older.ensure_indexes()
         keys = [info["key"] for info in older.jobs.index_information().values()]
         assert [("status", 1), ("_id", -1)] not in keys
         assert [("type", 1), ("_id", -1)] not in keys
         assert [("created_at", -1), ("_id", -1)] not in keys
+        assert [("owner", 1), ("_id", -1)] not in keys
+        assert [("owner", 1), ("type", 1), ("_id", -1)] not in keys
         assert [("status", 1), ("_id", -1), ("attempts", 1)] in keys
     finally:
         older.jobs.drop()
@@ -246,27 +273,31 @@ def lists(settings: Settings) -> Iterator[JobStore]:
 def test_a_list_naming_no_status_pages_through_every_status_newest_first(
     lists: JobStore,
 ) -> None:
-    # Jobs of every status and two types, a spell of them within one millisecond
-    # (a batch), so that a page's cursor falls inside it.
+    # Jobs of every status, two types and two owners (one none), a spell of them
+    # within one millisecond (a batch), so that a page's cursor falls inside it.
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     moments = [now_ms - 5_000 + 37 * i for i in range(40)] + [now_ms - 1_000] * 30
     jobs = []
     for i, ms in enumerate(moments):
-        job = new_job(("noop", "sleep")[i % 2], {}, job_id=ids.new_id(ms))
+        owner = "alice" if i % 3 else None
+        job = new_job(("noop", "sleep")[i % 2], {}, owner=owner, job_id=ids.new_id(ms))
         job["status"] = STATUSES[i % len(STATUSES)]
         jobs.append(job)
     lists.insert_many(jobs)
-    for type in (None, "noop"):
-        expected = sorted((j["_id"] for j in jobs if type in (None, j["type"])), reverse=True)
+    for type, owner in itertools.product((None, "noop"), (None, "alice")):
+        expected = sorted(
+            (j["_id"] for j in jobs if type in (None, j["type"]) and owner in (None, j["owner"])),
+            reverse=True,
+        )
         seen: list[str] = []
         cursor = None
         while True:
-            page = lists.list(limit=7, cursor=cursor, type=type)
+            page = lists.list(limit=7, cursor=cursor, type=type, owner=owner)
             seen += [job["_id"] for job in page.items]
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-        assert seen == expected, type
+        assert seen == expected, (type, owner)
 
 
 def test_every_write_of_a_job_touches_two_secondary_indexes_and_no_more(

@@ -15,13 +15,14 @@ from jobline.store.mongo import mine, unavailable_as_error
 from jobline.store.paging import GROWTH, Page, Span, Window, Windows, encode_cursor
 from jobline.store.records import Job, Status, now
 
-# Every list query is equality on an index's prefix and a range on _id (a
-# UUIDv7: {_id: -1} is newest first). A list that names no status (nor owner)
-# reads each status on its own, on the status index or the type-and-status one,
-# and merges them: SecantusDB plans neither $in nor $or on an index, and scans
-# the collection for a range on _id alone, so an index of its own for such lists
-# (on type, on created_at) would be two more that every write of every job
-# maintains, to serve reads that seven index probes serve as well (measured).
+# Every list query is equality on an index's leading fields, the status among
+# them, and a range on _id (a UUIDv7: {_id: -1} is newest first). A list that
+# names no status reads each status on its own and merges them: SecantusDB
+# plans neither $in nor $or on an index, uses an index only when its leading
+# fields are the filter's equalities, and scans the collection for a range on
+# _id alone, so an index of its own for such lists (on type, on created_at, on
+# owner) would be one more that every write of every job maintains, to serve
+# reads that seven index probes serve as well (measured).
 #
 # SecantusDB rewrites every entry of every index a document is in on each
 # update (a real mongod only those whose fields changed), and weighs every
@@ -30,7 +31,8 @@ from jobline.store.records import Job, Status, now
 # with auth on: their indexes are made only then (with auth off no query asks
 # for an owner, and the store does a quarter less work a job without them,
 # measured), and are partial on an owner being set. Equality on an owner
-# implies the filter, so both servers use them for a key's own lists.
+# implies the filter, so both servers use them for a key's own lists; a key's
+# list by status (or type and status) is served by them too.
 #
 # attempts trails the status index so that every conditional transition's filter
 # ({_id, status, attempts}) is that index's leading fields: SecantusDB then picks
@@ -43,19 +45,29 @@ LIST_INDEXES: tuple[tuple[list[tuple[str, int]], dict[str, Any]], ...] = (
 )
 # With auth on, a key that is not an admin's lists only its owner's jobs.
 OWNER_INDEXES: tuple[tuple[list[tuple[str, int]], dict[str, Any]], ...] = (
-    ([("owner", ASCENDING), ("_id", DESCENDING)], {"partialFilterExpression": OWNED}),
     (
-        [("owner", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
+        [("owner", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
+        {"partialFilterExpression": OWNED},
+    ),
+    (
+        [("owner", ASCENDING), ("type", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
         {"partialFilterExpression": OWNED},
     ),
 )
 # Indexes of older deployments that one above replaces, or that lists no longer use.
-RETIRED_INDEXES = ("status_1__id_-1", "type_1__id_-1", "created_at_-1__id_-1")
+RETIRED_INDEXES = (
+    "status_1__id_-1",
+    "type_1__id_-1",
+    "created_at_-1__id_-1",
+    "owner_1__id_-1",
+    "owner_1_type_1__id_-1",
+)
 STATUSES = tuple(str(status) for status in Status)
 # A window read status by status costs a probe a status, most finding nothing,
-# so such windows may each grow to 64 times the last, not 8: fewer probes to
-# reach the jobs and the rest of the page, and the first window still 1 ms, as
-# narrow as a batch's burst of jobs needs.
+# so once such windows have found jobs, the next may reach as far as their
+# density says, up to 64 times the last instead of 8: fewer probes for the rest
+# of the page. While they find nothing they grow eightfold like any other, so
+# that one past a quiet spell does not reach 64 times too far into what follows.
 GROWTH_BY_STATUS = GROWTH**2
 NEWEST_FIRST = [("_id", DESCENDING)]
 
@@ -120,5 +132,5 @@ def window_queries(equal: dict[str, Any], window: Window) -> list[dict[str, Any]
 
 
 def _by_status(equal: dict[str, Any]) -> bool:
-    """Whether a list is read a status at a time: one naming neither a status nor an owner."""
-    return "status" not in equal and "owner" not in equal
+    """Whether a list is read a status at a time: one that names no status."""
+    return "status" not in equal

@@ -5,8 +5,8 @@ pagination; ids are UUIDv7, so id order is creation order, and a job's
 created_at is its id's millisecond). The store reads a page from a series of
 time windows, newest first, until the page is full: the first 1 ms, each
 eight times wider than the one before while they find nothing, then as wide
-as what they found says holds the rest of the page, but no more than eight
-times wider (64 times, for a list read a status at a time). Each window is
+as what they found says holds the rest of the page, but at most eight times
+wider than the last (64 times, for a list read a status at a time). Each window is
 read by index range scans on every server (one, or one a status: see
 jobline.store.lists); this matters on the embedded SecantusDB, which fetches
 and sorts every document a query matches before it applies the limit (and
@@ -121,8 +121,8 @@ class Windows:
     """The windows that cover a span, newest first, each sized by what the last ones found.
 
     Iterate, and after each window say with ``found`` how many of the
-    ``wanted`` jobs it held; without that, each is ``growth`` times the last, and
-    never more than that with it.
+    ``wanted`` jobs it held. While they find nothing each is GROWTH times the
+    last; once sized by what they found, at most ``growth`` times.
     """
 
     def __init__(
@@ -155,7 +155,7 @@ class Windows:
             if found and wanted is not None and wanted > 0:
                 width = _next_width(width, seen, self.top - top, wanted, self.growth)
             else:
-                width *= self.growth
+                width *= GROWTH
         yield Window(below, span.from_ms)
 
 
