@@ -74,6 +74,8 @@ def board_settings(redis_url: str, mongo_url: str) -> Settings:
         mongo_db="jobline_board",
         bmi_seconds=2,
         flower_url="http://flower.invalid:5555/",
+        # The board reads its list again this often (30 s unless set).
+        board_resync_seconds=1,
     )
 
 
@@ -175,6 +177,22 @@ def test_a_bmi_order_moves_from_queued_to_succeeded_with_its_progress_bar_fillin
     assert progress == sorted(progress) and progress[-1] == 100
     assert any(0 < p < 100 for p in progress), "the bar should move while the job runs"
     assert ticket(job_id) in page.locator(".ready").inner_text()
+
+
+def test_a_job_removed_without_an_event_leaves_the_board_at_its_next_resync(
+    page: Page, board: Api, board_settings: Settings
+) -> None:
+    job_id = order(page, board, name="Gone", weight="60", height="170")
+    expect(row(page, job_id)).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    # As retention removes a finished job: straight from MongoDB, no event sent.
+    store = JobStore(board_settings)
+    try:
+        assert store.jobs.delete_one({"_id": job_id}).deleted_count == 1
+    finally:
+        store.close()
+    # Well before the event stream ends (JOBLINE_STREAM_MAX_SECONDS) and reconnects.
+    expect(row(page, job_id)).to_have_count(0, timeout=10_000)
+    expect(page.get_by_test_id("live")).to_have_text("live")
 
 
 @pytest.mark.parametrize(

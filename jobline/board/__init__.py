@@ -29,7 +29,11 @@ def blueprint(settings: Settings) -> Blueprint:
     def index() -> ResponseReturnValue:
         """The board: a form to submit any job type, and the jobs, newest first, live."""
         page = render_template(
-            "dashboard.html", flower_url=settings.flower_url, api_base="/api/v1", auth=settings.auth
+            "dashboard.html",
+            flower_url=settings.flower_url,
+            api_base="/api/v1",
+            auth=settings.auth,
+            resync_ms=int(settings.board_resync_seconds * 1000),
         )
         return page, 200, {"Cache-Control": "no-cache"}
 

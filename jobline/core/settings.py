@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # holds one API thread, so streams are bounded).
     flower_url: str = "http://127.0.0.1:5555/"
     stream_max_seconds: float = Field(default=300.0, gt=0)
+    # How often the board reads its list again while following the stream, to
+    # drop or correct what no event told it (a job removed by retention).
+    board_resync_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # API keys: "on" refuses requests without a valid `Authorization: Bearer KEY`.
     auth: bool = True

@@ -1,6 +1,7 @@
 // The jobline board: one Alpine.js component over the public API.
-// Jobs are loaded once (and again on every reconnect), then kept current by
-// the /events stream; the MongoDB record behind GET /jobs/<id> stays the truth.
+// Jobs are loaded once (and again on every reconnect and every resyncMs while
+// the page is seen), then kept current by the /events stream; the MongoDB
+// record behind GET /jobs/<id> stays the truth.
 // Beside it: api.js (requests), orderform.js (the form's fields), jobview.js
 // (one job's log and files, spread into this component) and workflows.js.
 //
@@ -61,6 +62,11 @@ document.addEventListener("alpine:init", () => {
 
     async start() {
       setInterval(() => (this.now = Date.now()), 1000);
+      // A job no event told of (removed by retention, an event lost) is
+      // corrected by reading the list again now and then.
+      setInterval(() => {
+        if (this.live && document.visibilityState === "visible") this.reload();
+      }, config.resyncMs || 30000);
       await this.loadTypes();
       this.follow();
     },
