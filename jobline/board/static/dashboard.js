@@ -54,7 +54,7 @@ document.addEventListener("alpine:init", () => {
     fetching: new Map(), // job id -> whether it changed again while being fetched
     apiKey: localStorage.getItem(KEY_STORAGE) || "",
     stream: null, // the AbortController of the open event stream
-    changedAt: new Map(), // job id → when an event last changed its row (see reload)
+    changedAt: new Map(), // job id → when an event or an answer last changed its row (see reload)
     retryMs: 1000,
     deferred: [],
     picked: {}, // field name -> the File chosen for a FileRef field
@@ -230,15 +230,21 @@ document.addEventListener("alpine:init", () => {
     },
 
     // Insert or replace a row with a job the API returned; newest (highest id) first.
+    // The time is kept, as for an event, so that a list read begun before it
+    // (reload) does not put an older state of the job back.
     upsert(job, force = false) {
       const i = this.jobs.findIndex((j) => j.id === job.id);
       if (i >= 0) {
-        if (force || compare(version(job), version(this.jobs[i])) >= 0) this.jobs[i] = job;
+        if (!force && compare(version(job), version(this.jobs[i])) < 0) return;
+        this.jobs[i] = job;
       } else if (this.matches(job)) {
         const at = this.jobs.findIndex((j) => j.id < job.id);
         this.jobs.splice(at < 0 ? this.jobs.length : at, 0, job);
         if (this.jobs.length > PAGE) this.jobs.pop();
+      } else {
+        return;
       }
+      this.changedAt.set(job.id, Date.now());
     },
 
     // Follow /events for as long as the page is open, reconnecting when a stream
