@@ -7,11 +7,13 @@ nothing may end twice.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 import redis
 
 from jobline.api import create_app
+from jobline.core.settings import Settings
 from jobline.engine import queue, sweeper
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
@@ -38,6 +41,7 @@ pytestmark = pytest.mark.fault
 
 CALCS = "/api/v1/calculations"
 ADA = {"name": "Ada", "weight": 55, "height": 170}
+KEYED = {"Idempotency-Key": "refused-while-hung"}
 
 
 @dataclass
@@ -68,6 +72,16 @@ class Server:
     def ensure_up(self) -> None:
         if self.process is None or not self.process.alive():
             self.start()
+
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """SIGSTOP: the server keeps its connections open and answers nothing, until SIGCONT."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
 
 class Faults:
@@ -150,6 +164,13 @@ def faults(stack: Faults) -> Faults:
     """The module's servers, running and empty, with no worker yet."""
     stack.reset()
     return stack
+
+
+def hung_answer_bound(settings: Settings) -> float:
+    """How long a submission may wait on a server that answers nothing: a few connect
+    timeouts (a try and a retry, or the store's heartbeat and its check), never the
+    10 to 20 s it took before they bounded it."""
+    return 4 * settings.connect_timeout_seconds + 1.5
 
 
 def succeeded_once(logs: str, job_id: str) -> int:
@@ -295,6 +316,33 @@ def test_with_redis_down_a_submission_gets_503_and_nothing_is_stored_then_all_ac
 
 
 @pytest.mark.timeout(120)
+def test_with_redis_hung_a_submission_gets_503_within_its_timeouts_and_nothing_is_stored(
+    faults: Faults,
+) -> None:
+    faults.worker("steady")
+    first = faults.api.post(CALCS, json=ADA)
+    assert first.status_code == 202
+    wait_job(faults.store, first.json()["id"], lambda job: job["status"] == "succeeded")
+
+    with faults.redis.hung():
+        started = time.monotonic()
+        refused = faults.api.post(CALCS, json=ADA, timeout=60)
+        waited = time.monotonic() - started
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["title"] == "Broker unavailable"
+        assert waited < hung_answer_bound(faults.settings), f"answered after {waited:.1f}s"
+        # Taken back, as with Redis down; MongoDB still answers the list.
+        assert faults.store.jobs.count_documents({}) == 1
+        listed = faults.api.get(CALCS)
+        assert [job["id"] for job in listed.json()["items"]] == [first.json()["id"]]
+
+    after = faults.api.post(CALCS, json=ADA)
+    assert after.status_code == 202
+    ended = wait_job(faults.store, after.json()["id"], lambda job: job["status"] == "succeeded")
+    assert ended["attempts"] == 1
+
+
+@pytest.mark.timeout(120)
 def test_jobs_accepted_before_a_redis_crash_all_complete_after_it_restarts_from_its_aof(
     faults: Faults,
 ) -> None:
@@ -338,6 +386,36 @@ def test_what_was_accepted_just_before_a_mongodb_crash_is_all_there_after_it_res
     wait_until(lambda: faults.api.get(f"/api/v1/jobs/{ids[0]}").status_code == 200, 30, "MongoDB")
     assert [faults.api.get(f"/api/v1/jobs/{job_id}").status_code for job_id in ids] == [200] * 16
     assert faults.api.get(f"/api/v1/workflows/{flow.json()['id']}").status_code == 200
+
+
+@pytest.mark.timeout(120)
+def test_with_mongodb_hung_a_submission_gets_503_within_its_timeouts_and_nothing_is_published(
+    faults: Faults,
+) -> None:
+    # No worker: the broker's queue shows exactly what was published.
+    first = faults.api.post(CALCS, json=ADA)
+    assert first.status_code == 202
+    assert faults.queue_depth() == 1
+
+    with faults.mongo.hung():
+        started = time.monotonic()
+        refused = faults.api.post(CALCS, json=ADA, headers=KEYED, timeout=60)
+        waited = time.monotonic() - started
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["title"] == "Job store unavailable"
+        assert int(refused.headers["Retry-After"]) > 0
+        assert waited < hung_answer_bound(faults.settings), f"answered after {waited:.1f}s"
+        assert faults.queue_depth() == 1
+
+    faults.worker("patient", concurrency=1)
+    # The refused insert may still land once the server wakes; retried under its key,
+    # the request gets that job (200) or a new one (202), never a second one.
+    again = faults.api.post(CALCS, json=ADA, headers=KEYED)
+    assert again.status_code in (200, 202), again.text
+    assert faults.store.jobs.count_documents({"idempotency_key": KEYED["Idempotency-Key"]}) == 1
+    ids = [first.json()["id"], again.json()["id"]]
+    ended = wait_all_terminal(faults.store, ids, 60)
+    assert [job["status"] for job in ended] == ["succeeded"] * 2
 
 
 @pytest.mark.timeout(120)

@@ -118,10 +118,9 @@ def create_app(settings: Settings | None = None, *, pipeline: Pipeline | None = 
         JSON_SORT_KEYS=False,
     )
     if pipeline is None:
+        celery = make_celery(settings, answers_clients=True)
         store = JobStore(settings)
-        pipeline = Pipeline(
-            settings, store, make_celery(settings), load_catalogue(settings.job_module_list)
-        )
+        pipeline = Pipeline(settings, store, celery, load_catalogue(settings.job_module_list))
     keys = KeyStore(pipeline.store.db)
     try:
         pipeline.store.ensure_indexes()

@@ -51,9 +51,13 @@ def is_amqp(broker_url: str) -> bool:
     return broker_url.split("://", 1)[0].lower() in AMQP_SCHEMES
 
 
-def _broker_options(settings: Settings) -> dict[str, Any]:
+def _broker_options(settings: Settings, answers_clients: bool) -> dict[str, Any]:
     """Transport settings that differ between Redis and RabbitMQ."""
     timeout = settings.connect_timeout_seconds
+    # A Redis that stops answering leaves a command waiting out the socket timeout,
+    # once a try. The API waits no longer than its connect timeout, as it promises;
+    # workers wait longer, as Redis may pause writes while its disk is slow to sync.
+    command_timeout = timeout if answers_clients else max(timeout, 5.0)
     if is_amqp(settings.broker):
         return {
             # RabbitMQ needs x-max-priority on a queue for priorities to count;
@@ -70,14 +74,18 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
     return {
         "broker_transport_options": {
             "visibility_timeout": VISIBILITY_TIMEOUT,
-            "socket_timeout": max(timeout, 5.0),
+            "socket_timeout": command_timeout,
             "socket_connect_timeout": timeout,
         },
     }
 
 
-def make_celery(settings: Settings) -> Celery:
-    """A Celery app on the configured broker; JSON only, results kept in MongoDB."""
+def make_celery(settings: Settings, *, answers_clients: bool = False) -> Celery:
+    """A Celery app on the configured broker; JSON only, results kept in MongoDB.
+
+    ``answers_clients``: the API's, which answers 503 within the connect timeout
+    (a try or two of it) when the broker does not answer.
+    """
     app = Celery("jobline", broker=settings.broker, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -95,12 +103,12 @@ def make_celery(settings: Settings) -> Celery:
         # Jobs are slow: a worker reserves no more than it is running.
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        **_broker_options(settings),
+        **_broker_options(settings, answers_clients),
         # Fail a submission quickly when the broker is down, so the API can
-        # answer 503 instead of hanging.
+        # answer 503 instead of hanging: one more try rides out a reconnect.
         task_publish_retry=True,
         task_publish_retry_policy={
-            "max_retries": 2,
+            "max_retries": 1,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,
