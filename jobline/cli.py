@@ -22,6 +22,7 @@ from jobline.clients import workflow_cli
 from jobline.clients.options import data_dir_option, ensure_indexes, settings_beside
 from jobline.core import local_stack
 from jobline.core.settings import Settings
+from jobline.local.supervisor import RestartPolicy
 
 log = logging.getLogger("jobline")
 
@@ -285,15 +286,40 @@ def _pipeline(resolved: local_stack.Resolved) -> Any:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the servers keep their data and logs [env JOBLINE_DATA_DIR]",
 )
+@click.option(
+    "--restart-limit",
+    envvar="JOBLINE_RESTART_LIMIT",
+    default=RestartPolicy.max_exits,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="A process that exits this many times within --restart-within is not started "
+    "again, and everything stops [env JOBLINE_RESTART_LIMIT]",
+)
+@click.option(
+    "--restart-within",
+    envvar="JOBLINE_RESTART_WITHIN_SECONDS",
+    default=RestartPolicy.within,
+    show_default=True,
+    type=click.FloatRange(1, 7 * 86400),
+    help="Seconds over which --restart-limit counts exits [env JOBLINE_RESTART_WITHIN_SECONDS]",
+)
 def up(
-    api_port: int, flower_port: int, workers: int, concurrency: int | None, data_dir: Path
+    api_port: int,
+    flower_port: int,
+    workers: int,
+    concurrency: int | None,
+    data_dir: Path,
+    restart_limit: int,
+    restart_within: float,
 ) -> None:
     """Start the whole stack on this machine; Ctrl-C or SIGTERM stops all of it."""
     from jobline.local.servers import ServerError
     from jobline.local.stack import Stack
 
     _logging()
-    stack = Stack(data_dir.resolve(), api_port, flower_port, workers, concurrency)
+    policy = RestartPolicy(max_exits=restart_limit, within=restart_within)
+    stack = Stack(data_dir.resolve(), api_port, flower_port, workers, concurrency,
+                  restart_policy=policy)  # fmt: skip
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

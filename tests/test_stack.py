@@ -56,7 +56,7 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes]) -> req
 class Up:
     """`jobline up` run as a subprocess, the way a user starts it."""
 
-    def __init__(self, data_dir: Path, **environ: str) -> None:
+    def __init__(self, data_dir: Path, *options: str, **environ: str) -> None:
         self.api_port, self.flower_port = local.free_port(), local.free_port()
         self.base = f"http://127.0.0.1:{self.api_port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLINE_")}
@@ -65,7 +65,7 @@ class Up:
         self.process = subprocess.Popen(
             local.jobline_argv(
                 "up", f"--api-port={self.api_port}", f"--flower-port={self.flower_port}",
-                f"--data-dir={data_dir}", "--concurrency=1",
+                f"--data-dir={data_dir}", "--concurrency=1", *options,
             ),
             env=env,
             stdout=subprocess.PIPE,

@@ -44,8 +44,8 @@ class Printed:
 class WatchedUp(Up):
     """`jobline up` whose terminal output a test reads as it goes."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, *options: str) -> None:
+        super().__init__(data_dir, *options)
         self.data_dir = data_dir
         self.printed = Printed(self)
 
@@ -160,3 +160,26 @@ def test_an_embedded_server_killed_with_sigkill_comes_back_on_its_port_with_its_
     assert job["status"] == "succeeded"
     assert f"{name} was killed by SIGKILL after " in up.printed.read()
     assert up.process.poll() is None
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_past_its_restart_limit_stops_the_stack_naming_it(tmp_path: Path) -> None:
+    stack = WatchedUp(tmp_path / "data", "--restart-limit=2", "--restart-within=600")
+    try:
+        marker = "--hostname=worker1@"
+        first = wait_until(lambda: child_pid(stack.process.pid, marker), 30, "worker-1")
+        os.kill(first, signal.SIGKILL)
+        second = restarted(stack, marker, first)
+        everything = descendants(stack.process.pid)
+        os.kill(second, signal.SIGKILL)
+        stack.process.wait(timeout=120)
+        output = stack.printed.read()
+        assert stack.process.returncode == 1, output
+        assert (
+            "worker-1 exited 2 times within 600s (the last time it was killed by SIGKILL), "
+            "so it was not restarted again: see "
+        ) in output
+        assert "everything was stopped" in output
+        assert [pid for pid in everything if alive(pid)] == []
+    finally:
+        stack.kill()
