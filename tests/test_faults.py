@@ -403,6 +403,7 @@ def test_with_mongodb_hung_a_submission_gets_503_within_its_timeouts_and_nothing
         waited = time.monotonic() - started
         assert refused.status_code == 503, refused.text
         assert refused.json()["title"] == "Job store unavailable"
+        assert not refused.json()["detail"].split(": ")[-1].startswith("_"), refused.text
         assert int(refused.headers["Retry-After"]) > 0
         assert waited < hung_answer_bound(faults.settings), f"answered after {waited:.1f}s"
         assert faults.queue_depth() == 1

@@ -63,7 +63,9 @@ def unavailable_as_error(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except ConnectionFailure as exc:
-            raise StoreUnavailable(f"MongoDB unreachable: {type(exc).__name__}") from exc
+            # pymongo's own name for an operation its heartbeat gave up on is private.
+            reason = type(exc).__name__.lstrip("_")
+            raise StoreUnavailable(f"MongoDB unreachable: {reason}") from exc
 
     return wrapper
 
