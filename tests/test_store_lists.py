@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import MongoClient, monitoring
 
 from jobline.core import ids
 from jobline.core.settings import Settings
@@ -103,6 +104,38 @@ def test_windows_grow_eightfold_while_empty_and_up_to_the_growth_asked_for_once_
     # One job in the first 1 ms: the rest of the page (50) is some 63 ms away.
     assert widths(GROWTH**2, [1, 0]) == [1, 63]
     assert widths(GROWTH, [1, 0]) == [1, 8]
+
+
+def test_after_an_empty_first_window_the_next_reaches_as_far_as_the_last_page_did() -> None:
+    def widths(found: list[int], reach_ms: int | None) -> list[int]:
+        walk = Windows(Span(), NOW_MS, wanted=51, reach_ms=reach_ms)
+        starts = []
+        for window, n in zip(walk, found, strict=False):
+            assert window.from_ms is not None
+            starts.append(window.from_ms)
+            walk.found(n)
+        return [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
+
+    assert widths([0, 0, 0], reach_ms=2_000) == [1, 1_999, 1_999 * GROWTH]
+    assert widths([0, 0], reach_ms=4) == [1, 8]  # never less than growth alone
+    # The first millisecond found jobs (a burst): sized by them, not by the last page.
+    assert widths([1, 0], reach_ms=2_000) == [1, 8]
+    # What the last page reached: its last job's age, a margin more.
+    walk = Windows(Span(), NOW_MS)
+    assert walk.reach_to(ids.new_id(NOW_MS - 1_999)) == 2_500
+
+
+def test_windows_that_start_where_the_last_page_reached_cover_the_span_without_gaps() -> None:
+    for every_ms, reach_ms in itertools.product((1, 36, 86_400_000), (2, 5_000, REACH_MS)):
+        walk = Windows(Span(), NOW_MS, wanted=500, reach_ms=reach_ms)
+        ws = []
+        for window in walk:
+            ws.append(window)
+            walk.found(held(window, NOW_MS, every_ms) if window.from_ms else 0)
+        for newer, older in zip(ws, ws[1:], strict=False):
+            assert newer.from_ms is not None and newer.from_ms > 0
+            assert older.below == ids.boundary_id(newer.from_ms, upper=False)
+        assert ws[-1].from_ms is None
 
 
 def test_windows_sized_by_what_they_find_still_cover_the_span_without_gaps() -> None:
@@ -314,3 +347,46 @@ def test_every_write_of_a_job_touches_two_secondary_indexes_and_no_more(
         [("status", 1), ("_id", -1), ("attempts", 1)],
         [("type", 1), ("status", 1), ("_id", -1)],
     ]
+
+
+def test_a_list_s_next_first_page_reads_where_the_last_one_reached_in_two_windows(
+    settings: Settings,
+) -> None:
+    # Succeeded jobs 36 ms apart, the newest a second old: the first page grows its
+    # windows towards them; the next reads its first millisecond, then all it needs.
+    finds: list[str] = []
+
+    class Finds(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "find" and event.command.get("find") == "jobs":
+                finds.append(event.request_id)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    learning = Settings(**{**settings.model_dump(), "mongo_db": "jobline_list_reach"})
+    store = JobStore(learning, client=MongoClient(settings.mongo_url, event_listeners=[Finds()]))
+    try:
+        store.jobs.drop()
+        store.ensure_indexes()
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        jobs = [new_job("noop", {}, job_id=ids.new_id(now_ms - 1_000 - 36 * i)) for i in range(300)]
+        for job in jobs:
+            job["status"] = "succeeded"
+        store.insert_many(jobs)
+        pages = []
+        for _ in range(2):
+            finds.clear()
+            pages.append((store.list(limit=20, status=Status.SUCCEEDED), len(finds)))
+        (first, first_reads), (second, second_reads) = pages
+        assert [j["_id"] for j in second.items] == [j["_id"] for j in first.items]
+        newest = sorted((j["_id"] for j in jobs), reverse=True)[:20]
+        assert [j["_id"] for j in first.items] == newest
+        assert first_reads >= 5  # 1, 8, 64, 512 ms found nothing
+        assert second_reads == 2
+    finally:
+        store.jobs.drop()
+        store.close()

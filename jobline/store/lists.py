@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from datetime import datetime
 from typing import Any
 
+from cachetools import TTLCache
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
@@ -70,6 +72,14 @@ STATUSES = tuple(str(status) for status in Status)
 # that one past a quiet spell does not reach 64 times too far into what follows.
 GROWTH_BY_STATUS = GROWTH**2
 NEWEST_FIRST = [("_id", DESCENDING)]
+# How far back each list's last full page reached, by its filter, in this process:
+# the next page of the same list, at a like density, reaches there in its second
+# window instead of growing eightfold towards it (a probe a status for each
+# window saved). The first window stays 1 ms, so a burst newer than what was
+# learned is still read a millisecond at a time; a minute old, it is forgotten.
+REACH_KEPT_SECONDS = 60
+_reach: TTLCache[tuple[Any, ...], int] = TTLCache(maxsize=1024, ttl=REACH_KEPT_SECONDS)
+_reach_lock = threading.Lock()
 
 
 class Lists(JobCollection):
@@ -96,7 +106,10 @@ class Lists(JobCollection):
         span = Span.of(cursor, created_after, created_before)
         items: list[Job] = []
         growth = GROWTH_BY_STATUS if _by_status(equal) else GROWTH
-        walk = Windows(span, int(now().timestamp() * 1000), wanted=limit + 1, growth=growth)
+        learned = (self.jobs.full_name, limit, *sorted(equal.items()))
+        with _reach_lock:
+            reach = _reach.get(learned)
+        walk = Windows(span, int(now().timestamp() * 1000), limit + 1, growth, reach)
         for window in walk:
             if len(items) > limit:
                 break
@@ -104,6 +117,8 @@ class Lists(JobCollection):
             items += found
             walk.found(len(found))
         if len(items) > limit:
+            with _reach_lock:
+                _reach[learned] = walk.reach_to(items[limit]["_id"])
             return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
         return Page(items, None)
 

@@ -122,16 +122,24 @@ class Windows:
 
     Iterate, and after each window say with ``found`` how many of the
     ``wanted`` jobs it held. While they find nothing each is GROWTH times the
-    last; once sized by what they found, at most ``growth`` times.
+    last; once sized by what they found, at most ``growth`` times. ``reach_ms``,
+    how far back the same list's last full page reached, lets the window after
+    an empty first one go that far at once instead of growing towards it.
     """
 
     def __init__(
-        self, span: Span, now_ms: int, wanted: int | None = None, growth: int = GROWTH
+        self,
+        span: Span,
+        now_ms: int,
+        wanted: int | None = None,
+        growth: int = GROWTH,
+        reach_ms: int | None = None,
     ) -> None:
         self.span = span
         self.growth = growth
         self.top = ids.timestamp_ms(span.below) if span.below is not None else now_ms
         self.wanted = wanted
+        self.reach_ms = reach_ms
         self._found = 0
 
     def found(self, n: int) -> None:
@@ -154,9 +162,16 @@ class Windows:
             below, top = ids.boundary_id(start, upper=False), start
             if found and wanted is not None and wanted > 0:
                 width = _next_width(width, seen, self.top - top, wanted, self.growth)
+            elif not seen and self.reach_ms and width == FIRST_WINDOW_MS:
+                width = max(width * GROWTH, self.reach_ms - width)
             else:
                 width *= GROWTH
         yield Window(below, span.from_ms)
+
+    def reach_to(self, job_id: str) -> int:
+        """How far back a window must reach to hold ``job_id``, a margin more: the
+        ``reach_ms`` for the next page of the same list."""
+        return math.ceil((self.top - ids.timestamp_ms(job_id) + 1) * MARGIN)
 
 
 def _next_width(width: int, seen: int, covered_ms: int, wanted: int, growth: int) -> int:
