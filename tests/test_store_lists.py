@@ -89,33 +89,26 @@ def test_once_a_window_finds_jobs_the_next_is_sized_by_what_it_found() -> None:
     assert grown > 2 * page
 
 
+def widths(found: list[int], growth: int = GROWTH, reach_ms: int | None = None) -> list[int]:
+    """The widths of a page's first windows, each having found what ``found`` says."""
+    walk = Windows(Span(), NOW_MS, wanted=51, growth=growth, reach_ms=reach_ms)
+    starts = []
+    for window, n in zip(walk, found, strict=False):
+        assert window.from_ms is not None
+        starts.append(window.from_ms)
+        walk.found(n)
+    return [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
+
+
 def test_windows_grow_eightfold_while_empty_and_up_to_the_growth_asked_for_once_sized() -> None:
     # A list read a status at a time pays seven probes a window: it asks for 64.
-    def widths(growth: int, found: list[int]) -> list[int]:
-        walk = Windows(Span(), NOW_MS, wanted=51, growth=growth)
-        starts = []
-        for window, n in zip(walk, found, strict=False):
-            assert window.from_ms is not None
-            starts.append(window.from_ms)
-            walk.found(n)
-        return [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
-
-    assert widths(GROWTH**2, [0, 0, 0]) == [1, 8, 64]
+    assert widths([0, 0, 0], GROWTH**2) == [1, 8, 64]
     # One job in the first 1 ms: the rest of the page (50) is some 63 ms away.
-    assert widths(GROWTH**2, [1, 0]) == [1, 63]
-    assert widths(GROWTH, [1, 0]) == [1, 8]
+    assert widths([1, 0], GROWTH**2) == [1, 63]
+    assert widths([1, 0], GROWTH) == [1, 8]
 
 
 def test_after_an_empty_first_window_the_next_reaches_as_far_as_the_last_page_did() -> None:
-    def widths(found: list[int], reach_ms: int | None) -> list[int]:
-        walk = Windows(Span(), NOW_MS, wanted=51, reach_ms=reach_ms)
-        starts = []
-        for window, n in zip(walk, found, strict=False):
-            assert window.from_ms is not None
-            starts.append(window.from_ms)
-            walk.found(n)
-        return [NOW_MS - starts[0]] + [a - b for a, b in itertools.pairwise(starts)]
-
     assert widths([0, 0, 0], reach_ms=2_000) == [1, 1_999, 1_999 * GROWTH]
     assert widths([0, 0], reach_ms=4) == [1, 8]  # never less than growth alone
     # The first millisecond found jobs (a burst): sized by them, not by the last page.
@@ -125,32 +118,30 @@ def test_after_an_empty_first_window_the_next_reaches_as_far_as_the_last_page_di
     assert walk.reach_to(ids.new_id(NOW_MS - 1_999)) == 2_500
 
 
-def test_windows_that_start_where_the_last_page_reached_cover_the_span_without_gaps() -> None:
-    for every_ms, reach_ms in itertools.product((1, 36, 86_400_000), (2, 5_000, REACH_MS)):
-        walk = Windows(Span(), NOW_MS, wanted=500, reach_ms=reach_ms)
-        ws = []
-        for window in walk:
-            ws.append(window)
-            walk.found(held(window, NOW_MS, every_ms) if window.from_ms else 0)
-        for newer, older in zip(ws, ws[1:], strict=False):
-            assert newer.from_ms is not None and newer.from_ms > 0
-            assert older.below == ids.boundary_id(newer.from_ms, upper=False)
-        assert ws[-1].from_ms is None
+def assert_tiled(walk: Windows, every_ms: int) -> list[Window]:
+    """The windows cover the span newest first, each starting where the last ended."""
+    ws = []
+    for window in walk:
+        ws.append(window)
+        walk.found(held(window, NOW_MS, every_ms) if window.from_ms else 0)
+    for newer, older in zip(ws, ws[1:], strict=False):
+        assert newer.from_ms is not None and newer.from_ms > 0
+        assert older.below == ids.boundary_id(newer.from_ms, upper=False)
+    assert ws[-1].from_ms is None
+    return ws
 
 
 def test_windows_sized_by_what_they_find_still_cover_the_span_without_gaps() -> None:
     for every_ms in (1, 7, 36, 1000, 86_400_000):
-        walk = Windows(Span(), NOW_MS, wanted=10_000)
-        ws, widths = [], []
-        for window in walk:
-            ws.append(window)
-            walk.found(held(window, NOW_MS, every_ms) if window.from_ms else 0)
-        for newer, older in zip(ws, ws[1:], strict=False):
-            assert newer.from_ms is not None and newer.from_ms > 0
-            assert older.below == ids.boundary_id(newer.from_ms, upper=False)
-            if older.from_ms is not None:
-                widths.append(newer.from_ms - older.from_ms)
-        assert ws[-1].from_ms is None
+        # Started from where a last page reached, they still tile the span.
+        for reach_ms in (2, 5_000, REACH_MS):
+            assert_tiled(Windows(Span(), NOW_MS, wanted=500, reach_ms=reach_ms), every_ms)
+        ws = assert_tiled(Windows(Span(), NOW_MS, wanted=10_000), every_ms)
+        widths = [
+            newer.from_ms - older.from_ms
+            for newer, older in zip(ws, ws[1:], strict=False)
+            if newer.from_ms is not None and older.from_ms is not None
+        ]
         # Each window at least as wide as the last, at most GROWTH times it; the
         # bounded ones reach as far back as growth alone does, or the next would
         # have crossed the epoch, before the open one.
