@@ -84,7 +84,8 @@ def make_celery(settings: Settings, *, answers_clients: bool = False) -> Celery:
     """A Celery app on the configured broker; JSON only, results kept in MongoDB.
 
     ``answers_clients``: the API's, which answers 503 within the connect timeout
-    (a try or two of it) when the broker does not answer.
+    (a try and a retry of it, with the reconnect about three) when the broker
+    does not answer.
     """
     app = Celery("jobline", broker=settings.broker, set_as_current=False)
     app.conf.update(
