@@ -21,10 +21,12 @@ import pytest
 import redis
 
 from jobline.api import create_app
+from jobline.core.errors import StoreUnavailable
 from jobline.core.settings import Settings
 from jobline.engine import queue, sweeper
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
+from jobline.store.mongo import connect
 from jobline.store.records import new_job, now
 from tests.conftest import Api, ServedApp, make_settings, start_worker
 from tests.support import (
@@ -451,3 +453,19 @@ def test_with_mongodb_down_a_submission_gets_503_and_nothing_is_published_then_a
     ended = wait_all_terminal(faults.store, ids, 60)
     assert [job["status"] for job in ended] == ["succeeded"] * 4
     assert faults.store.jobs.count_documents({}) == 4
+
+
+def test_timeouts_the_mongodb_url_names_win_over_the_connect_timeout(redis_url: str) -> None:
+    # Nothing listens on the port: the client waits out its server selection timeout.
+    url = f"mongodb://127.0.0.1:{local.free_port()}/?serverSelectionTimeoutMS=300&appName=mine"
+    settings = make_settings(redis_url, url, connect_timeout_seconds=30)
+    options = connect(settings).options
+    assert options.server_selection_timeout == 0.3
+    assert options.pool_options.metadata["application"]["name"] == "mine"
+    assert options.pool_options.connect_timeout == 30  # what the URL leaves alone is jobline's
+
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        JobStore(settings).find_by_key("any")
+    waited = time.monotonic() - started
+    assert waited < 10, f"gave up after {waited:.1f}s, the connect timeout's 30 s and not the URL's"

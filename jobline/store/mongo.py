@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 from pymongo import MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure
+from pymongo.uri_parser import split_options
 
 from jobline.core.errors import StoreUnavailable
 from jobline.core.settings import Settings
@@ -29,16 +30,27 @@ def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
     cut off by a network partition) is noticed by the client's heartbeat, which then
     cancels the operations waiting on it: beating once a connect timeout bounds that
     wait by about twice the timeout, not the default heartbeat's 10 s and more.
+    An option the URL sets itself (``?serverSelectionTimeoutMS=…``) wins over these.
     """
     timeout_ms = int(settings.connect_timeout_seconds * 1000)
-    return MongoClient(
-        settings.mongo_url,
-        tz_aware=True,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        heartbeatFrequencyMS=min(max(timeout_ms, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS),
-        appname="jobline",
-    )
+    defaults: dict[str, Any] = {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "heartbeatFrequencyMS": min(max(timeout_ms, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS),
+        "appname": "jobline",
+    }
+    named = url_options(settings.mongo_url)
+    chosen = {name: value for name, value in defaults.items() if name.lower() not in named}
+    return MongoClient(settings.mongo_url, tz_aware=True, **chosen)
+
+
+def url_options(url: str) -> set[str]:
+    """The options a MongoDB connection string names, lower-cased as the driver reads them.
+
+    Read from the text alone: parsing a ``mongodb+srv://`` URL fully would look up DNS.
+    """
+    _, _, query = url.partition("?")
+    return {name.lower() for name in split_options(query, validate=False)} if query else set()
 
 
 def journaled(collection: Collection[Any]) -> Collection[Any]:
