@@ -233,6 +233,16 @@ def test_a_running_sleep_job_is_cancelled_from_the_board(page: Page, board: Api)
     assert board.get(f"/api/v1/jobs/{job_id}").json()["status"] == "cancelled"
 
 
+def test_a_rows_params_show_what_was_chosen_and_leave_out_options_left_unset(
+    page: Page, board: Api
+) -> None:
+    submitted = {"type": "align", "params": {"seq_a": "ACGT", "seq_b": "ACG"}}
+    job = board.post("/api/v1/jobs", json=submitted).json()
+    assert job["params"]["scoring"] is None  # the API fills in every option
+    params = row(page, job["id"]).locator(".params")
+    expect(params).to_have_text("alphabet dna · seq_a ACGT · seq_b ACG")
+
+
 def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board: Api) -> None:
     job_id = board.post("/api/v1/jobs", json={"type": "test_broken", "params": {}}).json()["id"]
     expect(row(page, job_id)).to_have_attribute("data-status", "failed", timeout=30_000)

@@ -391,7 +391,9 @@ document.addEventListener("alpine:init", () => {
     summary(value) {
       if (value === null || value === undefined) return "";
       if (typeof value !== "object") return String(value);
+      // An option left unset (null) says nothing about this job: only what was chosen.
       return Object.entries(value)
+        .filter(([, v]) => v !== null && v !== undefined)
         .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`)
         .join(" · ")
         .slice(0, 120);
