@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
@@ -102,9 +104,11 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def watched_page(browser: Browser, width: int = 1400, height: int = 900) -> tuple[Page, list[str]]:
+def watched_page(
+    browser: Browser, width: int = 1400, height: int = 900, **options: Any
+) -> tuple[Page, list[str]]:
     """A new page whose errors, console warnings and CSP violations are collected."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
     context.add_init_script(WATCH_CSP)
     page = context.new_page()
     errors: list[str] = []
@@ -241,6 +245,21 @@ def test_a_rows_params_show_what_was_chosen_and_leave_out_options_left_unset(
     assert job["params"]["scoring"] is None  # the API fills in every option
     params = row(page, job["id"]).locator(".params")
     expect(params).to_have_text("alphabet dna · seq_a ACGT · seq_b ACG")
+
+
+def test_a_scheduled_job_shows_when_it_runs_on_the_viewers_own_clock(
+    browser: Browser, board: Api
+) -> None:
+    job = board.post("/api/v1/jobs", json={"type": "noop", "delay_seconds": 3600}).json()
+    page, errors = watched_page(browser, timezone_id="Asia/Kolkata", locale="en-GB")
+    page.goto(board.url("/"))
+    run_at = datetime.fromisoformat(job["run_at"])
+    local_time = run_at.astimezone(ZoneInfo("Asia/Kolkata")).strftime("%H:%M:%S")
+    expect(row(page, job["id"]).locator(".duration")).to_contain_text(local_time)
+    assert run_at.strftime("%H:%M:%S") not in row(page, job["id"]).inner_text()
+    board.post(f"/api/v1/jobs/{job['id']}/cancel")
+    page.context.close()
+    assert errors == []
 
 
 def test_a_failed_job_shows_its_error_and_runs_again_on_retry(page: Page, board: Api) -> None:

@@ -383,10 +383,17 @@ document.addEventListener("alpine:init", () => {
       return `try ${job.attempts}`;
     },
     duration(job) {
-      if (!job.started_at) return job.status === "scheduled" && job.run_at ? `at ${job.run_at.slice(11, 19)}` : "";
+      if (!job.started_at) return job.status === "scheduled" && job.run_at ? this.scheduledAt(job.run_at) : "";
       const end = job.finished_at ? Date.parse(job.finished_at) : this.now;
       const seconds = Math.max(0, (end - Date.parse(job.started_at)) / 1000);
       return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+    },
+    // When a scheduled job runs, on the viewer's own clock; the day too unless today.
+    scheduledAt(runAt) {
+      const at = new Date(runAt);
+      const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+      if (at.toDateString() === new Date(this.now).toDateString()) return `at ${time}`;
+      return `${at.toLocaleDateString([], { day: "numeric", month: "short" })}, ${time}`;
     },
     summary(value) {
       if (value === null || value === undefined) return "";
