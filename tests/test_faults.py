@@ -462,17 +462,27 @@ def test_with_mongodb_down_a_submission_gets_503_and_nothing_is_published_then_a
     assert faults.store.jobs.count_documents({}) == 4
 
 
-def test_timeouts_the_mongodb_url_names_win_over_the_connect_timeout(redis_url: str) -> None:
-    # Nothing listens on the port: the client waits out its server selection timeout.
+def test_timeouts_the_mongodb_url_names_win_over_the_connect_timeout() -> None:
+    # Nothing listens on either port: the client waits out its server selection timeout.
     url = f"mongodb://127.0.0.1:{local.free_port()}/?serverSelectionTimeoutMS=300&appName=mine"
-    settings = make_settings(redis_url, url, connect_timeout_seconds=30)
-    options = connect(settings).options
-    assert options.server_selection_timeout == 0.3
-    assert options.pool_options.metadata["application"]["name"] == "mine"
-    assert options.pool_options.connect_timeout == 30  # what the URL leaves alone is jobline's
+    settings = make_settings(
+        f"redis://127.0.0.1:{local.free_port()}/0", url, connect_timeout_seconds=30
+    )
+    client = connect(settings)
+    try:
+        options = client.options
+        assert options.server_selection_timeout == 0.3
+        assert options.pool_options.metadata["application"]["name"] == "mine"
+        assert options.pool_options.connect_timeout == 30  # what the URL leaves alone is jobline's
+    finally:
+        client.close()
 
+    store = JobStore(settings)
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
-        JobStore(settings).find_by_key("any")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.find_by_key("any")
+    finally:
+        store.close()
     waited = time.monotonic() - started
     assert waited < 10, f"gave up after {waited:.1f}s, the connect timeout's 30 s and not the URL's"

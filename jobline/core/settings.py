@@ -24,6 +24,12 @@ def networks(value: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(parsed)
 
 
+def url_options(url: str) -> dict[str, str]:
+    """The options a connection string's query names, by lower-cased name (as MongoDB's
+    driver reads them), each with its last value."""
+    return {name.lower(): value for name, value in parse_qsl(urlsplit(url).query)}
+
+
 class Settings(BaseSettings):
     """Everything the API, the workers and the CLI are configured by."""
 
@@ -125,8 +131,7 @@ class Settings(BaseSettings):
     @classmethod
     def _writes_are_acknowledged(cls, value: str) -> str:
         # A 202 means the job is stored; with w=0 MongoDB acknowledges nothing.
-        query = urlsplit(value).query
-        if any(k.lower() == "w" and v.strip() == "0" for k, v in parse_qsl(query)):
+        if url_options(value).get("w", "").strip() == "0":
             raise ValueError(
                 "the MongoDB URL asks for unacknowledged writes (w=0): jobline answers "
                 "202 only once a job is stored, so it needs writes MongoDB acknowledges"
@@ -149,6 +154,11 @@ class Settings(BaseSettings):
     def webhook_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
         """JOBLINE_WEBHOOK_ALLOWED_NETWORKS, parsed."""
         return networks(self.webhook_allowed_networks)
+
+    @property
+    def mongo_url_options(self) -> dict[str, str]:
+        """The options JOBLINE_MONGO_URL names itself, by lower-cased name."""
+        return url_options(self.mongo_url)
 
     @property
     def job_module_list(self) -> list[str]:

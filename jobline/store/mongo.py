@@ -9,7 +9,6 @@ from typing import Any, ParamSpec, TypeVar
 from pymongo import MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import ConnectionFailure
-from pymongo.uri_parser import split_options
 
 from jobline.core.errors import StoreUnavailable
 from jobline.core.settings import Settings
@@ -39,18 +38,9 @@ def connect(settings: Settings) -> MongoClient[dict[str, Any]]:
         "heartbeatFrequencyMS": min(max(timeout_ms, MIN_HEARTBEAT_MS), MAX_HEARTBEAT_MS),
         "appname": "jobline",
     }
-    named = url_options(settings.mongo_url)
+    named = settings.mongo_url_options
     chosen = {name: value for name, value in defaults.items() if name.lower() not in named}
     return MongoClient(settings.mongo_url, tz_aware=True, **chosen)
-
-
-def url_options(url: str) -> set[str]:
-    """The options a MongoDB connection string names, lower-cased as the driver reads them.
-
-    Read from the text alone: parsing a ``mongodb+srv://`` URL fully would look up DNS.
-    """
-    _, _, query = url.partition("?")
-    return {name.lower() for name in split_options(query, validate=False)} if query else set()
 
 
 def journaled(collection: Collection[Any]) -> Collection[Any]:
