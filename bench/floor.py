@@ -16,7 +16,10 @@ server's CPU is read from /proc around it:
   updates, inserts shared two at a time as group commit does under load);
 - the same with only the status index the sweeper's reads need;
 - jobline's own store through ``JobStore`` itself, as the bench runs it (auth
-  off), and with auth on (two more indexes: a key's own lists).
+  off), and with auth on (two more indexes: a key's own lists): a job claimed
+  before it runs (an insert, a claim, an outcome);
+- the same store for a short job of a pure type, whose start is written with
+  its result (an insert and one update).
 """
 
 from __future__ import annotations
@@ -71,11 +74,14 @@ def _claim_and_outcome(jobs: Collection[Any], n: int) -> None:
             )  # fmt: skip
 
 
-def _jobline(store: JobStore, n: int) -> None:
+def _jobline(store: JobStore, n: int, *, pure: bool = False) -> None:
     for start in range(0, n, SHARED_INSERT):
         batch = [new_job("noop", {}) for _ in range(min(SHARED_INSERT, n - start))]
         store.insert_many(batch)
         for job in batch:
+            if pure:
+                assert store.start_and_succeed(store.started(job, task_id=job["_id"]), None)
+                continue
             claimed = store.claim(job["_id"], task_id=job["_id"], record=job)
             assert claimed is not None
             assert store.succeed(job["_id"], claimed["attempts"], None)
@@ -109,12 +115,17 @@ def store_floor(servers: Servers, n: int) -> dict[str, Any]:
                 jobs.create_index(keys)
             out[name] = _timed(pid, lambda: write(jobs, n), n)  # noqa: B023 - called at once
             jobs.drop()
-        for name, auth in (("jobline", False), ("jobline_auth", True)):
+        for name, auth, pure in (
+            ("jobline", False, False),
+            ("jobline_pure", False, True),
+            ("jobline_auth", True, False),
+        ):
             settings = servers.settings().model_copy(update={"mongo_db": DB, "auth": auth})
             store = JobStore(settings)
             store.jobs.drop()
             store.ensure_indexes()
-            out[name] = _timed(pid, lambda: _jobline(store, n), n)  # noqa: B023 - called at once
+            run = lambda: _jobline(store, n, pure=pure)  # noqa: B023, E731 - called at once
+            out[name] = _timed(pid, run, n)
             out[name]["indexes"] = len(store.jobs.index_information())
             store.jobs.drop()
             store.close()

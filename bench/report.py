@@ -199,7 +199,8 @@ FLOOR_SHAPES = (
     ("celery_mongodb", "Celery's MongoDB backend: two upserts by _id"),
     ("claim_no_index", "insert, claim, outcome; no secondary index"),
     ("claim_status_index", "the same with the status index"),
-    ("jobline", "jobline's store, as run here (auth off)"),
+    ("jobline", "jobline's store, as run here (auth off), a job claimed before it runs"),
+    ("jobline_pure", "the same, a short pure job: start and result in one update"),
     ("jobline_auth", "jobline's store with auth on (owner indexes)"),
 )
 

@@ -101,6 +101,18 @@ def deaf(ctx: Context, params: Slow) -> None:
         time.sleep(0.2)
 
 
+@job_type("test_pure_deaf", params=Slow, pure=True)
+def pure_deaf(ctx: Context, params: Slow) -> dict[str, int]:
+    """test_deaf as a pure type: its start may be written late; notes its start, ticks and end."""
+    note(params.journal, "start", ctx.job_id, ctx.attempt, os.getpid())
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline:
+        note(params.journal, "tick", ctx.job_id, os.getpid())
+        time.sleep(0.2)
+    note(params.journal, "end", ctx.job_id, ctx.attempt)
+    return {"attempt": ctx.attempt}
+
+
 @job_type(
     "test_fails_slowly",
     params=Nothing,

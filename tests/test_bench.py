@@ -72,7 +72,9 @@ def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Pa
     # The store's floor: each design's writes, measured on the same server.
     floor = results["floor"]
     shapes = ("seed", "celery_mongodb", "claim_no_index", "claim_status_index", "jobline",
-              "jobline_auth")  # fmt: skip
+              "jobline_pure", "jobline_auth")  # fmt: skip
     assert all(floor[shape]["server_cpu_ms_per_job"] > 0 for shape in shapes)
     assert all(floor[shape]["ceiling_jobs_per_s"] > 0 for shape in shapes)
-    assert "| jobline's store, as run here (auth off) |" in done.stdout
+    claimed_first = "| jobline's store, as run here (auth off), a job claimed before it runs |"
+    assert claimed_first in done.stdout
+    assert "| the same, a short pure job: start and result in one update |" in done.stdout

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -30,6 +31,7 @@ from jobline.store.mongo import connect
 from jobline.store.records import new_job, now
 from tests.conftest import Api, ServedApp, make_settings, start_worker
 from tests.support import (
+    journal,
     make_pipeline,
     starts,
     ticks,
@@ -115,11 +117,12 @@ class Faults:
         )
         self._sweeper.start()
 
-    def worker(self, name: str, concurrency: int = 2) -> local.Process:
-        """A `jobline worker` of this module's, ready to take jobs."""
+    def worker(self, name: str, concurrency: int = 2, **overrides: Any) -> local.Process:
+        """A `jobline worker` of this module's, ready to take jobs; ``overrides``: its settings."""
         log = self.tmp / "workers" / f"{name}.log"
+        settings = self.settings.model_copy(update=overrides)
         process = start_worker(
-            self.settings, log, f"--concurrency={concurrency}", f"--hostname={name}@%h"
+            settings, log, f"--concurrency={concurrency}", f"--hostname={name}@%h"
         )
         self.workers.append(process)
         return process
@@ -267,6 +270,76 @@ def test_a_job_cancelled_while_queued_never_runs_even_across_a_worker_restart(
     assert (job["status"], job["attempts"], job["started_at"]) == ("cancelled", 0, None)
     assert victim not in starts(path)
     assert faults.store.get(blocker)["status"] == "succeeded"
+
+
+@pytest.mark.timeout(60)
+def test_a_pure_job_cancelled_before_its_start_was_written_is_stopped_with_nothing_recorded(
+    faults: Faults, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal"
+    faults.worker("pure", concurrency=1, claim_delay_seconds=3)
+    victim = faults.pipeline.submit("test_pure_deaf", {"seconds": 20, "journal": str(path)})
+    wait_until(lambda: starts(path)[victim["_id"]], 15, "the pure job to start")
+    assert faults.store.get(victim["_id"])["status"] == "queued"  # its start is not written yet
+    assert faults.pipeline.cancel(victim["_id"])["status"] == "cancelled"
+    # Its start's write finds it cancelled and stops it: the one pool process is free
+    # again long before the job's 20 s would have ended.
+    after = faults.pipeline.submit("noop", {})["_id"]
+    assert wait_job(faults.store, after, timeout=15)["status"] == "succeeded"
+    job = faults.store.get(victim["_id"])
+    assert (job["status"], job["attempts"], job["started_at"], job["result"]) == (
+        "cancelled",
+        0,
+        None,
+        None,
+    )
+    assert not [w for w in journal(path) if w[0] == "end"]
+    assert ticks(path, victim["_id"]) < 25
+
+
+@pytest.mark.timeout(90)
+def test_a_worker_killed_before_a_pure_jobs_start_was_written_leaves_it_queued_to_run_once(
+    faults: Faults, tmp_path: Path
+) -> None:
+    path = tmp_path / "journal"
+    first = faults.worker("pure-first", concurrency=1, claim_delay_seconds=30)
+    job_id = faults.pipeline.submit("test_pure_deaf", {"seconds": 3, "journal": str(path)})["_id"]
+    wait_until(lambda: starts(path)[job_id], 15, "the pure job to start")
+    first.kill_group(signal.SIGKILL)
+    assert faults.store.get(job_id)["status"] == "queued"
+    faults.worker("pure-second", concurrency=1)
+    # The sweeper publishes it again once nobody claimed it for requeue_after_seconds.
+    seen = wait_job(faults.store, job_id, lambda j: j["status"] == "running", timeout=45)
+    assert seen["attempts"] == 1 and seen["started_at"] is not None
+    ended = wait_job(faults.store, job_id, timeout=30)
+    # attempts counts the starts the store saw; the journal, every run.
+    assert (ended["status"], ended["attempts"], ended["result"]) == ("succeeded", 1, {"attempt": 1})
+    assert starts(path)[job_id] == 2
+
+
+@pytest.mark.timeout(60)
+def test_short_pure_jobs_cost_one_update_each_and_longer_ones_show_running(
+    faults: Faults, tmp_path: Path
+) -> None:
+    faults.worker("pure-counted", concurrency=2)
+    warm = faults.pipeline.submit("noop", {})["_id"]
+    wait_job(faults.store, warm)
+    server = faults.store.db.client.admin
+
+    def updates() -> int:
+        return int(server.command("serverStatus")["opcounters"]["update"])
+
+    before = updates()
+    ids = [faults.pipeline.submit("noop", {})["_id"] for _ in range(20)]
+    done = [wait_job(faults.store, job_id) for job_id in ids]
+    assert updates() - before == 20  # start and end of each in one write
+    assert {(j["status"], j["attempts"]) for j in done} == {("succeeded", 1)}
+    assert all(j["started_at"] <= j["finished_at"] for j in done)
+    path = tmp_path / "journal"
+    longer = faults.pipeline.submit("test_pure_deaf", {"seconds": 3, "journal": str(path)})["_id"]
+    running = wait_job(faults.store, longer, lambda j: j["status"] == "running", timeout=15)
+    assert running["attempts"] == 1 and not [w for w in journal(path) if w[0] == "end"]
+    assert wait_job(faults.store, longer)["status"] == "succeeded"
 
 
 @pytest.mark.timeout(60)

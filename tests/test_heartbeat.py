@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from jobline.core.errors import JobCancelled
 from jobline.engine.heartbeat import Heartbeat
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job
@@ -50,3 +51,78 @@ def test_an_attempt_that_lost_its_job_is_told_by_the_shared_heartbeat(store: Job
         assert beat.lost.is_set()
     finally:
         beat.stop()
+
+
+def pending(store: JobStore, delay: float) -> tuple[dict, Heartbeat, list[bool]]:
+    """A pure attempt started but not claimed, its heartbeat to write the claim after ``delay``."""
+    job = store.started(dict(store.insert(new_job("noop", {}))))
+    writes: list[bool] = []
+
+    def write() -> bool:
+        writes.append(store.record_start(job))
+        return writes[-1]
+
+    beat = Heartbeat(
+        store,
+        job["_id"],
+        job["attempts"],
+        interval=10,
+        pending_start=write,
+        start_by=time.monotonic() + delay,
+    )
+    return job, beat.start(), writes
+
+
+@pytest.mark.timeout(30)
+def test_a_pending_start_is_written_by_the_heartbeat_once_its_delay_has_passed(
+    store: JobStore,
+) -> None:
+    job, beat, writes = pending(store, 0.3)
+    try:
+        assert store.get(job["_id"])["status"] == "queued"
+        deadline = time.monotonic() + 5
+        while not writes and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert writes == [True]
+        assert store.get(job["_id"])["status"] == "running"
+        # Written once: the end must now record from the claim.
+        assert not beat.finish_unstarted()
+    finally:
+        beat.stop()
+    assert writes == [True]
+
+
+@pytest.mark.timeout(30)
+def test_a_progress_report_writes_a_pending_start_first_and_an_ended_one_is_never_written(
+    store: JobStore,
+) -> None:
+    job, beat, writes = pending(store, 60)
+    try:
+        beat.report(0.5, "half")
+        assert writes == [True]
+        assert store.get(job["_id"])["status"] == "running"
+    finally:
+        beat.stop()
+    other, beat, writes = pending(store, 0.2)
+    beat.stop()
+    assert beat.finish_unstarted()  # the end writes start and result together
+    time.sleep(0.6)
+    assert writes == [] and store.get(other["_id"])["status"] == "queued"
+
+
+@pytest.mark.timeout(30)
+def test_a_pending_start_of_a_job_cancelled_meanwhile_tells_the_attempt_it_lost(
+    store: JobStore,
+) -> None:
+    job, beat, writes = pending(store, 0.2)
+    told = threading.Event()
+    beat.on_lost = told.set
+    try:
+        store.cancel(job["_id"])
+        assert told.wait(5)
+        assert writes == [False] and beat.lost.is_set()
+        with pytest.raises(JobCancelled):
+            beat.report(0.9)
+    finally:
+        beat.stop()
+    assert store.get(job["_id"])["attempts"] == 0

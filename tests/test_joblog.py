@@ -256,3 +256,23 @@ def test_a_worker_at_warning_makes_no_info_records_of_its_own_while_a_job_logs(
     page = LogStore(store.db).page(job["_id"], 1, finished=True)
     lines = [line["message"] for line in page.items]
     assert lines == ["the job's line"]
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_a_pure_attempts_log_claims_it_before_its_first_line_is_stored(
+    settings: Settings, store: JobStore, owned: bool
+) -> None:
+    job = store.started(dict(store.insert(new_job("noop", {}))))
+    asked: list[int] = []
+
+    def before_write() -> bool:
+        asked.append(len(LogStore(store.db).page(job["_id"], 1, finished=True).items))
+        return owned
+
+    with joblog.capture(settings, store.db, job, before_write):
+        print("first")
+        print("second")
+    assert asked == [0]  # asked once, before anything of the log was written
+    page = LogStore(store.db).page(job["_id"], 1, finished=True)
+    # An attempt that lost its job (cancelled meanwhile) leaves no line behind.
+    assert [line["message"] for line in page.items] == (["first", "second"] if owned else [])

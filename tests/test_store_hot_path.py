@@ -122,6 +122,53 @@ def test_a_queued_job_published_with_its_record_is_claimed_with_one_update_and_n
     assert stored["task_id"] == "t-1"
 
 
+def test_a_pure_jobs_start_and_result_are_written_in_one_update_and_no_read(
+    watched: tuple[JobStore, Commands],
+) -> None:
+    store, commands = watched
+    job = store.insert(new_job("noop", {"x": 1}))
+    commands.names.clear()
+    started = store.started(dict(job), task_id="t-1")
+    assert commands.names == []  # nothing is written before the job has run
+    assert store.get(job["_id"])["status"] == Status.QUEUED
+    commands.names.clear()
+    assert store.start_and_succeed(started, {"ok": True})
+    assert commands.names == ["update"]
+    stored = store.get(job["_id"])
+    assert stored["status"] == Status.SUCCEEDED and stored["attempts"] == 1
+    assert stored["result"] == {"ok": True} and stored["task_id"] == "t-1"
+    assert stored["started_at"] <= stored["finished_at"]
+    assert stored["lease_until"] is None and stored["worker"]
+
+
+@pytest.mark.parametrize("why", ["delivered twice", "cancelled while it ran", "claimed meanwhile"])
+def test_a_pure_run_whose_job_moved_on_meanwhile_changes_nothing(store: JobStore, why: str) -> None:
+    job = store.insert(new_job("noop", {}))
+    started = store.started(dict(job), task_id="mine")
+    if why == "delivered twice":
+        assert store.start_and_succeed(store.started(dict(job)), {"run": "first"})
+    elif why == "cancelled while it ran":
+        store.cancel(job["_id"])
+    else:
+        assert store.record_start(store.started(dict(job), task_id="other"))
+    before = store.get(job["_id"])
+    assert not store.start_and_succeed(started, {"run": "second"})
+    assert not store.record_start(started)
+    assert store.get(job["_id"]) == before
+
+
+def test_a_pure_jobs_start_written_later_is_a_claim_of_its_attempt(store: JobStore) -> None:
+    job = store.insert(new_job("noop", {}))
+    started = store.started(dict(job), task_id="t-1")
+    assert store.record_start(started)
+    running = store.get(job["_id"])
+    assert running["status"] == Status.RUNNING and running["attempts"] == 1
+    assert running["lease_until"] > started["started_at"] and running["task_id"] == "t-1"
+    # From here the attempt is an ordinary claimed one.
+    assert store.succeed(job["_id"], 1, {"done": 1})
+    assert store.get(job["_id"])["result"] == {"done": 1}
+
+
 @pytest.mark.parametrize(
     "why",
     ["delivered twice", "cancelled before it ran", "restarted since (a stale record)"],

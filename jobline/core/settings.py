@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # A running job holds a lease that its worker renews; a lease that runs out
     # means the worker is gone and the sweeper hands the job on.
     lease_seconds: float = Field(default=30.0, gt=0)
+    # A pure job's start is written once it has run this long (or sooner, when it
+    # reports progress, logs or saves a file); one that ends first is recorded
+    # start and end in one write. 0 writes every start before the job runs.
+    claim_delay_seconds: float = Field(default=0.5, ge=0)
     # A queued job nobody claimed for this long has its message published again.
     requeue_after_seconds: float = Field(default=120.0, gt=0)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)

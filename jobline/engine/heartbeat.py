@@ -2,7 +2,10 @@
 
 The heartbeat writes throttled progress and renews the lease; when the attempt
 no longer owns the job (cancelled, or handed on by the sweeper) it tells the
-``Interrupter``, which stops the job where it stands. One thread per process
+``Interrupter``, which stops the job where it stands. A pure job's start may
+be pending: the heartbeat writes it once the claim delay has passed, or at
+once when the job first needs the store to know (progress, a log line, a
+file); a job that ends before then has its start written with its result. One thread per process
 (the ``Beats`` of that process) beats for every attempt running in it, so a
 job costs no thread of its own: starting and stopping one per job cost a
 worker process about a third of a millisecond a job.
@@ -48,11 +51,16 @@ class Heartbeat:
     on_progress: Callable[[float, str | None], None] | None = None
     # Called after each write this attempt still owns: whatever else its lease covers.
     on_beat: Callable[[], None] | None = None
+    # The write of a start not yet recorded (True if this attempt got the job),
+    # and when (time.monotonic()) the heartbeat writes it if nobody did before.
+    pending_start: Callable[[], bool] | None = None
+    start_by: float = 0.0
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _pending: tuple[float, str | None] | None = None
     _last_write: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _starting: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> Heartbeat:
         # The claim has just written the lease, so the first beat and the first
@@ -66,13 +74,49 @@ class Heartbeat:
         self._stop.set()
         beats().discard(self)
 
+    def record_start(self) -> bool:
+        """Write a pending start now, once; False if this attempt did not get the job.
+
+        True when no start is pending. A write that fails (MongoDB away) raises
+        and leaves the start pending, for the next caller or beat.
+        """
+        with self._starting:
+            write = self.pending_start
+            if write is None:
+                return True
+            owned = write()
+            self.pending_start = None
+            self._last_write = time.monotonic()
+        if not owned:
+            self.lost.set()
+        return owned
+
+    def finish_unstarted(self) -> bool:
+        """At the attempt's end: True if its start was never written, and now never will be."""
+        with self._starting:
+            write, self.pending_start = self.pending_start, None
+        return write is not None
+
+    def next_due(self) -> float:
+        """Seconds until this heartbeat has something to do, at most its interval."""
+        if self.pending_start is not None:
+            return max(0.0, self.start_by - time.monotonic())
+        return self.interval
+
     def report(self, fraction: float, message: str | None = None) -> None:
         if self.lost.is_set():
             raise JobCancelled(self.job_id)
+        if self.pending_start is not None:
+            try:
+                self.record_start()
+            except Exception:  # the beat writes it, and the progress, once MongoDB answers
+                log.warning("could not record the start of job %s", self.job_id, exc_info=True)
+            if self.lost.is_set():
+                raise JobCancelled(self.job_id)
         with self._lock:
             self._pending = (fraction, message)
             due = time.monotonic() - self._last_write >= PROGRESS_INTERVAL
-        if due:
+        if due and self.pending_start is None:
             self._write()
         if self.lost.is_set():
             raise JobCancelled(self.job_id)
@@ -99,11 +143,15 @@ class Heartbeat:
         """One round of the process's heartbeat thread: beat if due, stop a lost job."""
         if self._stop.is_set():
             return
-        with self._lock:
-            idle = time.monotonic() - self._last_write
-            dirty = self._pending is not None
-        if idle >= self.interval or (dirty and idle >= PROGRESS_INTERVAL):
-            self._write()
+        if self.pending_start is not None:
+            if time.monotonic() >= self.start_by:
+                self.record_start()
+        else:
+            with self._lock:
+                idle = time.monotonic() - self._last_write
+                dirty = self._pending is not None
+            if idle >= self.interval or (dirty and idle >= PROGRESS_INTERVAL):
+                self._write()
         if self.lost.is_set() and self.on_lost is not None:
             self.on_lost()  # again each round, until the job gives way
 
@@ -115,6 +163,7 @@ class Beats:
         self._running: set[Heartbeat] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._waking_at = 0.0  # time.monotonic() of the thread's next round
         self._thread: threading.Thread | None = None
 
     def add(self, beat: Heartbeat) -> None:
@@ -125,6 +174,10 @@ class Beats:
                     target=self._loop, name="jobline-heartbeat", daemon=True
                 )
                 self._thread.start()
+            # Woken early only for a pending start due before the next round.
+            early = beat.pending_start is not None and beat.start_by < self._waking_at
+        if early:
+            self._wake.set()
 
     def discard(self, beat: Heartbeat) -> None:
         with self._lock:
@@ -133,11 +186,16 @@ class Beats:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                running = list(self._running)
-            # As often as the shortest interval asks, and at least twice per
-            # progress interval so that a pending progress write waits little.
-            wait = min([b.interval for b in running] + [PROGRESS_INTERVAL * 2])
+                # As often as the shortest interval (or the first pending start)
+                # asks, and at least twice per progress interval so that a
+                # pending progress write waits little.
+                due = [b.next_due() for b in self._running]
+                wait = min([*due, PROGRESS_INTERVAL * 2])
+                self._waking_at = time.monotonic() + wait
             self._wake.wait(wait)
+            self._wake.clear()
+            with self._lock:
+                running = list(self._running)
             for beat in running:
                 try:
                     beat.tick()

@@ -8,7 +8,7 @@ the job runs again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from jobline.core.errors import BadJobInput, FileNotFound, JobCancelled
@@ -31,7 +31,15 @@ def _chunks(data: bytes | IO[bytes]) -> Iterator[bytes]:
 class JobFiles:
     """Files for one attempt of one job, in GridFS."""
 
-    def __init__(self, settings: Settings, db: Any, job: Job) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Any,
+        job: Job,
+        before_write: Callable[[], bool] | None = None,
+    ) -> None:
+        # Called before a file is saved; False: the attempt lost its job.
+        self.before_write = before_write
         self.settings = settings
         self.db = db
         self.job = job
@@ -46,9 +54,15 @@ class JobFiles:
         return self._store
 
     @classmethod
-    def for_attempt(cls, settings: Settings, db: Any, job: Job) -> JobFiles:
+    def for_attempt(
+        cls,
+        settings: Settings,
+        db: Any,
+        job: Job,
+        before_write: Callable[[], bool] | None = None,
+    ) -> JobFiles:
         """The files of a claimed attempt, once an earlier attempt's outputs are gone."""
-        files = cls(settings, db, job)
+        files = cls(settings, db, job, before_write)
         if job.get("files"):
             files.store.replace_earlier(job, files.attempt)
         return files
@@ -60,6 +74,8 @@ class JobFiles:
             raise BadJobInput(f"input file {ref} no longer exists") from None
 
     def save(self, name: str, data: bytes | IO[bytes], content_type: str) -> dict[str, Any]:
+        if self.before_write is not None and not self.before_write():
+            raise JobCancelled(self.job["_id"])
         entry = self.store.save_output(
             self.job,
             self.attempt,

@@ -21,7 +21,7 @@ import io
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,8 +47,17 @@ STREAM_LEVELS = {"stdout": "INFO", "stderr": "WARNING"}
 class JobLog:
     """The buffered log of one attempt, flushed by its own thread from the first line on."""
 
-    def __init__(self, db: Any, settings: Settings, job: Job) -> None:
+    def __init__(
+        self,
+        db: Any,
+        settings: Settings,
+        job: Job,
+        before_write: Callable[[], bool] | None = None,
+    ) -> None:
         self.db = db
+        # Called before the first write; False: the attempt lost its job, keep nothing.
+        self.before_write = before_write
+        self.lost = False
         self._store: LogStore | None = None
         self.settings = settings
         self.job = job
@@ -129,9 +138,12 @@ class JobLog:
             with self._lock:
                 batch, self._pending = self._pending, []
                 dropped = self.dropped
-            if not batch:
+            if not batch or self.lost:
                 return
             try:
+                if self._first and self.before_write is not None and not self.before_write():
+                    self.lost = True
+                    return
                 self.store.append(batch, first=self._first, at=now())
                 self._first = False
                 if dropped and not self._marked:
@@ -158,7 +170,8 @@ class JobLog:
                 over_budget=True,
             )
         self.flush()
-        if self._seq:  # this attempt stored lines: the next one counts them against the cap
+        # This attempt stored lines: the next one counts them against the cap.
+        if self._seq and not self.lost:
             try:
                 self.store.record_usage(self.job_id, self.attempt, self._used)
             except Exception:
@@ -246,9 +259,14 @@ def _install(root: logging.Logger) -> None:
 
 
 @contextmanager
-def capture(settings: Settings, db: Any, job: Job) -> Iterator[JobLog]:
-    """Capture what the job writes while the block runs; stored before the block ends."""
-    joblog = JobLog(db, settings, job)
+def capture(
+    settings: Settings, db: Any, job: Job, before_write: Callable[[], bool] | None = None
+) -> Iterator[JobLog]:
+    """Capture what the job writes while the block runs; stored before the block ends.
+
+    ``before_write`` runs before the first line is stored (see JobLog).
+    """
+    joblog = JobLog(db, settings, job, before_write)
     _install(logging.getLogger())
     _handler.joblog = joblog
     saved = sys.stdout, sys.stderr

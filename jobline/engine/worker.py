@@ -3,6 +3,12 @@
 The task claims the job in the store (a new attempt), runs the job type's
 function while a heartbeat renews its lease, and records the outcome with a
 conditional update. Celery's own task state is never consulted.
+
+A pure job type's queued job starts before its claim is written: the
+heartbeat writes the claim once the job has run for JOBLINE_CLAIM_DELAY_SECONDS
+or needs the store to know sooner, and a job that ends first is recorded,
+start and end, in one write. A short job then costs one update, not two; a
+run whose job was cancelled or taken meanwhile has no effect to undo.
 """
 
 from __future__ import annotations
@@ -131,8 +137,13 @@ def _claim_and_run(
     task: JobTask, runtime: Runtime, job_id: str, gate: limits.Gate, record: Job | None
 ) -> str:
     store = runtime.store
+    later = _claims_later(runtime, gate, record)
+    job: Job | None
     try:
-        job = store.claim(job_id, task_id=task.request.id, admit=gate, record=record)
+        if record is not None and later:
+            job = store.started({**record, "_id": job_id}, task.request.id)
+        else:
+            job = store.claim(job_id, task_id=task.request.id, admit=gate, record=record)
     except (StoreUnavailable, redis.RedisError):
         # Acknowledging now would drop a job nobody ran: send the message round again.
         raise task.retry(countdown=STORE_DOWN_RETRY_SECONDS, max_retries=None) from None
@@ -143,7 +154,26 @@ def _claim_and_run(
     if job is None:
         return f"job {job_id}: {_not_claimed(task, store, job_id, gate)}"
     _observe_wait(job)
-    return f"job {job_id} attempt {job['attempts']}: {_attempt(task, runtime, job, gate)}"
+    outcome = _attempt(task, runtime, job, gate, claimed=not later)
+    return f"job {job_id} attempt {job['attempts']}: {outcome}"
+
+
+def _claims_later(runtime: Runtime, gate: limits.Gate, record: Job | None) -> bool:
+    """Whether this delivery may run its job before the claim is written.
+
+    Only a pure type's queued job as its message carries it, outside a workflow
+    (whose steps move on at the start), with no files of an earlier attempt to
+    clear, and under no limit (whose slots follow the claim).
+    """
+    if record is None or record.get("status") != Status.QUEUED:
+        return False
+    if runtime.settings.claim_delay_seconds <= 0:
+        return False
+    if record.get("workflow_id") or record.get("files") or record.get("held_reason"):
+        return False
+    if record.get("type") not in runtime.catalogue:
+        return False
+    return runtime.catalogue.get(record["type"]).pure and not gate.limits.of(record)
 
 
 def _held(runtime: Runtime, held: limits.Held) -> str:
@@ -184,11 +214,18 @@ def _observe_end(job: Job, status: str) -> None:
     log.info("job %s", status, extra=fields)
 
 
-def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> str:
-    """Run one claimed attempt while the heartbeat holds the lease; say how it ended."""
+def _attempt(
+    task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate, *, claimed: bool = True
+) -> str:
+    """Run one attempt while the heartbeat holds the lease; say how it ended.
+
+    ``claimed`` False: a pure job's claim is not written yet (see the module's
+    docstring); the heartbeat writes it, or the success does with its result.
+    """
     store, job_id, attempt = runtime.store, job["_id"], job["attempts"]
     patience = runtime.settings.lease_seconds
-    events.job_changed(runtime.settings, job, "running")
+    if claimed:
+        events.job_changed(runtime.settings, job, "running")
     if job.get("workflow_id"):
         progression(task.app, runtime).job_started(job)
     try:
@@ -198,23 +235,11 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> st
         recorded = persist(store.fail, patience, job_id, attempt, error)
         return _ended(task, store, job, recorded, "failed", error=error)
     interrupter = Interrupter(job_id)
-
-    def progressed(fraction: float, message: str | None) -> None:
-        # Kept on the claimed record too, so the end's event says what the store says.
-        job["progress"], job["progress_message"] = fraction, message
-        events.job_changed(runtime.settings, job, "running")
-
-    beat = Heartbeat(
-        store,
-        job_id,
-        attempt,
-        interval=runtime.settings.lease_seconds / 3,
-        on_lost=interrupter.fire,
-        on_beat=gate.renew,
-        on_progress=progressed,
-    ).start()
+    beat = _heartbeat(runtime, job, gate, interrupter, claimed)
+    # Whatever the store must see of an unclaimed attempt (a file, a log line) claims it first.
+    before_write = None if claimed else beat.record_start
     try:
-        files = JobFiles.for_attempt(runtime.settings, store.db, job)
+        files = JobFiles.for_attempt(runtime.settings, store.db, job, before_write)
         ctx = Context(
             job_id,
             attempt,
@@ -224,20 +249,52 @@ def _attempt(task: JobTask, runtime: Runtime, job: Job, gate: limits.Gate) -> st
             inputs=job.get("step_inputs") or {},
         )
         # The log is stored before the outcome, so its lines reach live views first.
-        with joblog.capture(runtime.settings, store.db, job), interrupter:
+        with joblog.capture(runtime.settings, store.db, job, before_write), interrupter:
             result = job_type.run(ctx, job["params"])
     except JobCancelled:
         return "stopped: cancelled, or handed to another worker"
-    except SoftTimeLimitExceeded as exc:
-        error = error_info(exc, reason="timeout")
-        recorded = persist(store.fail, patience, job_id, attempt, error)
-        return _ended(task, store, job, recorded, "failed", "failed: timeout", error=error)
     except Exception as exc:
+        # A failure, unlike a success, is recorded from a written claim.
+        if not persist(beat.record_start, patience):
+            return _outcome(False, "failed")
         return _failed(task, store, job_type, job, exc, patience)
     finally:
         beat.stop()
-    recorded = persist(store.succeed, patience, job_id, attempt, result)
+    if beat.finish_unstarted():
+        recorded = persist(store.start_and_succeed, patience, job, result)
+    else:
+        recorded = persist(store.succeed, patience, job_id, attempt, result)
     return _ended(task, store, job, recorded, "succeeded", result=result)
+
+
+def _heartbeat(
+    runtime: Runtime, job: Job, gate: limits.Gate, interrupter: Interrupter, claimed: bool
+) -> Heartbeat:
+    """The attempt's heartbeat, started; it writes the claim of an attempt not yet claimed."""
+    store = runtime.store
+
+    def progressed(fraction: float, message: str | None) -> None:
+        # Kept on the claimed record too, so the end's event says what the store says.
+        job["progress"], job["progress_message"] = fraction, message
+        events.job_changed(runtime.settings, job, "running")
+
+    def write_claim() -> bool:
+        if not store.record_start(job):
+            return False
+        events.job_changed(runtime.settings, job, "running")
+        return True
+
+    return Heartbeat(
+        store,
+        job["_id"],
+        job["attempts"],
+        interval=runtime.settings.lease_seconds / 3,
+        on_lost=interrupter.fire,
+        on_beat=gate.renew,
+        on_progress=progressed,
+        pending_start=None if claimed else write_claim,
+        start_by=time.monotonic() + runtime.settings.claim_delay_seconds,
+    ).start()
 
 
 def announce(runtime: Runtime, job_id: str, status: str) -> None:
@@ -300,6 +357,10 @@ def _failed(
     task: JobTask, store: JobStore, job_type: JobType, job: Job, exc: Exception, patience: float
 ) -> str:
     job_id, attempt, policy = job["_id"], job["attempts"], job_type.retry
+    if isinstance(exc, SoftTimeLimitExceeded):
+        error = error_info(exc, reason="timeout")
+        recorded = persist(store.fail, patience, job_id, attempt, error)
+        return _ended(task, store, job, recorded, "failed", "failed: timeout", error=error)
     if isinstance(exc, BadJobInput):
         error = error_info(exc, reason=exc.reason)  # running it again meets the same input
         recorded = persist(store.fail, patience, job_id, attempt, error)

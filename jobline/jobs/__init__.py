@@ -117,6 +117,11 @@ class JobType:
     # Runs only as a workflow step: it reads the results of the steps it needs,
     # so on its own it could only fail. Submitting it as a job is a 422.
     step_only: bool = False
+    # The function's only effect is its result: no calls out, no writes of its
+    # own (progress, its log and its files go through the worker). A delivery may
+    # then run it before its start is written (JOBLINE_CLAIM_DELAY_SECONDS), and a
+    # run whose job was cancelled or taken meanwhile is dropped unseen.
+    pure: bool = False
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name):
@@ -160,6 +165,7 @@ class JobType:
                 "retry": self.retry.describe(),
                 "max_running": self.max_running,
                 "step_only": self.step_only,
+                "pure": self.pure,
             },
         }
 
@@ -222,6 +228,7 @@ def job_type(
     retry: RetryPolicy | None = None,
     max_running: int | None = None,
     step_only: bool = False,
+    pure: bool = False,
 ) -> Callable[[JobFunction], JobFunction]:
     """Decorator that registers a function as the job type ``name``.
 
@@ -242,6 +249,7 @@ def job_type(
                 retry=retry or RetryPolicy(),
                 max_running=max_running,
                 step_only=step_only,
+                pure=pure,
             )
         )
         return function

@@ -190,7 +190,14 @@ def aligner(scoring: Scoring | None) -> PairwiseAligner:
     return aln
 
 
-@job_type("align", params=AlignParams, result=AlignResult, soft_time_limit=120, time_limit=150)
+@job_type(
+    "align",
+    params=AlignParams,
+    result=AlignResult,
+    soft_time_limit=120,
+    time_limit=150,
+    pure=True,
+)
 def align(ctx: Context, params: AlignParams) -> AlignResult:
     """Global pairwise alignment (Biopython PairwiseAligner): score and one optimal alignment.
 

@@ -46,7 +46,7 @@ def category(value: float) -> Category:
     return "obese"
 
 
-@job_type("bmi", params=BmiParams, result=BmiResult, soft_time_limit=60, time_limit=90)
+@job_type("bmi", params=BmiParams, result=BmiResult, soft_time_limit=60, time_limit=90, pure=True)
 def compute_bmi(ctx: Context, params: BmiParams) -> BmiResult:
     """Body-mass index with its WHO category. Pure: safe to run twice."""
     seconds = ctx.settings.bmi_seconds

@@ -13,6 +13,6 @@ class NoopParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-@job_type("noop", params=NoopParams, soft_time_limit=10, time_limit=20)
+@job_type("noop", params=NoopParams, soft_time_limit=10, time_limit=20, pure=True)
 def noop(ctx: Context, params: NoopParams) -> None:
     """Returns at once with no result. Safe to run twice."""

@@ -49,6 +49,7 @@ def _list(inputs: dict[str, Any], step: str) -> list[dict[str, Any]]:
     soft_time_limit=60,
     time_limit=90,
     step_only=True,
+    pure=True,
 )
 def rank_alignments(ctx: Context, params: RankParams) -> Ranking:
     """Rank alignments by score, best first, naming each after its record (a workflow step).

@@ -34,6 +34,7 @@ class SleepResult(BaseModel):
     result=SleepResult,
     soft_time_limit=MAX_SECONDS + 30,
     time_limit=MAX_SECONDS + 60,
+    pure=True,
 )
 def sleep(ctx: Context, params: SleepParams) -> SleepResult:
     """Sleeps for ``seconds``, reporting progress after each of ``steps``. Safe to run twice."""

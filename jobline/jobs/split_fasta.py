@@ -91,7 +91,14 @@ def _file_records(ctx: Context, ref: str) -> list[tuple[str, str]]:
             raise BadJobInput(f"fasta_file: {exc}") from None
 
 
-@job_type("split_fasta", params=SplitParams, result=Records, soft_time_limit=60, time_limit=90)
+@job_type(
+    "split_fasta",
+    params=SplitParams,
+    result=Records,
+    soft_time_limit=60,
+    time_limit=90,
+    pure=True,
+)
 def split_fasta(ctx: Context, params: SplitParams) -> Records:
     """Split FASTA text or a file into records ({name, seq_a}), ready for align to fan out over.
 

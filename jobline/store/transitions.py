@@ -75,21 +75,16 @@ class Transitions(JobCollection):
         Any other case (scheduled, retrying, held, a lease that ran out, a
         record that moved on) reads the job first.
         """
-        changes = self._claim_changes(task_id)
         admitted = False
         if record is not None and record.get("status") == Status.QUEUED:
             if admit is not None:
                 admit(record)
                 admitted = True
-            attempts = int(record.get("attempts") or 0)
-            # The filter is the status index's leading fields (see lists). A job
-            # parked meanwhile passed the limits above too: its hold ends here.
-            result = self.jobs.update_one(
-                {"_id": job_id, "status": str(Status.QUEUED), "attempts": attempts},
-                {"$set": {**changes, "held_reason": None}, "$inc": {"attempts": 1}},
-            )
-            if result.modified_count == 1:
-                return {**record, **changes, "_id": job_id, "attempts": attempts + 1}
+            # A job parked meanwhile passed the limits above too: its hold ends here.
+            claimed = self.started({**record, "_id": job_id}, task_id)
+            if self.record_start(claimed):
+                return claimed
+        changes = self._claim_changes(task_id)
         job = self.jobs.find_one({"_id": job_id})
         if job is None or not self._claimable(job):
             return None
@@ -105,6 +100,46 @@ class Transitions(JobCollection):
             return None  # someone else moved it first
         job.update(changes, attempts=job["attempts"] + 1)
         return job
+
+    def started(self, record: Job, task_id: str | None = None) -> Job:
+        """The job as claiming it from its published ``record`` makes it, not yet written.
+
+        ``record_start`` writes it; ``start_and_succeed`` writes it with the
+        attempt's result, for a pure job that ended before its start was written.
+        """
+        attempts = int(record.get("attempts") or 0)
+        changes = {**self._claim_changes(task_id), "held_reason": None}
+        return {**record, **changes, "attempts": attempts + 1}
+
+    @unavailable_as_error
+    def record_start(self, job: Job) -> bool:
+        """Write the claim ``started`` made: False if the job is no longer queued at the
+        attempt before (cancelled, deleted, or claimed by another delivery)."""
+        t = now()
+        changes = {**self._start_fields(job), "updated_at": t, "lease_until": t + self.lease}
+        return self._from_queued(job, changes)
+
+    @unavailable_as_error
+    def start_and_succeed(self, job: Job, result: Any) -> bool:
+        """Record a pure job's start and its result in one write (see ``started``)."""
+        changes = {**self._start_fields(job), **self._succeeded(result)}
+        return self._from_queued(job, changes)
+
+    def _from_queued(self, job: Job, changes: dict[str, Any]) -> bool:
+        # The filter is the status index's leading fields (see lists); a real mongod uses _id.
+        done = self.jobs.update_one(
+            {"_id": job["_id"], "status": str(Status.QUEUED), "attempts": job["attempts"] - 1},
+            {"$set": changes, "$inc": {"attempts": 1}},
+        )
+        return done.modified_count == 1
+
+    @staticmethod
+    def _start_fields(job: Job) -> dict[str, Any]:
+        fields = ("status", "started_at", "worker", "progress", "progress_message", "held_reason")
+        started = {name: job.get(name) for name in fields}
+        if job.get("task_id") is not None:
+            started["task_id"] = job["task_id"]
+        return started
 
     def _claim_changes(self, task_id: str | None) -> dict[str, Any]:
         t = now()
@@ -165,23 +200,23 @@ class Transitions(JobCollection):
     @unavailable_as_error
     def succeed(self, job_id: str, attempt: int, result: Any) -> bool:
         """Record the result of a running attempt; False if the attempt lost the job."""
-        t = now()
         done = self.jobs.update_one(
-            self._running(job_id, attempt),
-            {
-                "$set": {
-                    "status": str(Status.SUCCEEDED),
-                    "result": result,
-                    "error": None,
-                    "progress": 1.0,
-                    "finished_at": t,
-                    "updated_at": t,
-                    "lease_until": None,
-                    "expires_at": self._expiry(t),
-                }
-            },
+            self._running(job_id, attempt), {"$set": self._succeeded(result)}
         )
         return done.modified_count == 1
+
+    def _succeeded(self, result: Any) -> dict[str, Any]:
+        t = now()
+        return {
+            "status": str(Status.SUCCEEDED),
+            "result": result,
+            "error": None,
+            "progress": 1.0,
+            "finished_at": t,
+            "updated_at": t,
+            "lease_until": None,
+            "expires_at": self._expiry(t),
+        }
 
     @unavailable_as_error
     def fail(

@@ -69,6 +69,7 @@ def test_a_step_only_type_is_marked_and_refused_as_a_job_but_runs_in_a_workflow(
     types = {t["name"]: t for t in idle_api.get(TYPES).json()["items"]}
     assert types["rank_alignments"]["policy"]["step_only"] is True
     assert types["bmi"]["policy"]["step_only"] is False
+    assert types["bmi"]["policy"]["pure"] is True
     alone = idle_api.post("/api/v1/jobs", json={"type": "rank_alignments"})
     assert alone.status_code == 422
     assert alone.json()["errors"][0]["loc"] == ["type"]

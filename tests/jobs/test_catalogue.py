@@ -100,4 +100,5 @@ def test_a_type_describes_its_schemas_and_policy() -> None:
         },
         "max_running": None,
         "step_only": False,
+        "pure": False,
     }
