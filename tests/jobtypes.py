@@ -67,6 +67,12 @@ def hang(ctx: Context, params: Hang) -> None:
             continue
 
 
+@job_type("test_pure_hang", params=Hang, soft_time_limit=1, time_limit=2, pure=True)
+def pure_hang(ctx: Context, params: Hang) -> None:
+    """test_hang as a pure type: its hard time limit ends it before any claim delay would."""
+    hang(ctx, params)
+
+
 def note(journal: str | None, *words: object) -> None:
     """Append one line to a journal file the test reads back (one write, so lines never mix)."""
     if journal:

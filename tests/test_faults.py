@@ -318,6 +318,18 @@ def test_a_worker_killed_before_a_pure_jobs_start_was_written_leaves_it_queued_t
 
 
 @pytest.mark.timeout(60)
+def test_a_pure_job_killed_by_its_hard_time_limit_is_claimed_first_and_recorded_failed(
+    faults: Faults,
+) -> None:
+    # A claim delay far past the type's limits: the claim comes at half its soft limit.
+    faults.worker("pure-hung", concurrency=1, claim_delay_seconds=30)
+    job_id = faults.pipeline.submit("test_pure_hang", {"seconds": 60})["_id"]
+    ended = wait_job(faults.store, job_id, timeout=20)
+    outcome = (ended["status"], ended["attempts"], ended["error"]["reason"])
+    assert outcome == ("failed", 1, "timeout")
+
+
+@pytest.mark.timeout(60)
 def test_short_pure_jobs_cost_one_update_each_and_longer_ones_show_running(
     faults: Faults, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from jobline.core.errors import JobCancelled
+from jobline.core.errors import JobCancelled, StoreUnavailable
 from jobline.engine.heartbeat import Heartbeat
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job
@@ -126,3 +126,17 @@ def test_a_pending_start_of_a_job_cancelled_meanwhile_tells_the_attempt_it_lost(
     finally:
         beat.stop()
     assert store.get(job["_id"])["attempts"] == 0
+
+
+def test_a_pending_start_that_could_not_be_written_is_tried_again_later_not_at_once(
+    store: JobStore,
+) -> None:
+    def unreachable() -> bool:
+        raise StoreUnavailable("MongoDB away")
+
+    beat = Heartbeat(store, "some-job", 1, interval=10, pending_start=unreachable, start_by=0.0)
+    assert beat.next_due() == 0.0
+    with pytest.raises(StoreUnavailable):
+        beat.tick()
+    assert beat.next_due() > 0.1  # the shared thread waits before the next try
+    assert beat.pending_start is not None and not beat.lost.is_set()

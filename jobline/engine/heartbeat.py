@@ -145,7 +145,12 @@ class Heartbeat:
             return
         if self.pending_start is not None:
             if time.monotonic() >= self.start_by:
-                self.record_start()
+                try:
+                    self.record_start()
+                except Exception:
+                    # Tried again a progress interval on, not in a tight loop.
+                    self.start_by = time.monotonic() + PROGRESS_INTERVAL
+                    raise
         else:
             with self._lock:
                 idle = time.monotonic() - self._last_write

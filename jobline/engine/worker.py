@@ -235,7 +235,10 @@ def _attempt(
         recorded = persist(store.fail, patience, job_id, attempt, error)
         return _ended(task, store, job, recorded, "failed", error=error)
     interrupter = Interrupter(job_id)
-    beat = _heartbeat(runtime, job, gate, interrupter, claimed)
+    # Claimed well before its soft time limit: a job its hard limit kills is then
+    # recorded failed (JobRequest.on_timeout) rather than left queued.
+    delay = min(runtime.settings.claim_delay_seconds, job_type.soft_time_limit / 2)
+    beat = _heartbeat(runtime, job, gate, interrupter, None if claimed else delay)
     # Whatever the store must see of an unclaimed attempt (a file, a log line) claims it first.
     before_write = None if claimed else beat.record_start
     try:
@@ -268,9 +271,14 @@ def _attempt(
 
 
 def _heartbeat(
-    runtime: Runtime, job: Job, gate: limits.Gate, interrupter: Interrupter, claimed: bool
+    runtime: Runtime,
+    job: Job,
+    gate: limits.Gate,
+    interrupter: Interrupter,
+    claim_delay: float | None,
 ) -> Heartbeat:
-    """The attempt's heartbeat, started; it writes the claim of an attempt not yet claimed."""
+    """The attempt's heartbeat, started; it writes the claim of an attempt not yet
+    claimed (``claim_delay`` not None) once that many seconds have passed."""
     store = runtime.store
 
     def progressed(fraction: float, message: str | None) -> None:
@@ -292,8 +300,8 @@ def _heartbeat(
         on_lost=interrupter.fire,
         on_beat=gate.renew,
         on_progress=progressed,
-        pending_start=None if claimed else write_claim,
-        start_by=time.monotonic() + runtime.settings.claim_delay_seconds,
+        pending_start=None if claim_delay is None else write_claim,
+        start_by=time.monotonic() + (claim_delay or 0.0),
     ).start()
 
 
