@@ -378,6 +378,43 @@ def test_long_words_stay_inside_the_jobs_card_and_the_log_in_a_1280_px_window(
     assert errors == []
 
 
+def test_a_rows_buttons_sit_side_by_side_at_1440_px_and_every_row_fits_the_card_at_1280(
+    browser: Browser, board: Api
+) -> None:
+    # A result of four values, a running job (Log, Cancel) and a scheduled one (its time).
+    aligned = board.submit_and_wait(
+        "/api/v1/jobs", {"type": "align", "params": {"seq_a": "ACGTACGT", "seq_b": "ACGTTT"}}
+    )
+    running = board.post(
+        "/api/v1/jobs", json={"type": "sleep", "params": {"seconds": 30, "steps": 30}}
+    ).json()
+    later = {"name": "Grace Brewster Murray Hopper", "weight": 70, "height": 165}
+    scheduled = board.post(
+        "/api/v1/jobs", json={"type": "bmi", "params": later, "delay_seconds": 3600}
+    ).json()
+    try:
+        for width in (1280, 1440):
+            page, errors = watched_page(browser, width=width, height=900)
+            page.goto(board.url("/"))
+            cancel = row(page, running["id"]).get_by_role("button", name="Cancel")
+            expect(cancel).to_be_visible(timeout=15_000)
+            expect(row(page, aligned["id"]).locator(".result")).to_contain_text("ACGTACGT")
+            expect(row(page, scheduled["id"])).to_contain_text("scheduled")
+            card = page.locator(".card.jobs")
+            assert card.evaluate("card => card.scrollWidth <= card.clientWidth"), width
+            assert _right(cancel) <= _right(card)
+            if width == 1440:
+                log = row(page, running["id"]).get_by_role("button", name="Log").bounding_box()
+                beside = cancel.bounding_box()
+                assert log is not None and beside is not None
+                assert abs(log["y"] - beside["y"]) < 2  # one line, not stacked
+            page.context.close()
+            assert errors == []
+    finally:
+        for job in (running, scheduled):
+            board.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
 def _right(locator: Any) -> float:
     box = locator.bounding_box()
     assert box is not None
