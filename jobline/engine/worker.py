@@ -14,9 +14,7 @@ run whose job was cancelled or taken meanwhile has no effect to undo.
 from __future__ import annotations
 
 import logging
-import random
 import time
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -26,7 +24,6 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 from celery.worker.request import Request
 
-from jobline import jobs
 from jobline.core import logs
 from jobline.core.errors import (
     BadJobInput,
@@ -36,6 +33,7 @@ from jobline.core.errors import (
     UnknownJobType,
 )
 from jobline.engine import events, joblog, limits, metrics, webhooks
+from jobline.engine.failures import error_info, retry_delay
 from jobline.engine.heartbeat import Heartbeat, Interrupter
 from jobline.engine.jobfiles import JobFiles
 from jobline.engine.runtime import Runtime
@@ -48,27 +46,6 @@ log = logging.getLogger(__name__)
 
 # A delivery that finds MongoDB down is put back for this long, not dropped.
 STORE_DOWN_RETRY_SECONDS = 5.0
-
-
-def error_info(exc: BaseException, reason: str = "error") -> dict[str, Any]:
-    """What the job record keeps of a failure: type, message and a short traceback."""
-    tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-5)
-    return {
-        "reason": reason,
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": "".join(tb)[-4000:],
-    }
-
-
-def retry_delay(policy: jobs.RetryPolicy, attempt: int) -> float:
-    """Seconds before the next try: exponential backoff, capped, with full jitter.
-
-    Celery's autoretry does the same in whole seconds; jobs here may back off
-    for less than one.
-    """
-    ceiling = min(policy.backoff_max_seconds, policy.backoff_seconds * 2 ** (attempt - 1))
-    return random.uniform(0, ceiling) if policy.jitter else ceiling
 
 
 class JobRequest(Request):  # type: ignore[misc]
