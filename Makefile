@@ -12,10 +12,10 @@ setup: $(STAMP)
 		apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 	@# Deployment tests: RabbitMQ as the other broker, docker-compose to validate
 	@# the compose file, iproute2 and util-linux for the multi-host namespaces;
-	@# chromium for the dashboard's browser test.
+	@# chromium for the dashboard's browser test; wrk for the bench's own smoke tests.
 	@missing=""; \
 	for pair in rabbitmq-server:rabbitmq-server docker-compose:docker-compose \
-		ip:iproute2 unshare:util-linux chromium:chromium; do \
+		ip:iproute2 unshare:util-linux chromium:chromium wrk:wrk; do \
 		command -v $${pair%%:*} >/dev/null || [ -x /usr/sbin/$${pair%%:*} ] || \
 			missing="$$missing $${pair#*:}"; \
 	done; \
@@ -50,9 +50,6 @@ test: setup lint
 # BENCH_ARGS=--quick for a smoke run. Writes bench/results/latest.json and docs/bench.png.
 BENCH_STAMP := $(VENV)/.bench-installed
 bench-setup: setup $(BENCH_STAMP)
-	@command -v wrk >/dev/null || { \
-		echo "installing wrk with apt-get"; \
-		apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 
 $(BENCH_STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[local,test,bench]'
