@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import subprocess
 import sys
 import time
 
@@ -253,6 +254,27 @@ def chatty(ctx: Context, params: Chatty) -> dict[str, int]:
         raise TransientError("first attempt fails on purpose")
     logger.warning("done")
     return {"attempt": ctx.attempt}
+
+
+class Programs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tag: str = ""
+    leave_running: bool = False
+
+
+@job_type("test_programs", params=Programs, soft_time_limit=10, time_limit=20)
+def programs(ctx: Context, params: Programs) -> None:
+    """Writes as a job that runs programs does: through a child process and straight to fd 1."""
+    print(f"python {params.tag}")
+    child = "import sys; print('child out'); print('child err', file=sys.stderr)"
+    subprocess.run([sys.executable, "-c", child], check=True)
+    os.write(1, f"raw {params.tag}\n".encode())
+    logging.getLogger("jobline.engine.worker").warning("the worker's own line %s", params.tag)
+    if params.leave_running:  # a program that outlives the job
+        later = f"import time; time.sleep(0.5); print('left behind {params.tag}', flush=True)"
+        subprocess.Popen([sys.executable, "-c", later])
+    print(f"after {params.tag}")
+    os.write(1, f"tail {params.tag}".encode())  # no newline: still a line of its own
 
 
 class Maker(BaseModel):

@@ -1,11 +1,13 @@
-"""Job logs: what a job writes through logging and print, stored per attempt, paged, capped."""
+"""Job logs: what a job writes (logging, print, its programs), stored per attempt, paged, capped."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +53,42 @@ def test_what_a_job_logs_and_prints_is_stored_in_order_with_secrets_scrubbed(
     assert all(i["time"].endswith("Z") for i in page["items"])
     assert page["truncated"] is False
     assert page["next_cursor"] is None
+
+
+def test_what_a_jobs_programs_write_to_stdout_and_stderr_is_its_log_in_order(
+    live_api: Api, worker_log: Path
+) -> None:
+    job = run(live_api, "test_programs", {"tag": "p1"})
+    assert job["status"] == "succeeded", job
+    items = logs_of(live_api, job["id"])["items"]
+    stdout = [i["message"] for i in items if i["stream"] == "stdout"]
+    assert stdout == ["python p1", "child out", "raw p1", "after p1", "tail p1"]
+    assert [(i["level"], i["message"]) for i in items if i["stream"] == "stderr"] == [
+        ("WARNING", "child err")
+    ]
+    # The worker's own records written during the job stay in the worker's log.
+    assert not [i for i in items if "worker's own" in i["message"]]
+    assert wait_for_line(worker_log, "the worker's own line p1")
+
+
+def test_a_program_the_job_left_running_writes_to_the_workers_log_not_a_jobs(
+    live_api: Api, worker_log: Path
+) -> None:
+    job = run(live_api, "test_programs", {"tag": "p2", "leave_running": True})
+    assert job["status"] == "succeeded", job
+    assert wait_for_line(worker_log, "left behind p2")
+    later = run(live_api, "test_programs", {"tag": "p3"})
+    for done in (job, later):
+        assert not [i for i in logs_of(live_api, done["id"])["items"] if "left" in i["message"]]
+
+
+def wait_for_line(path: Path, text: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_each_attempt_keeps_its_lines_and_attempt_selects_one(live_api: Api) -> None:

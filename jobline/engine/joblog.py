@@ -27,7 +27,7 @@ from typing import Any
 
 from jobline.core.logs import scrub
 from jobline.core.settings import Settings
-from jobline.engine import events
+from jobline.engine import events, program_output
 from jobline.store.logs import LogStore, line_id, line_view
 from jobline.store.records import Job, now
 
@@ -188,12 +188,15 @@ class _Handler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.joblog: JobLog | None = None
+        self.output: program_output.ProgramOutput | None = None
         self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         joblog = self.joblog
         if joblog is None or record.name.startswith(MACHINERY):
             return
+        if self.output is not None:
+            self.output.catch_up()
         try:
             message = self.format(record)
         except Exception:  # a bad format string must not break the job
@@ -204,9 +207,12 @@ class _Handler(logging.Handler):
 class _Stream(io.TextIOBase):
     """``sys.stdout`` or ``sys.stderr`` of a running job: each line becomes a log line."""
 
-    def __init__(self, joblog: JobLog, name: str) -> None:
+    def __init__(
+        self, joblog: JobLog, name: str, output: program_output.ProgramOutput | None = None
+    ) -> None:
         self.joblog = joblog
         self.name = name
+        self.output = output  # a line printed after a program's lands after them
         self._partial = ""
 
     @property
@@ -220,6 +226,8 @@ class _Stream(io.TextIOBase):
         return False
 
     def write(self, text: str) -> int:
+        if self.output is not None:
+            self.output.catch_up()
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         for line in lines:
@@ -268,15 +276,22 @@ def capture(
     """
     joblog = JobLog(db, settings, job, before_write)
     _install(logging.getLogger())
-    _handler.joblog = joblog
+    # What the job's programs write to descriptors 1 and 2, in a pool process.
+    output = program_output.current()
+    programs = [_Stream(joblog, "stdout"), _Stream(joblog, "stderr")]
+    if output is not None:
+        output.attach({stream.name: stream.write for stream in programs})
+    _handler.joblog, _handler.output = joblog, output
     saved = sys.stdout, sys.stderr
-    out, err = _Stream(joblog, "stdout"), _Stream(joblog, "stderr")
+    out, err = _Stream(joblog, "stdout", output), _Stream(joblog, "stderr", output)
     sys.stdout, sys.stderr = out, err
     try:
         yield joblog
     finally:
         sys.stdout, sys.stderr = saved
-        _handler.joblog = None
-        out.end()
-        err.end()
+        if output is not None:
+            output.detach()
+        _handler.joblog = _handler.output = None
+        for stream in (*programs, out, err):
+            stream.end()
         joblog.close()

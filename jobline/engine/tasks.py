@@ -15,7 +15,7 @@ from jobline import jobs
 from jobline.core import logs
 from jobline.core.errors import Unavailable
 from jobline.core.settings import Settings
-from jobline.engine import schedules, webhooks
+from jobline.engine import program_output, schedules, webhooks
 from jobline.engine.healing import healing_step
 from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import RUN_TASK, make_celery
@@ -34,6 +34,11 @@ def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
     # Every worker stands ready to sweep, so crash recovery needs no process of its own.
     if sweep:
         app.steps["worker"].add(healing_step(runtime))
+
+    @signals.worker_process_init.connect(weak=False)
+    def _capture_program_output(**_: Any) -> None:
+        # Each pool process runs one job at a time: its descriptors 1 and 2 can be the job's.
+        program_output.install()
 
     @signals.setup_logging.connect(weak=False)
     def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:

@@ -1,0 +1,178 @@
+"""What a job's programs write straight to file descriptors 1 and 2: part of the job's log.
+
+``print`` and ``logging`` reach a job's log inside Python (jobline.engine.joblog).
+A program the job runs (``subprocess.run(["bwa", "mem", ...])``), a C library
+or ``os.write(1, ...)`` writes to the process's descriptors 1 and 2 instead.
+In each of a worker's pool processes those point, from its start, at two pipes
+that one thread of the process reads. While a job runs, what arrives becomes
+its ``stdout`` and ``stderr`` lines; between jobs it passes through to where
+the descriptors pointed before (the worker's own log). The worker's own log
+handlers are pointed there directly, so its records never enter a job's log.
+
+A job ends only once everything its programs wrote before it returned has been
+read; a program it left running writes to the worker's log from then on.
+Costs a job that writes nothing two ``ioctl`` calls at its end.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import logging
+import os
+import select
+import struct
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STREAMS = ((1, "stdout"), (2, "stderr"))
+CHUNK = 65536
+# How long a job's end waits for the reader to take what the job's programs wrote.
+DRAIN_SECONDS = 5.0
+
+
+class _Pipe:
+    """One redirected descriptor: the pipe's read end, and where it pointed before."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+        self.before = os.dup(fd)  # where the worker's own output goes
+        self.read, write = os.pipe()
+        os.dup2(write, fd)
+        os.close(write)
+        self.sink: Callable[[str], Any] | None = None
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def pending(self) -> int:
+        """Bytes written to the pipe and not yet read."""
+        found = fcntl.ioctl(self.read, termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", found)[0])
+
+    def take(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink(self.decoder.decode(data))
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.before, view) :]
+
+
+class ProgramOutput:
+    """The redirected descriptors of one pool process, and the thread that reads them."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.pipes = [_Pipe(fd, name) for fd, name in STREAMS]
+        self._busy = False
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        _point_handlers_at({pipe.fd: pipe.before for pipe in self.pipes})
+        self._thread = threading.Thread(target=self._loop, name="jobline-output", daemon=True)
+        self._thread.start()
+
+    def attach(self, sinks: dict[str, Callable[[str], Any]]) -> None:
+        """From now on, what the programs write goes to ``sinks`` (by stream name)."""
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()  # what was written before the job stays the worker's
+        self._drain()
+        with self._lock:
+            for pipe in self.pipes:
+                pipe.decoder.reset()
+                pipe.sink = sinks[pipe.name]
+
+    def detach(self) -> None:
+        """Wait until what was written so far is read; what comes later is the worker's."""
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        self._drain()
+        with self._lock:
+            for pipe in self.pipes:
+                if pipe.sink is not None:
+                    pipe.sink(pipe.decoder.decode(b"", final=True))
+                pipe.sink = None
+
+    def catch_up(self) -> None:
+        """Let what the programs wrote so far reach the log before a line the job writes now."""
+        if threading.current_thread() is self._thread:
+            return
+        if self._busy or any(pipe.pending() for pipe in self.pipes):
+            self._drain()
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with self._lock:
+            while self._busy or any(pipe.pending() for pipe in self.pipes):
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    log.warning("output of programs still unread after %ss", DRAIN_SECONDS)
+                    return
+                self._drained.wait(min(left, 0.05))
+
+    def _loop(self) -> None:
+        by_fd = {pipe.read: pipe for pipe in self.pipes}
+        try:
+            while True:
+                ready, _, _ = select.select(list(by_fd), [], [])
+                with self._lock:
+                    self._busy = True
+                try:
+                    for fd in ready:
+                        data = os.read(fd, CHUNK)
+                        with self._lock:
+                            by_fd[fd].take(data)
+                finally:
+                    with self._lock:
+                        self._busy = False
+                        self._drained.notify_all()
+        except BaseException:
+            # Nobody reads the pipes any more: give the descriptors back, so
+            # that no writer blocks on a full pipe.
+            for pipe in self.pipes:
+                os.dup2(pipe.before, pipe.fd)
+            log.exception("reading the output of jobs' programs stopped")
+
+
+def _point_handlers_at(targets: dict[int, int]) -> None:
+    """The worker's own log handlers that write to a redirected descriptor write where it was."""
+    loggers: list[Any] = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values() if hasattr(lg, "handlers")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.StreamHandler):
+                continue
+            try:
+                fd = handler.stream.fileno()
+            except (AttributeError, OSError, ValueError):
+                continue
+            if fd in targets:
+                handler.setStream(
+                    open(targets[fd], "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+                )
+
+
+_installed: ProgramOutput | None = None
+
+
+def install() -> None:
+    """Redirect this process's descriptors 1 and 2 (a pool process, at its start)."""
+    global _installed
+    if _installed is None or _installed.pid != os.getpid():
+        _installed = ProgramOutput()
+
+
+def current() -> ProgramOutput | None:
+    """This process's redirection, if it made one (not one inherited from a parent)."""
+    found = _installed
+    if found is None or found.pid != os.getpid():
+        return None
+    return found
