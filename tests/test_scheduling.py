@@ -20,8 +20,8 @@ from jobline.engine.pipeline import Pipeline
 from jobline.engine.queue import make_celery
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
-from jobline.store.records import Job, now
-from tests.conftest import TERMINAL, Api, make_settings, start_worker
+from jobline.store.records import Job, new_job, now
+from tests.conftest import TERMINAL, Api, idle_settings, make_settings, start_worker
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
 JOBS = "/api/v1/jobs"
@@ -259,3 +259,60 @@ def test_only_jobs_beyond_the_horizon_are_held(settings: Settings) -> None:
     assert holds({**scheduled, "run_at": ahead + timedelta(seconds=5)}, settings)
     assert not holds({**scheduled, "run_at": ahead - timedelta(seconds=1)}, settings)
     assert not holds({"status": "queued", "run_at": None}, settings)
+
+
+@pytest.fixture
+def release_pipeline(settings: Settings) -> Iterator[Pipeline]:
+    """A store and broker database of its own, that no sweeper or worker touches."""
+    broker = settings.redis_url.rsplit("/", 1)[0] + "/10"
+    own = idle_settings(settings, mongo_db="jobline_release_test", redis_url=broker)
+    store = JobStore(own)
+    store.ensure_indexes()
+    store.jobs.delete_many({})
+    p = make_pipeline(own, store)
+    with p.celery.connection_for_write() as conn:
+        conn.default_channel.client.flushdb()
+    yield p
+    store.jobs.delete_many({})
+    store.close()
+
+
+def held_jobs(n: int, seconds_ahead: float) -> list[Job]:
+    run_at = now() + timedelta(seconds=seconds_ahead)
+    return [{**new_job("noop", {}, run_at=run_at), "held": True} for _ in range(n)]
+
+
+def test_a_sweep_releases_every_held_job_due_at_once_each_with_its_message(
+    release_pipeline: Pipeline,
+) -> None:
+    p = release_pipeline
+    # A batch submitted for one moment: more than one bulk write's worth.
+    batch = held_jobs(sweeper.RELEASE_CHUNK * 2 + 100, seconds_ahead=1.5)
+    p.store.jobs.insert_many(batch)
+    later = held_jobs(3, seconds_ahead=3600)  # beyond the horizon: still held
+    p.store.jobs.insert_many(later)
+    assert sweeper.release_due(p) == len(batch)
+    records = {job["_id"]: job for job in p.store.jobs.find({})}
+    assert not [j for j in batch if records[j["_id"]]["held"]]
+    assert all(records[j["_id"]]["held"] for j in later)
+    task_ids = {records[j["_id"]]["task_id"] for j in batch}
+    assert len(task_ids) == len(batch) and not task_ids & {j["task_id"] for j in batch}
+    assert queue.queue_depth(p.celery, "default") == len(batch)
+    assert sweeper.release_due(p) == 0  # released once
+
+
+def test_a_job_released_or_cancelled_meanwhile_is_not_released_again(
+    release_pipeline: Pipeline,
+) -> None:
+    p = release_pipeline
+    first, cancelled, free = held_jobs(3, seconds_ahead=1)
+    p.store.jobs.insert_many([first, cancelled, free])
+    # Another sweeper got to one, and the user cancelled another, after this one read them.
+    assert p.store.release_many([(first, "another-sweepers-task")])
+    p.store.jobs.update_one({"_id": cancelled["_id"]}, {"$set": {"status": "cancelled"}})
+    done = p.store.release_many(
+        [(job, f"task-{i}") for i, job in enumerate([first, cancelled, free])]
+    )
+    assert [job["_id"] for job in done] == [free["_id"]]
+    assert p.store.jobs.find_one({"_id": first["_id"]})["task_id"] == "another-sweepers-task"
+    assert p.store.jobs.find_one({"_id": cancelled["_id"]})["held"] is True

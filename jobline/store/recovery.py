@@ -6,9 +6,11 @@ lost, scheduled jobs held back from the broker until they are due.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+
+from pymongo import UpdateOne
 
 from jobline.store.collection import JobCollection
 from jobline.store.mongo import unavailable_as_error
@@ -92,17 +94,35 @@ class Recovery(JobCollection):
         ).limit(limit)
 
     @unavailable_as_error
-    def release(self, job: Job, task_id: str) -> Job | None:
-        """Mark a held job as handed to the broker (queued if already due); None if it moved."""
+    def release_many(self, jobs: Sequence[tuple[Job, str]]) -> list[Job]:
+        """Mark held jobs as handed to the broker, each with its new task id, in one round trip.
+
+        Returns the jobs released, as they now are (queued if already due); one
+        cancelled or released by another sweeper meanwhile is left out.
+        """
         t = now()
-        changes: dict[str, Any] = {"held": False, "task_id": task_id, "updated_at": t}
-        if job["run_at"] <= t:
-            changes["status"] = str(Status.QUEUED)
-        done = self.jobs.update_one(
-            {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True},
-            {"$set": changes},
-        )
-        return {**job, **changes} if done.modified_count == 1 else None
+        released: list[Job] = []
+        updates: list[UpdateOne] = []
+        for job, task_id in jobs:
+            changes: dict[str, Any] = {"held": False, "task_id": task_id, "updated_at": t}
+            if job["run_at"] <= t:
+                changes["status"] = str(Status.QUEUED)
+            filter_ = {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True}
+            updates.append(UpdateOne(filter_, {"$set": changes}))
+            released.append({**job, **changes})
+        if not updates:
+            return []
+        if self.jobs.bulk_write(updates, ordered=False).modified_count == len(updates):
+            return released
+        # Some had moved on: a bulk write counts what it changed, not which, so
+        # each job says whether it carries the task id given here. Point reads:
+        # $in would make the embedded server scan the collection.
+        return [
+            job
+            for job in released
+            if (found := self.jobs.find_one({"_id": job["_id"]}, {"task_id": 1})) is not None
+            and found.get("task_id") == job["task_id"]
+        ]
 
     @unavailable_as_error
     def record_webhook(
