@@ -269,6 +269,8 @@ def programs(ctx: Context, params: Programs) -> None:
     child = "import sys; print('child out'); print('child err', file=sys.stderr)"
     subprocess.run([sys.executable, "-c", child], check=True)
     os.write(1, f"raw {params.tag}\n".encode())
+    given = [sys.executable, "-c", "print('given sys.stdout')"]
+    subprocess.run(given, stdout=sys.stdout, check=True)
     logging.getLogger("jobline.engine.worker").warning("the worker's own line %s", params.tag)
     if params.leave_running:  # a program that outlives the job
         later = f"import time; time.sleep(0.5); print('left behind {params.tag}', flush=True)"

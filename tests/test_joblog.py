@@ -62,7 +62,9 @@ def test_what_a_jobs_programs_write_to_stdout_and_stderr_is_its_log_in_order(
     assert job["status"] == "succeeded", job
     items = logs_of(live_api, job["id"])["items"]
     stdout = [i["message"] for i in items if i["stream"] == "stdout"]
-    assert stdout == ["python p1", "child out", "raw p1", "after p1", "tail p1"]
+    assert stdout == [
+        "python p1", "child out", "raw p1", "given sys.stdout", "after p1", "tail p1"
+    ]  # fmt: skip
     assert [(i["level"], i["message"]) for i in items if i["stream"] == "stderr"] == [
         ("WARNING", "child err")
     ]

@@ -225,6 +225,13 @@ class _Stream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fileno(self) -> int:
+        # subprocess.run(..., stdout=sys.stdout) hands a program the descriptor,
+        # whose output is the job's too where a pool process redirected it.
+        if self.output is None:
+            raise io.UnsupportedOperation("fileno")
+        return 1 if self.name == "stdout" else 2
+
     def write(self, text: str) -> int:
         if self.output is not None:
             self.output.catch_up()
