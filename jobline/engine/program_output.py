@@ -47,12 +47,18 @@ class _Pipe:
         self.read, write = os.pipe()
         os.dup2(write, fd)
         os.close(write)
+        self.open = True  # until every write end is closed (a job closed its descriptor)
         self.sink: Callable[[str], Any] | None = None
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def pending(self) -> int:
         """Bytes written to the pipe and not yet read."""
-        found = fcntl.ioctl(self.read, termios.FIONREAD, b"\0\0\0\0")
+        if not self.open:
+            return 0
+        try:
+            found = fcntl.ioctl(self.read, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:  # closed by the reader meanwhile
+            return 0
         return int(struct.unpack("i", found)[0])
 
     def take(self, data: bytes) -> None:
@@ -121,7 +127,7 @@ class ProgramOutput:
     def _loop(self) -> None:
         by_fd = {pipe.read: pipe for pipe in self.pipes}
         try:
-            while True:
+            while by_fd:
                 ready, _, _ = select.select(list(by_fd), [], [])
                 with self._lock:
                     self._busy = True
@@ -129,7 +135,14 @@ class ProgramOutput:
                     for fd in ready:
                         data = os.read(fd, CHUNK)
                         with self._lock:
-                            by_fd[fd].take(data)
+                            if data:
+                                try:
+                                    by_fd[fd].take(data)
+                                except Exception:  # lost output, but the pipe is still read
+                                    log.warning("output of a program was lost", exc_info=True)
+                            else:  # nothing can write to it any more
+                                by_fd.pop(fd).open = False
+                                os.close(fd)
                 finally:
                     with self._lock:
                         self._busy = False
@@ -138,7 +151,8 @@ class ProgramOutput:
             # Nobody reads the pipes any more: give the descriptors back, so
             # that no writer blocks on a full pipe.
             for pipe in self.pipes:
-                os.dup2(pipe.before, pipe.fd)
+                if pipe.open:
+                    os.dup2(pipe.before, pipe.fd)
             log.exception("reading the output of jobs' programs stopped")
 
 
