@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from jobline.store.collection import JobCollection
 from jobline.store.mongo import unavailable_as_error
@@ -112,8 +113,11 @@ class Recovery(JobCollection):
             released.append({**job, **changes})
         if not updates:
             return []
-        if self.jobs.bulk_write(updates, ordered=False).modified_count == len(updates):
-            return released
+        try:
+            if self.jobs.bulk_write(updates, ordered=False).modified_count == len(updates):
+                return released
+        except BulkWriteError:  # some writes failed; the others may have been made
+            pass
         # Some had moved on: a bulk write counts what it changed, not which, so
         # each job says whether it carries the task id given here. Point reads:
         # $in would make the embedded server scan the collection.
