@@ -10,7 +10,9 @@ the descriptors pointed before (the worker's own log). The worker's own log
 handlers are pointed there directly, so its records never enter a job's log.
 
 A job ends only once everything its programs wrote before it returned has been
-read; a program it left running writes to the worker's log from then on.
+read; a program it left running writes to the worker's log from then on (or,
+while the process runs another job, to that one's: a pipe cannot tell its
+writers apart).
 Costs a job that writes nothing two ``ioctl`` calls at its end.
 """
 
