@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from jobline.store.jobs import JobStore
 from jobline.store.logs import LogStore
 from jobline.store.records import new_job, now
 from tests.conftest import Api
+from tests.support import wait_until
 from tests.test_events import release
 
 
@@ -70,7 +70,7 @@ def test_what_a_jobs_programs_write_to_stdout_and_stderr_is_its_log_in_order(
     ]
     # The worker's own records written during the job stay in the worker's log.
     assert not [i for i in items if "worker's own" in i["message"]]
-    assert wait_for_line(worker_log, "the worker's own line p1")
+    in_log(worker_log, "the worker's own line p1")
 
 
 def test_a_program_the_job_left_running_writes_to_the_workers_log_not_a_jobs(
@@ -78,19 +78,14 @@ def test_a_program_the_job_left_running_writes_to_the_workers_log_not_a_jobs(
 ) -> None:
     job = run(live_api, "test_programs", {"tag": "p2", "leave_running": True})
     assert job["status"] == "succeeded", job
-    assert wait_for_line(worker_log, "left behind p2")
+    in_log(worker_log, "left behind p2")
     later = run(live_api, "test_programs", {"tag": "p3"})
     for done in (job, later):
         assert not [i for i in logs_of(live_api, done["id"])["items"] if "left" in i["message"]]
 
 
-def wait_for_line(path: Path, text: str, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in path.read_text(errors="replace"):
-            return True
-        time.sleep(0.1)
-    return False
+def in_log(path: Path, text: str) -> None:
+    wait_until(lambda: text in path.read_text(errors="replace"), 10, f"{text!r} in {path.name}")
 
 
 def test_each_attempt_keeps_its_lines_and_attempt_selects_one(live_api: Api) -> None:

@@ -285,7 +285,7 @@ def capture(
     _install(logging.getLogger())
     # What the job's programs write to descriptors 1 and 2, in a pool process.
     output = program_output.current()
-    programs = [_Stream(joblog, "stdout"), _Stream(joblog, "stderr")]
+    programs = [] if output is None else [_Stream(joblog, "stdout"), _Stream(joblog, "stderr")]
     if output is not None:
         output.attach({stream.name: stream.write for stream in programs})
     _handler.joblog, _handler.output = joblog, output

@@ -13,7 +13,7 @@ A job ends only once everything its programs wrote before it returned has been
 read; a program it left running writes to the worker's log from then on (or,
 while the process runs another job, to that one's: a pipe cannot tell its
 writers apart).
-Costs a job that writes nothing two ``ioctl`` calls at its end.
+Costs a job that writes nothing two ``ioctl`` calls at its start and two at its end.
 """
 
 from __future__ import annotations
