@@ -19,7 +19,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="worker: %(mes
 program_output.install()
 output = program_output.current()
 got = {"stdout": [], "stderr": []}
-report_to = output.pipes[0].before  # the case's own stdout, as it was before
+report_to = output.before[1]  # the case's own stdout, as it was before
 
 def report(**found):
     output.catch_up()  # what passed through is written out first
@@ -66,13 +66,42 @@ def test_a_job_that_closes_its_stdout_leaves_the_reader_idle_and_its_end_prompt(
         time.sleep(0.5)
         print("still printing", file=sys.stderr)
         output.detach()
+        ended = time.monotonic() - started - 0.5
+        nxt = {"stdout": [], "stderr": []}
+        output.attach({name: nxt[name].append for name in nxt})
+        os.write(1, b"the next job's\\n")
+        output.detach()
         report(
             stderr="".join(got["stderr"]),
-            end_s=time.monotonic() - started - 0.5,
+            end_s=ended,
             cpu_s=time.process_time() - cpu,
+            next_stdout="".join(nxt["stdout"]),
         )
         """
     )
     assert found["stderr"] == "said\nstill printing\n"  # stderr is still the job's
     assert found["end_s"] < 1.0
     assert found["cpu_s"] < 0.25  # the reader does not spin on the closed pipe
+    assert found["next_stdout"] == "the next job's\n"  # the next job has a stdout again
+
+
+def test_a_program_a_job_left_running_writes_to_the_workers_output_not_the_next_jobs() -> None:
+    found, stdout, _ = run_case(
+        """
+        output.attach({name: got[name].append for name in got})
+        ticks = "import time\\nfor i in range(6): print('tick', i, flush=True); time.sleep(0.2)"
+        left = subprocess.Popen([sys.executable, "-c", ticks])
+        deadline = time.monotonic() + 20
+        while not got["stdout"] and time.monotonic() < deadline:  # its first line is the job's
+            time.sleep(0.01)
+        output.detach()
+        nxt = {"stdout": [], "stderr": []}
+        output.attach({name: nxt[name].append for name in nxt})
+        left.wait()
+        os.write(1, b"the next job's own\\n")
+        output.detach()
+        report(first="".join(got["stdout"]), next="".join(nxt["stdout"]))
+        """
+    )
+    assert found == {"first": "tick 0\n", "next": "the next job's own\n"}
+    assert stdout == [f"tick {i}" for i in range(1, 6)]  # the worker's output
