@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,24 @@ def idle_settings(settings: Settings, **overrides: Any) -> Settings:
     return Settings(
         **{**settings.model_dump(), "redis_url": other_db, "broker_url": None, **overrides}
     )
+
+
+@contextmanager
+def pipeline_of_its_own(settings: Settings, mongo_db: str, redis_db: int) -> Iterator[Pipeline]:
+    """A store and broker database of their own, that no sweeper or worker touches."""
+    broker = settings.redis_url.rsplit("/", 1)[0] + f"/{redis_db}"
+    own = idle_settings(settings, mongo_db=mongo_db, redis_url=broker)
+    store = JobStore(own)
+    store.ensure_indexes()
+    store.jobs.delete_many({})
+    p = Pipeline(own, store, make_celery(own), jobs.load(own.job_module_list))
+    with p.celery.connection_for_write() as conn:
+        conn.default_channel.client.flushdb()
+    try:
+        yield p
+    finally:
+        store.jobs.delete_many({})
+        store.close()
 
 
 @pytest.fixture(scope="module")

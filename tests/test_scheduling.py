@@ -21,7 +21,13 @@ from jobline.engine.queue import make_celery
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from jobline.store.records import Job, new_job, now
-from tests.conftest import TERMINAL, Api, idle_settings, make_settings, start_worker
+from tests.conftest import (
+    TERMINAL,
+    Api,
+    make_settings,
+    pipeline_of_its_own,
+    start_worker,
+)
 
 ADA = {"name": "Ada", "weight": 55, "height": 170}
 JOBS = "/api/v1/jobs"
@@ -263,18 +269,8 @@ def test_only_jobs_beyond_the_horizon_are_held(settings: Settings) -> None:
 
 @pytest.fixture
 def release_pipeline(settings: Settings) -> Iterator[Pipeline]:
-    """A store and broker database of its own, that no sweeper or worker touches."""
-    broker = settings.redis_url.rsplit("/", 1)[0] + "/10"
-    own = idle_settings(settings, mongo_db="jobline_release_test", redis_url=broker)
-    store = JobStore(own)
-    store.ensure_indexes()
-    store.jobs.delete_many({})
-    p = make_pipeline(own, store)
-    with p.celery.connection_for_write() as conn:
-        conn.default_channel.client.flushdb()
-    yield p
-    store.jobs.delete_many({})
-    store.close()
+    with pipeline_of_its_own(settings, "jobline_release_test", redis_db=10) as p:
+        yield p
 
 
 def held_jobs(n: int, seconds_ahead: float) -> list[Job]:
@@ -287,7 +283,7 @@ def test_a_sweep_releases_every_held_job_due_at_once_each_with_its_message(
 ) -> None:
     p = release_pipeline
     # A batch submitted for one moment: more than one bulk write's worth.
-    batch = held_jobs(sweeper.RELEASE_CHUNK * 2 + 100, seconds_ahead=1.5)
+    batch = held_jobs(sweeper.CHUNK * 2 + 100, seconds_ahead=1.5)
     p.store.jobs.insert_many(batch)
     later = held_jobs(3, seconds_ahead=3600)  # beyond the horizon: still held
     p.store.jobs.insert_many(later)

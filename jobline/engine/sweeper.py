@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import timedelta
+from functools import partial
 
 from jobline.core import ids
 from jobline.core.errors import BrokerUnavailable, StoreUnavailable, UnknownJobType
@@ -21,9 +23,9 @@ from jobline.store.records import Job, now
 
 log = logging.getLogger(__name__)
 
-# Held jobs released with one bulk write, and at most this many such writes a pass.
-RELEASE_CHUNK = 500
-MAX_RELEASE_CHUNKS = 100
+# Jobs handed on with one bulk write, and at most this many such writes a pass.
+CHUNK = 500
+MAX_CHUNKS = 100
 
 
 def sweep_once(p: Pipeline) -> Counter[str]:
@@ -37,33 +39,18 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     # Jobs parked behind a limit whose holder died: its slot has expired.
     if woken := limits.Limits(p.settings, p.catalogue).wake_all(p.celery):
         done["woken"] = woken
-    for job in list(p.store.expired_leases()):
-        task_id = ids.new_id()
-        if p.store.requeue(job, task_id):
-            log.warning(
-                "job %s lost its worker (attempt %s); requeued",
-                job["_id"],
-                job["attempts"],
-                extra=job_fields(job),
-            )
-            events.job_changed(p.settings, job, "queued")
-            _publish(p, {**job, "task_id": task_id, "run_at": None})
-            done["requeued"] += 1
+    lost = partial(_requeued, p)
+    if requeued := _hand_on_all(p, p.store.expired_leases, p.store.requeue_many, lost, due=True):
+        done["requeued"] = requeued
     older_than = timedelta(seconds=p.settings.requeue_after_seconds)
     # A backlog is not a loss: republish only jobs whose queue has drained. Asking
     # the broker first spares MongoDB reading a backlog's every job each pass.
-    drained = [name for name in _queues(p) if queue.queue_depth(p.celery, name) == 0]
-    for job in list(p.store.stale_waiting(older_than, drained) if drained else []):
-        task_id = ids.new_id()
-        if p.store.touch(job, task_id):
-            log.warning(
-                "job %s waited %s unclaimed; republished",
-                job["_id"],
-                older_than,
-                extra=job_fields(job),
-            )
-            _publish(p, {**job, "task_id": task_id, "run_at": None})
-            done["republished"] += 1
+    if drained := [name for name in _queues(p) if queue.queue_depth(p.celery, name) == 0]:
+        stale = partial(p.store.stale_waiting, older_than, drained)
+        unclaimed = partial(_republished, older_than)
+        republished = _hand_on_all(p, stale, p.store.touch_many, unclaimed, due=True)
+        if republished:
+            done["republished"] = republished
     done.update(retention.sweep(p.settings, p.store.db))
     return done
 
@@ -73,40 +60,65 @@ def _queues(p: Pipeline) -> list[str]:
 
 
 def release_due(p: Pipeline) -> int:
-    """Publish held jobs due within the horizon; returns how many. Safe to run concurrently.
-
-    Every due job in one pass, RELEASE_CHUNK to a bulk write and their messages
-    in batches: a night's batch of 10,000 jobs due at 09:00 must not start a
-    chunk a sweep.
-    """
-    released = 0
+    """Publish held jobs due within the horizon; returns how many. Safe to run concurrently."""
     until = now() + delays.horizon(p.settings)
-    for _ in range(MAX_RELEASE_CHUNKS):
-        due = list(p.store.held_until(until, limit=RELEASE_CHUNK))
+    return _hand_on_all(p, partial(p.store.held_until, until), p.store.release_many)
+
+
+def _hand_on_all(
+    p: Pipeline,
+    find: Callable[..., Iterable[Job]],
+    hand_on: Callable[[list[tuple[Job, str]]], list[Job]],
+    said: Callable[[Job], None] | None = None,
+    due: bool = False,
+) -> int:
+    """Hand on every job ``find`` finds, CHUNK to a bulk write, and send their messages.
+
+    ``said`` is told of each job handed on; ``due``: its message runs it now,
+    whatever its ``run_at`` was. Returns how many messages were sent. Every
+    job in one pass: a night's batch of 10,000 jobs due at 09:00, or a queue
+    an operator purged, must not wait a sweep interval for each few hundred.
+    """
+    sent = 0
+    for _ in range(MAX_CHUNKS):
+        found = list(find(limit=CHUNK))
         sendable = []
-        for job in p.store.release_many([(job, ids.new_id()) for job in due]):
+        for job in hand_on([(job, ids.new_id()) for job in found]):
+            if said is not None:
+                said(job)
             try:
-                sendable.append((job, p.catalogue.get(job["type"])))
+                job_type = p.catalogue.get(job["type"])
             except UnknownJobType:
                 log.error(
                     "job %s has unknown type %s; left for an operator", job["_id"], job["type"]
                 )
-        sent, error = queue.publish_many(p.celery, sendable)
-        released += sent
+                continue
+            sendable.append(({**job, "run_at": None} if due else job, job_type))
+        published, error = queue.publish_many(p.celery, sendable)
+        sent += published
         if error is not None:
             # The sweeper republishes waiting jobs whose message went missing.
-            log.warning("could not publish %d due jobs: %s", len(sendable) - sent, error)
+            log.warning("could not publish %d jobs: %s", len(sendable) - published, error)
             break
-        if len(due) < RELEASE_CHUNK:
+        if len(found) < CHUNK:
             break
-    return released
+    return sent
 
 
-def _publish(p: Pipeline, job: Job) -> None:
-    try:
-        queue.publish(p.celery, job, p.catalogue.get(job["type"]))
-    except UnknownJobType:
-        log.error("job %s has unknown type %s; left for an operator", job["_id"], job["type"])
+def _requeued(p: Pipeline, job: Job) -> None:
+    log.warning(
+        "job %s lost its worker (attempt %s); requeued",
+        job["_id"],
+        job["attempts"],
+        extra=job_fields(job),
+    )
+    events.job_changed(p.settings, job, "queued")
+
+
+def _republished(older_than: timedelta, job: Job) -> None:
+    log.warning(
+        "job %s waited %s unclaimed; republished", job["_id"], older_than, extra=job_fields(job)
+    )
 
 
 def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> None:

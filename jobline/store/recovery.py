@@ -6,7 +6,7 @@ lost, scheduled jobs held back from the broker until they are due.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,25 +29,31 @@ class Recovery(JobCollection):
         )
 
     @unavailable_as_error
-    def requeue(self, job: Job, task_id: str) -> bool:
-        """Hand a running job whose worker is gone back to the queue."""
-        done = self.jobs.update_one(
-            {
-                "_id": job["_id"],
-                "status": str(Status.RUNNING),
-                "attempts": job["attempts"],
-                "lease_until": {"$lt": now()},
-            },
-            {
-                "$set": {
+    def requeue_many(self, jobs: Sequence[tuple[Job, str]]) -> list[Job]:
+        """Hand running jobs whose worker is gone back to the queue, each with a new task id.
+
+        Returns the jobs requeued, as they now are; one whose worker renewed its
+        lease or that ended meanwhile is left out.
+        """
+        t = now()
+        return self._hand_on(
+            (
+                {
+                    "_id": job["_id"],
+                    "status": str(Status.RUNNING),
+                    "attempts": job["attempts"],
+                    "lease_until": {"$lt": t},
+                },
+                {
                     "status": str(Status.QUEUED),
                     "task_id": task_id,
-                    "updated_at": now(),
+                    "updated_at": t,
                     "lease_until": None,
-                }
-            },
+                },
+                job,
+            )
+            for job, task_id in jobs
         )
-        return done.modified_count == 1
 
     @unavailable_as_error
     def stale_waiting(
@@ -88,6 +94,23 @@ class Recovery(JobCollection):
         return done.modified_count == 1
 
     @unavailable_as_error
+    def touch_many(self, jobs: Sequence[tuple[Job, str]]) -> list[Job]:
+        """Note that waiting jobs' messages were published again, each with a new task id.
+
+        Returns the jobs touched; one claimed, cancelled or touched by another
+        sweeper meanwhile is left out.
+        """
+        t = now()
+        return self._hand_on(
+            (
+                {"_id": job["_id"], "status": job["status"], "attempts": job["attempts"]},
+                {"updated_at": t, "task_id": task_id},
+                job,
+            )
+            for job, task_id in jobs
+        )
+
+    @unavailable_as_error
     def held_until(self, until: datetime, limit: int = 500) -> Iterator[Job]:
         """Scheduled jobs held back from the broker that are due by ``until``."""
         return self.jobs.find(
@@ -102,20 +125,35 @@ class Recovery(JobCollection):
         cancelled or released by another sweeper meanwhile is left out.
         """
         t = now()
-        released: list[Job] = []
+        return self._hand_on(
+            (
+                {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True},
+                {
+                    "held": False,
+                    "task_id": task_id,
+                    "updated_at": t,
+                    **({"status": str(Status.QUEUED)} if job["run_at"] <= t else {}),
+                },
+                job,
+            )
+            for job, task_id in jobs
+        )
+
+    def _hand_on(self, changes: Iterable[tuple[dict[str, Any], dict[str, Any], Job]]) -> list[Job]:
+        """Conditional updates that each give a job a new ``task_id``, in one bulk write.
+
+        Returns the jobs whose update was made, with its changes applied.
+        """
+        changed: list[Job] = []
         updates: list[UpdateOne] = []
-        for job, task_id in jobs:
-            changes: dict[str, Any] = {"held": False, "task_id": task_id, "updated_at": t}
-            if job["run_at"] <= t:
-                changes["status"] = str(Status.QUEUED)
-            filter_ = {"_id": job["_id"], "status": str(Status.SCHEDULED), "held": True}
-            updates.append(UpdateOne(filter_, {"$set": changes}))
-            released.append({**job, **changes})
+        for filter_, fields, job in changes:
+            updates.append(UpdateOne(filter_, {"$set": fields}))
+            changed.append({**job, **fields})
         if not updates:
             return []
         try:
             if self.jobs.bulk_write(updates, ordered=False).modified_count == len(updates):
-                return released
+                return changed
         except BulkWriteError:  # some writes failed; the others may have been made
             pass
         # Some had moved on: a bulk write counts what it changed, not which, so
@@ -123,7 +161,7 @@ class Recovery(JobCollection):
         # $in would make the embedded server scan the collection.
         return [
             job
-            for job in released
+            for job in changed
             if (found := self.jobs.find_one({"_id": job["_id"]}, {"task_id": 1})) is not None
             and found.get("task_id") == job["task_id"]
         ]

@@ -1,0 +1,94 @@
+"""The sweeper's hand-overs at scale: every lost job in one pass, each with a message of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from jobline.core.settings import Settings
+from jobline.engine import queue, sweeper
+from jobline.engine.pipeline import Pipeline
+from jobline.store.records import Job, new_job, now
+from tests.conftest import pipeline_of_its_own
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Pipeline]:
+    with pipeline_of_its_own(settings, "jobline_sweeper_test", redis_db=12) as p:
+        yield p
+
+
+def orphans(n: int) -> list[Job]:
+    """Running jobs whose worker stopped renewing their lease a minute ago."""
+    gone = now() - timedelta(minutes=1)
+    return [
+        {**new_job("noop", {}), "status": "running", "attempts": 1, "lease_until": gone}
+        for _ in range(n)
+    ]
+
+
+def lost_messages(n: int) -> list[Job]:
+    """Queued jobs nobody claimed for an hour: their messages were purged."""
+    long_ago = now() - timedelta(hours=1)
+    return [{**new_job("noop", {}), "updated_at": long_ago} for _ in range(n)]
+
+
+def assert_handed_on_once_each(p: Pipeline, before: list[Job]) -> None:
+    records = {job["_id"]: job for job in p.store.jobs.find({})}
+    task_ids = {records[job["_id"]]["task_id"] for job in before}
+    assert len(task_ids) == len(before)  # a new task id each
+    assert not task_ids & {job["task_id"] for job in before}
+    assert {records[job["_id"]]["status"] for job in before} == {"queued"}
+    assert queue.queue_depth(p.celery, "default") == len(before)
+
+
+def test_a_sweep_requeues_every_job_whose_worker_vanished_at_once(own: Pipeline) -> None:
+    # More than one bulk write's worth: a worker fleet lost at once.
+    running = orphans(sweeper.CHUNK + 100)
+    own.store.jobs.insert_many(running)
+    assert sweeper.sweep_once(own)["requeued"] == len(running)
+    assert_handed_on_once_each(own, running)
+    assert {job["lease_until"] for job in own.store.jobs.find({})} == {None}
+    assert "requeued" not in sweeper.sweep_once(own)  # once
+
+
+def test_a_sweep_republishes_every_job_whose_message_was_lost_at_once(own: Pipeline) -> None:
+    waiting = lost_messages(sweeper.CHUNK + 100)
+    own.store.jobs.insert_many(waiting)
+    assert sweeper.sweep_once(own)["republished"] == len(waiting)
+    assert_handed_on_once_each(own, waiting)
+    # The queue holds their messages now: none is lost, so none is sent again.
+    assert "republished" not in sweeper.sweep_once(own)
+
+
+def test_a_job_that_moved_on_after_the_sweeper_read_it_is_not_handed_on(own: Pipeline) -> None:
+    renewed, finished, lost = orphans(3)
+    claimed, cancelled, unclaimed = lost_messages(3)
+    own.store.jobs.insert_many([renewed, finished, lost, claimed, cancelled, unclaimed])
+    # Meanwhile a worker renewed one lease and finished another job; a third was
+    # claimed and a fourth cancelled.
+    moved = {
+        renewed["_id"]: {"lease_until": now() + timedelta(minutes=1)},
+        finished["_id"]: {"status": "succeeded", "lease_until": None},
+        claimed["_id"]: {"status": "running", "attempts": 1},
+        cancelled["_id"]: {"status": "cancelled"},
+    }
+    for job_id, changes in moved.items():
+        own.store.jobs.update_one({"_id": job_id}, {"$set": changes})
+    requeued = own.store.requeue_many(
+        [(job, f"r{i}") for i, job in enumerate([renewed, finished, lost])]
+    )
+    assert [job["_id"] for job in requeued] == [lost["_id"]]
+    touched = own.store.touch_many(
+        [(job, f"t{i}") for i, job in enumerate([claimed, cancelled, unclaimed])]
+    )
+    assert [job["_id"] for job in touched] == [unclaimed["_id"]]
+    records = {job["_id"]: job for job in own.store.jobs.find({})}
+    assert [records[job["_id"]]["status"] for job in (renewed, finished, claimed, cancelled)] == [
+        "running", "succeeded", "running", "cancelled"
+    ]  # fmt: skip
+    assert (records[lost["_id"]]["task_id"], records[unclaimed["_id"]]["task_id"]) == ("r2", "t2")
+    for job in (renewed, finished, claimed, cancelled):
+        assert records[job["_id"]]["task_id"] == job["task_id"]
