@@ -26,6 +26,8 @@ KEY = "jl_" + "k" * 43
         (f"Authorization: Bearer {KEY}", KEY),
         ("headers={'Authorization': 'Bearer abc.def-ghi'}", "abc.def-ghi"),
         ("Authorization: Basic YWRtaW46aHVudGVyMg==", "YWRtaW46aHVudGVyMg=="),
+        ("AUTHORIZATION=opaque-token-1", "opaque-token-1"),
+        ("BEARER abc.def-ghi", "abc.def-ghi"),
         ("mongodb+srv://user:hunter2@cluster0.example.net/?w=majority", "hunter2"),
         ("redis://:s3cret@redis.internal:6379/0", "s3cret"),
         (f"key={KEY[:20]}", KEY[3:20]),

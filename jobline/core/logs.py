@@ -23,13 +23,20 @@ _SECRETS = (
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^'\",}\s]+"), r"\1[redacted]"),
     (re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@"), r"\1[redacted]@"),
 )
+# What every text matching one of _SECRETS contains: one search of a few
+# literals spares most texts the four substitutions.
+_MAYBE_SECRET = re.compile(r"jl_|://|(?i:bearer|basic|authorization)")
 _HANDLER_NAME = "jobline"
 # Celery repeats each task message's fields as a "data" extra; the message says it once.
 _LEFT_OUT = [*RESERVED_ATTRS, "data"]
+# A record's own attributes that come from code, not data: never a secret.
+_FROM_CODE = frozenset(RESERVED_ATTRS) - {"exc_text", "stack_info"}
 
 
 def scrub(text: str) -> str:
     """``text`` with API keys, bearer tokens and URL passwords replaced."""
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -44,9 +51,9 @@ class Redact(logging.Filter):
             record.args = None
         if isinstance(record.msg, str):
             record.msg = scrub(record.msg)
-        for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname"):
-                setattr(record, key, scrub(value))
+        for key, value in vars(record).items():
+            if isinstance(value, str) and key not in _FROM_CODE:
+                record.__dict__[key] = scrub(value)
         if record.exc_info:
             # Formatted and scrubbed here; formatters fall back to exc_text.
             record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
