@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -103,3 +104,17 @@ def wait_stopped_ticking(path: Path, job_id: str, timeout: float) -> float:
 
     wait_until(quiet_for_a_second, timeout, f"job {job_id} to stop", every=0.1)
     return last[1]
+
+
+def successes_logged(logs: str, job_id: str) -> int:
+    """How many attempts of ``job_id`` recorded a success, by the workers' own JSON logs."""
+    found = 0
+    for line in logs.splitlines():
+        if job_id not in line or '"job succeeded"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # cut short by a kill
+            continue
+        found += record.get("message") == "job succeeded" and record.get("job_id") == job_id
+    return found

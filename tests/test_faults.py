@@ -8,7 +8,6 @@ nothing may end twice.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -34,6 +33,7 @@ from tests.support import (
     journal,
     make_pipeline,
     starts,
+    successes_logged,
     ticks,
     wait_all_terminal,
     wait_job,
@@ -178,11 +178,6 @@ def hung_answer_bound(settings: Settings) -> float:
     return 4 * settings.connect_timeout_seconds + 1.5
 
 
-def succeeded_once(logs: str, job_id: str) -> int:
-    """How many attempts of ``job_id`` recorded a success, by the workers' own logs."""
-    return len(re.findall(rf"job {job_id} attempt \d+: succeeded'", logs))
-
-
 # -- workers -----------------------------------------------------------------------
 
 
@@ -224,7 +219,7 @@ def test_twenty_slow_jobs_all_succeed_once_when_their_worker_is_killed_mid_run(
         else:
             assert job["attempts"] == started[job["_id"]]
         assert job["result"] == {"attempt": job["attempts"]}
-        assert succeeded_once(logs, job["_id"]) == 1
+        assert successes_logged(logs, job["_id"]) == 1
 
 
 @pytest.mark.timeout(90)
@@ -447,7 +442,7 @@ def test_jobs_accepted_before_a_redis_crash_all_complete_after_it_restarts_from_
     ended = wait_all_terminal(faults.store, ids, 90)
     assert [job["status"] for job in ended] == ["succeeded"] * 30
     logs = faults.worker_logs()
-    assert all(succeeded_once(logs, job_id) == 1 for job_id in ids)
+    assert all(successes_logged(logs, job_id) == 1 for job_id in ids)
 
 
 # -- MongoDB ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import requests
 
 from jobline.core.logs import Redact, scrub
 from jobline.core.settings import Settings
+from jobline.engine.tasks import CELERY_TASK_LINES
 from jobline.local import servers as local
 from tests.conftest import Api, Gunicorn, idle_settings, start_worker
 
@@ -109,6 +110,13 @@ def test_api_and_worker_logs_are_json_with_job_fields_and_never_the_key(
     )
     assert ended["type"] == "bmi" and ended["owner"] == "alice" and ended["attempt"] == 1
     assert key not in worker_log.read_text()
+    # At INFO a job's start and end are its own two lines; Celery's line for
+    # each task received and succeeded, which said it again, is left out.
+    worker_records = _json_lines(worker_log, only_json=True)
+    assert any(r.get("job_id") == job_id and r["message"] == "job started" for r in worker_records)
+    assert not [
+        r for r in worker_records if r["logger"] in CELERY_TASK_LINES and r["level"] == "INFO"
+    ]
 
 
 def test_a_worker_logs_at_the_level_it_is_started_with(

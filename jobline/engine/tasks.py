@@ -24,6 +24,9 @@ from jobline.engine.worker import JobTask, progression, run_job
 from jobline.engine.workflows.progress import ADVANCE_TASK
 from jobline.store.workflows import WorkflowStore
 
+# Celery's loggers of a line for every task (received; succeeded, retried, failed).
+CELERY_TASK_LINES = ("celery.worker.strategy", "celery.app.trace")
+
 
 def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
     """The Celery app of a worker process, with every task registered (and the sweeper,
@@ -42,11 +45,8 @@ def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
 
     @signals.setup_logging.connect(weak=False)
     def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
-        # Connected, this replaces Celery's own logging set-up with ours, at the
-        # level the worker was started with (--loglevel).
-        if isinstance(loglevel, int):
-            loglevel = logging.getLevelName(loglevel)
-        logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
+        # Connected, this replaces Celery's own logging set-up with ours.
+        configure_logs(settings, loglevel)
 
     @app.task(name=RUN_TASK, bind=True, base=JobTask, max_retries=None)
     def run(self: JobTask, job_id: str, record: dict[str, Any] | None = None) -> str:
@@ -94,3 +94,16 @@ def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
 
     _ = (run, deliver_webhook, deliver_workflow_webhook, advance_workflow, schedule_fire)
     return app
+
+
+def configure_logs(settings: Settings, loglevel: int | str | None) -> None:
+    """The worker's logs, at the level it was started with (--loglevel)."""
+    if isinstance(loglevel, int):
+        loglevel = logging.getLevelName(loglevel)
+    logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Celery's line for each task received and each task succeeded says
+        # again, by task id, what "job started" and "job succeeded" say with
+        # the job's fields: two of a job's six records at INFO. Kept at DEBUG.
+        for name in CELERY_TASK_LINES:
+            logging.getLogger(name).setLevel(logging.WARNING)
