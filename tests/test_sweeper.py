@@ -92,3 +92,20 @@ def test_a_job_that_moved_on_after_the_sweeper_read_it_is_not_handed_on(own: Pip
     assert (records[lost["_id"]]["task_id"], records[unclaimed["_id"]]["task_id"]) == ("r2", "t2")
     for job in (renewed, finished, claimed, cancelled):
         assert records[job["_id"]]["task_id"] == job["task_id"]
+
+
+def test_a_write_the_store_refuses_in_a_bulk_hand_on_leaves_out_that_job_alone(
+    own: Pipeline,
+) -> None:
+    # A unique index made for this test makes one update of the bulk write fail.
+    own.store.jobs.create_index("task_id", unique=True, name="test_unique_task_id")
+    try:
+        refused, handed, holder = lost_messages(3)
+        own.store.jobs.insert_many([refused, handed, holder])
+        touched = own.store.touch_many([(refused, holder["task_id"]), (handed, "fresh")])
+        assert [job["_id"] for job in touched] == [handed["_id"]]
+        records = {job["_id"]: job for job in own.store.jobs.find({})}
+        assert records[refused["_id"]]["task_id"] == refused["task_id"]
+        assert records[handed["_id"]]["task_id"] == "fresh"
+    finally:
+        own.store.jobs.drop_index("test_unique_task_id")
