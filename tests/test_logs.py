@@ -11,12 +11,17 @@ from typing import Any
 
 import pytest
 import requests
+from celery.app import trace
 
 from jobline.core.logs import Redact, scrub
 from jobline.core.settings import Settings
-from jobline.engine.tasks import CELERY_TASK_LINES
+from jobline.engine import queue
+from jobline.engine.queue import RUN_TASK
+from jobline.engine.tasks import CELERY_TASK_LINES, JobTaskLines
+from jobline.engine.webhooks import DELIVER_TASK
 from jobline.local import servers as local
 from tests.conftest import Api, Gunicorn, idle_settings, start_worker
+from tests.support import make_pipeline, wait_until
 
 KEY = "jl_" + "k" * 43
 
@@ -111,12 +116,45 @@ def test_api_and_worker_logs_are_json_with_job_fields_and_never_the_key(
     assert ended["type"] == "bmi" and ended["owner"] == "alice" and ended["attempt"] == 1
     assert key not in worker_log.read_text()
     # At INFO a job's start and end are its own two lines; Celery's line for
-    # each task received and succeeded, which said it again, is left out.
+    # each of its task's deliveries received and succeeded, which said it again, is left out.
     worker_records = _json_lines(worker_log, only_json=True)
     assert any(r.get("job_id") == job_id and r["message"] == "job started" for r in worker_records)
-    assert not [
-        r for r in worker_records if r["logger"] in CELERY_TASK_LINES and r["level"] == "INFO"
-    ]
+    celerys = [r["message"] for r in worker_records if r["logger"] in CELERY_TASK_LINES]
+    assert not [m for m in celerys if RUN_TASK in m and ("received" in m or "succeeded in" in m)]
+
+
+def test_a_delivery_that_runs_nothing_is_in_the_workers_own_log(
+    live_api: Api, settings: Settings, worker_log: Path
+) -> None:
+    job = live_api.submit_and_wait("/api/v1/jobs", {"type": "noop", "params": {}})
+    assert job["status"] == "succeeded"
+    # A second delivery of a finished job: Celery's line for it is left out, the worker's stays.
+    p = make_pipeline(settings)
+    queue.publish(p.celery, p.store.get(job["id"]), p.catalogue.get("noop"))
+    wait_until(
+        lambda: any(
+            r.get("job_id") == job["id"] and r["message"] == "job delivery skipped: succeeded"
+            for r in _json_lines(worker_log, only_json=True)
+        ),
+        20,
+        "the worker's line for the skipped delivery",
+    )
+
+
+def test_celerys_lines_for_a_jobs_task_are_left_out_and_its_other_tasks_lines_stay() -> None:
+    ours = JobTaskLines()
+    trace_log = logging.getLogger(CELERY_TASK_LINES[1])
+
+    def record(fmt: str, name: str) -> logging.LogRecord:
+        data = {"id": "t1", "name": name, "return_value": "'x'", "runtime": 0.1}
+        return trace_log.makeRecord(
+            trace_log.name, logging.INFO, __file__, 1, fmt, (data,), None, extra={"data": data}
+        )
+
+    assert not ours.filter(record(trace.LOG_RECEIVED, RUN_TASK))
+    assert not ours.filter(record(trace.LOG_SUCCESS, RUN_TASK))
+    assert ours.filter(record(trace.LOG_RETRY, RUN_TASK))  # jobline says nothing of it
+    assert ours.filter(record(trace.LOG_SUCCESS, DELIVER_TASK))
 
 
 def test_a_worker_logs_at_the_level_it_is_started_with(

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from celery.app import trace
 
 from jobline import jobs
 from jobline.core import logs
@@ -26,6 +27,28 @@ from jobline.store.workflows import WorkflowStore
 
 # Celery's loggers of a line for every task (received; succeeded, retried, failed).
 CELERY_TASK_LINES = ("celery.worker.strategy", "celery.app.trace")
+
+
+class JobTaskLines(logging.Filter):
+    """Leaves out Celery's INFO line for each job's task received and succeeded.
+
+    It said again, by task id, what the job's own lines say with its fields
+    (started; succeeded, failed, stopped, or a delivery that ran nothing): two
+    of a job's six records at INFO. Celery's lines for its other tasks
+    (webhooks, schedule fires, workflow steps), a job's retry and every
+    warning and error stay.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)  # the task's fields, as Celery passes them
+        return not (
+            record.msg in (trace.LOG_RECEIVED, trace.LOG_SUCCESS)
+            and isinstance(data, dict)
+            and data.get("name") == RUN_TASK
+        )
+
+
+_job_task_lines = JobTaskLines()
 
 
 def create_worker_app(settings: Settings, sweep: bool = True) -> Celery:
@@ -101,9 +124,6 @@ def configure_logs(settings: Settings, loglevel: int | str | None) -> None:
     if isinstance(loglevel, int):
         loglevel = logging.getLevelName(loglevel)
     logs.configure(settings.model_copy(update={"log_level": loglevel or settings.log_level}))
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        # Celery's line for each task received and each task succeeded says
-        # again, by task id, what "job started" and "job succeeded" say with
-        # the job's fields: two of a job's six records at INFO. Kept at DEBUG.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # all kept at DEBUG
         for name in CELERY_TASK_LINES:
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).addFilter(_job_task_lines)

@@ -127,12 +127,24 @@ def _claim_and_run(
     except limits.Held as held:
         return f"job {job_id}: {_held(runtime, held)}"
     except limits.Redundant:
-        return f"job {job_id}: skipped: another delivery of it has its place"
+        return _ran_nothing(job_id, "skipped: another delivery of it has its place")
     if job is None:
-        return f"job {job_id}: {_not_claimed(task, store, job_id, gate)}"
+        return _ran_nothing(job_id, _not_claimed(task, store, job_id, gate))
     _observe_wait(job)
     outcome = _attempt(task, runtime, job, gate, claimed=not later)
+    if outcome not in _LOGGED_ENDS:  # stopped, or an end another delivery recorded
+        log.info("job %s", outcome, extra=logs.job_fields(job))
     return f"job {job_id} attempt {job['attempts']}: {outcome}"
+
+
+# What an attempt returns once its end is recorded, which _observe_end has logged.
+_LOGGED_ENDS = frozenset({"succeeded", "failed", "failed: timeout"})
+
+
+def _ran_nothing(job_id: str, why: str) -> str:
+    """A delivery that ran nothing, in the worker's log (Celery's own line is left out)."""
+    log.info("job delivery %s", why, extra={"job_id": job_id})
+    return f"job {job_id}: {why}"
 
 
 def _claims_later(runtime: Runtime, gate: limits.Gate, record: Job | None) -> bool:
