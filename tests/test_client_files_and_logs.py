@@ -60,6 +60,25 @@ def test_client_upload_and_download_round_trip_through_a_job(
     assert missing.value.status == 404
 
 
+def test_a_file_a_job_made_is_listed_beside_uploads_and_another_job_can_read_it(
+    client: Client, live_api: Api, tmp_path: Path
+) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"x" * 1000)
+    upload = client.upload(source)
+    job = client.wait(client.submit("test_maker", {"source": upload["id"]})["id"], timeout=30)
+    (made,) = job["files"]
+    newest = client.list_files(limit=2)["items"]
+    assert [f["id"] for f in newest] == [made["id"], upload["id"]]
+    assert newest[0]["name"] == "copy.bin" and newest[0]["sha256"] == upload["sha256"]
+    code, out, _ = cli(live_api, "files", "--limit", "2")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == [made["id"], upload["id"]]
+    assert out.splitlines()[1].split()[1:] == ["1000", upload["created_at"], "input.bin"]
+    reread = client.wait(client.submit("test_maker", {"source": made["id"]})["id"], timeout=30)
+    assert reread["status"] == "succeeded" and reread["result"] == {"size": 1000}
+
+
 def test_cli_submit_with_an_at_path_uploads_the_file_and_downloads_the_alignment(
     live_api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

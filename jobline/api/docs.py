@@ -75,6 +75,11 @@ JOB_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "name": {"type": "string"},
+                    "id": {
+                        "type": "string",
+                        "format": "uuid",
+                        "description": "the file's id: a FileRef another job can read",
+                    },
                     "size": {"type": "integer"},
                     "content_type": {"type": "string"},
                     "sha256": {"type": "string"},
@@ -281,12 +286,13 @@ def job_model(ns: Namespace) -> SchemaModel:
 
 
 def page_model(ns: Namespace, item: SchemaModel) -> SchemaModel:
+    """``{items, next_cursor}`` of ``item``, named after it (``JobPage``, ``FilePage``…)."""
     return ns.schema_model(
-        "JobPage",
+        f"{item.name}Page",
         {
             "type": "object",
             "properties": {
-                "items": {"type": "array", "items": {"$ref": "#/definitions/Job"}},
+                "items": {"type": "array", "items": {"$ref": f"#/definitions/{item.name}"}},
                 "next_cursor": _NULLABLE_STRING,
             },
         },

@@ -21,6 +21,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from jobline.api import access, auth, docs
+from jobline.api.payloads import ListQuery, with_query
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.api.services import files, pipeline
 from jobline.core.errors import FileNotFound
@@ -56,6 +57,7 @@ file_model = ns.schema_model(
         },
     },
 )
+page_model = docs.page_model(ns, file_model)
 upload_parser = ns.parser()
 upload_parser.add_argument("file", location="files", type=FileStorage, required=True)
 
@@ -181,6 +183,18 @@ def send(file_id: str, name: str, content_type: str, sha256: str | None, size: i
 
 @ns.route("", endpoint="files_upload")
 class Files(Resource):
+    @ns.doc("list_files", params=docs.LIST_PARAMS)
+    @ns.response(200, "Files, newest first: uploads and the files jobs made", page_model)
+    @docs.problems(ns, 400, 503)
+    @with_query(ListQuery)
+    def get(self, q: ListQuery) -> Any:
+        """List files, newest first, one page at a time (an API key sees its own)."""
+        try:
+            page = files().list(limit=q.limit, cursor=q.cursor, owner=auth.scope())
+        except ValueError as exc:
+            raise docs.bad_cursor(exc) from None
+        return {"items": [file_view(r) for r in page.items], "next_cursor": page.next_cursor}
+
     @ns.doc("upload_file")
     @ns.expect(upload_parser)
     @ns.response(201, "Stored", file_model)

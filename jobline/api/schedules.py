@@ -39,16 +39,7 @@ schedule_model = ns.schema_model(
         },
     },
 )
-page_model = ns.schema_model(
-    "SchedulePage",
-    {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/definitions/Schedule"}},
-            "next_cursor": {"type": "string", "x-nullable": True},
-        },
-    },
-)
+page_model = docs.page_model(ns, schedule_model)
 
 EXTENSION = "jobline.schedules"
 

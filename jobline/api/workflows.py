@@ -20,16 +20,7 @@ from jobline.store.workflows import FlowStatus, Workflow
 ns = Namespace("workflows", description="Multi-step pipelines: chains, fan-out and fan-in")
 request_model = docs.schema_model(ns, "WorkflowRequest", WorkflowRequest)
 workflow_model = ns.schema_model("Workflow", docs.WORKFLOW_SCHEMA)
-page_model = ns.schema_model(
-    "WorkflowPage",
-    {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/definitions/Workflow"}},
-            "next_cursor": {"type": "string", "x-nullable": True},
-        },
-    },
-)
+page_model = docs.page_model(ns, workflow_model)
 STATUS_FILTER = {
     "status": {
         "description": "only workflows in this status",

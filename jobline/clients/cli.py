@@ -232,6 +232,23 @@ def upload(client: Client, path: Path) -> None:
     _print_json(client.upload(path))
 
 
+@click.command(name="files")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON")
+@connection_options
+def list_files(client: Client, limit: int, as_json: bool) -> None:
+    """List files, newest first: uploads and the files jobs made."""
+    page = client.list_files(limit=limit)
+    if as_json:
+        _print_json(page)
+        return
+    for record in page["items"]:
+        click.echo(
+            f"{record['id']}  {record['size']:>10}  {record.get('created_at') or '':<24}  "
+            f"{record['name']}"
+        )
+
+
 @click.command()
 @click.argument("job_id")
 @click.argument("name")
@@ -249,4 +266,4 @@ def download(client: Client, job_id: str, name: str, output: Path | None) -> Non
     click.echo(f"saved {target}", err=True)
 
 
-COMMANDS = (submit, status, list_jobs, cancel, retry, logs, upload, download)
+COMMANDS = (submit, status, list_jobs, cancel, retry, logs, upload, list_files, download)

@@ -255,6 +255,11 @@ class Client:
             response = self._request("POST", "/files", files={"file": (path.name, f, kind)})
         return response.json()  # type: ignore[no-any-return]
 
+    def list_files(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """One page of files, newest first (uploads, and what jobs made): ``{"items", …}``."""
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self._request("GET", "/files", params=params).json()  # type: ignore[no-any-return]
+
     def file(self, file_id: str) -> dict[str, Any]:
         """An uploaded file's record: name, size, content type, sha256, expiry."""
         return self._request("GET", f"/files/{file_id}").json()  # type: ignore[no-any-return]

@@ -20,7 +20,7 @@ from typing import Any
 
 from bson import Binary
 from gridfs import GridFSBucket, GridOut, NoFile
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -29,6 +29,7 @@ from jobline.core.errors import FileInUse, FileNotFound, FileTooLarge
 from jobline.core.settings import Settings
 from jobline.store.lifetimes import verdict
 from jobline.store.mongo import journaled, unavailable_as_error
+from jobline.store.paging import Page, newest_first
 from jobline.store.records import UNFINISHED, Status, now
 from jobline.store.views import iso
 
@@ -98,6 +99,8 @@ class FileStore:
         self.chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
         self.files.create_index([("filename", ASCENDING), ("uploadDate", ASCENDING)])
         self.files.create_index([("metadata.check_at", ASCENDING)])
+        # An owner's files, newest first (ids are UUIDv7); with auth off lists read _id's own.
+        self.files.create_index([("metadata.owner", ASCENDING), ("_id", DESCENDING)])
 
     @unavailable_as_error
     def upload(
@@ -183,6 +186,13 @@ class FileStore:
         if found is None:
             raise FileNotFound(f"no file with id {file_id!r}")
         return found
+
+    @unavailable_as_error
+    def list(self, *, limit: int = 50, cursor: str | None = None, owner: str | None = None) -> Page:
+        """Files newest first (``owner``'s unless None), a page at a time; ValueError for a
+        bad cursor. Uploads and the files jobs made alike."""
+        query = {} if owner is None else {"metadata.owner": owner}
+        return newest_first(self.files, query, limit, cursor)
 
     @unavailable_as_error
     def open(self, file_id: str) -> GridOut:

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import DESCENDING
+from pymongo.collection import Collection
+
 from jobline.core import ids
 
 # 1 ms, 8 ms, 64 ms … the 14th window ends some 20 years back; then one without
@@ -64,6 +67,20 @@ def decode_cursor(cursor: str) -> str:
     if not isinstance(before, str) or not ids.is_id(before):
         raise ValueError("invalid cursor")
     return before
+
+
+def newest_first(
+    collection: Collection[Any], query: dict[str, Any], limit: int, cursor: str | None
+) -> Page:
+    """One page of ``query``'s documents by ``_id`` descending, below ``cursor``; ValueError
+    for a bad cursor. For the small collections (schedules, workflows, files): the jobs'
+    lists read time windows instead (below)."""
+    if cursor is not None:
+        query = {**query, "_id": {"$lt": decode_cursor(cursor)}}
+    found = list(collection.find(query).sort("_id", DESCENDING).limit(limit + 1))
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, encode_cursor(found[-1]["_id"]) if more else None)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -10,14 +10,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from jobline.core import ids
 from jobline.core.errors import JoblineError
 from jobline.store.mongo import journaled, mine, unavailable_as_error
-from jobline.store.paging import Page, decode_cursor, encode_cursor
+from jobline.store.paging import Page, newest_first
 from jobline.store.records import now
 
 Schedule = dict[str, Any]
@@ -58,13 +57,7 @@ class ScheduleStore:
     @unavailable_as_error
     def list(self, *, limit: int = 50, cursor: str | None = None, owner: str | None = None) -> Page:
         """Schedules newest first, one page at a time; ValueError for a bad cursor."""
-        query: dict[str, Any] = mine({}, owner)
-        if cursor is not None:
-            query["_id"] = {"$lt": decode_cursor(cursor)}
-        items = list(self.schedules.find(query).sort("_id", DESCENDING).limit(limit + 1))
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(items, encode_cursor(items[-1]["_id"]) if more else None)
+        return newest_first(self.schedules, mine({}, owner), limit, cursor)
 
     @unavailable_as_error
     def all_ids(self) -> Iterator[str]:

@@ -50,9 +50,11 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 def output_view(job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    """A file a job made, as the job lists it: where to download it, and how to check it."""
+    """A file a job made, as the job lists it: where to download it, how to check it, and
+    its id (a FileRef another job can read; ``GET /files`` lists it too)."""
     return {
         "name": entry["name"],
+        "id": entry["file_id"],
         "size": entry["size"],
         "content_type": entry["content_type"],
         "sha256": entry["sha256"],

@@ -18,14 +18,13 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from jobline.core import ids
 from jobline.core.errors import InvalidTransition
 from jobline.store.mongo import journaled, mine, unavailable_as_error
-from jobline.store.paging import Page, decode_cursor, encode_cursor
+from jobline.store.paging import Page, newest_first
 from jobline.store.records import now
 from jobline.store.step_runs import StepRuns
 from jobline.store.workflow_records import (
@@ -124,12 +123,7 @@ class WorkflowStore(StepRuns):
         query: dict[str, Any] = mine({}, owner)
         if status is not None:
             query["status"] = status
-        if cursor is not None:
-            query["_id"] = {"$lt": decode_cursor(cursor)}
-        found = list(self.workflows.find(query).sort("_id", DESCENDING).limit(limit + 1))
-        more = len(found) > limit
-        found = found[:limit]
-        return Page(found, encode_cursor(found[-1]["_id"]) if more else None)
+        return newest_first(self.workflows, query, limit, cursor)
 
     @unavailable_as_error
     def stalled(self, older_than: timedelta, limit: int = 100) -> Iterator[Workflow]:

@@ -67,6 +67,34 @@ def test_a_file_can_be_deleted_and_is_then_gone(idle_api: Api, store: JobStore) 
     assert store.db["fs.chunks"].count_documents({"files_id": record["id"]}) == 0
 
 
+def test_files_are_listed_newest_first_a_page_at_a_time(idle_api: Api, store: JobStore) -> None:
+    store.db["fs.files"].delete_many({})
+    made = [upload(idle_api, name=f"{n}.fa")["id"] for n in range(3)]
+    first = idle_api.get("/api/v1/files", params={"limit": 2}).json()
+    assert [f["id"] for f in first["items"]] == made[:0:-1]
+    assert first["items"][0] == idle_api.get(f"/api/v1/files/{made[2]}").json()
+    rest = idle_api.get("/api/v1/files", params={"limit": 2, "cursor": first["next_cursor"]})
+    assert [f["id"] for f in rest.json()["items"]] == [made[0]]
+    assert rest.json()["next_cursor"] is None
+    assert idle_api.get("/api/v1/files", params={"cursor": "nonsense"}).status_code == 400
+    unread = idle_api.get("/api/v1/files", params={"name": "0.fa"})
+    assert unread.status_code == 422 and unread.json()["errors"][0]["loc"] == ["query", "name"]
+
+
+def test_a_key_lists_its_own_files_and_an_admin_every_ones(keyed_api: dict[str, Api]) -> None:
+    alices, bobs = upload(keyed_api["alice"])["id"], upload(keyed_api["bob"])["id"]
+
+    def listed(who: str) -> set[str]:
+        response = keyed_api[who].get("/api/v1/files", params={"limit": 500})
+        assert response.status_code == 200, response.text
+        return {f["id"] for f in response.json()["items"]}
+
+    assert alices in listed("alice") and bobs not in listed("alice")
+    assert bobs in listed("bob") and alices not in listed("bob")
+    assert {alices, bobs} <= listed("root")
+    assert keyed_api["anonymous"].get("/api/v1/files").status_code == 401
+
+
 def multipart(name: str | None, data: bytes, field: str = "file") -> tuple[bytes, str]:
     boundary = "jobline-test-boundary"
     disposition = f'form-data; name="{field}"' + (
