@@ -143,3 +143,42 @@ def test_stopping_during_a_backoff_returns_at_once_and_starts_nothing_again(
         process.stop(timeout=5)
     assert not crasher.alive() and not steady.alive()
     assert (tmp_path / "crasher.log").read_text().count("started crasher") == 1
+
+
+# On SIGTERM: note the time, take half a second to shut down, note the time, exit 0.
+SLOW_TO_STOP = (
+    "import signal; signal.signal(signal.SIGTERM, lambda *_: (print('term', time.time(), "
+    "flush=True), time.sleep(0.5), print('exit', time.time(), flush=True), sys.exit(0))); "
+    "print('ready', flush=True); time.sleep(60)"
+)
+
+
+def stopping_times(log: Path) -> dict[str, float]:
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in log.read_text().splitlines()
+        if line.startswith(("term", "exit"))
+    }
+
+
+@pytest.mark.timeout(60)
+def test_jobline_up_stops_its_processes_side_by_side_and_its_servers_after_them(
+    tmp_path: Path, children: list[Process]
+) -> None:
+    from jobline.local.stack import Stack
+
+    started = {name: child(name, SLOW_TO_STOP, tmp_path / f"{name}.log").start()
+               for name in ("worker", "api", "flower", "mongodb")}  # fmt: skip
+    children += started.values()
+    for name in started:
+        wait_until(lambda n=name: "ready" in (tmp_path / f"{n}.log").read_text(), 20, name)
+    stack = Stack(tmp_path / "data", servers=[started["mongodb"]],
+                  processes=[started[n] for n in ("worker", "api", "flower")])  # fmt: skip
+    stack.stop()
+    times = {name: stopping_times(tmp_path / f"{name}.log") for name in started}
+    jobline = [times[n] for n in ("worker", "api", "flower")]
+    # Each was asked before any had finished: they shut down together, not in turn.
+    assert max(t["term"] for t in jobline) < min(t["exit"] for t in jobline)
+    # The server was asked only once everything using it had gone.
+    assert times["mongodb"]["term"] > max(t["exit"] for t in jobline)
+    assert [p.returncode for p in started.values()] == [0, 0, 0, 0]

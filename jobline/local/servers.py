@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -62,6 +62,8 @@ class Process:
     _log_file: IO[bytes] | None = field(default=None, repr=False)
     # Once stopped, its group is never signalled again: its id may belong to another by then.
     _stopped: bool = field(default=False, repr=False)
+    # SIGTERM sent once: a second one makes some (Celery's worker) cut their shutdown short.
+    _terminated: bool = field(default=False, repr=False)
 
     def start(self) -> Process:
         """Start it, appending to its log; also again, with the same argv and environment."""
@@ -77,7 +79,7 @@ class Process:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._stopped = False
+        self._stopped = self._terminated = False
         return self
 
     @property
@@ -106,12 +108,19 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM), once; :meth:`stop` waits for it."""
+        if self.alive() and not self._stopped and not self._terminated:
+            assert self.popen is not None
+            self.popen.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL whatever is left of the group."""
         if self.popen is None or self._stopped:
             return
+        self.terminate()
         if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
         self.kill_group(signal.SIGKILL)
@@ -119,6 +128,17 @@ class Process:
         self._stopped = True
         if self._log_file is not None:
             self._log_file.close()
+
+
+def stop_together(processes: Iterable[Process], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+    """SIGTERM to each, then wait for them all within one ``timeout``: they shut down side
+    by side, not one after another. Whatever is left then is killed with its group."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.stop(max(0.0, deadline - time.monotonic()))
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, process: Process) -> None:

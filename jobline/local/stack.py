@@ -21,6 +21,8 @@ class Stack:
     flower_port: int = 5555
     workers: int = 1
     concurrency: int | None = None
+    # The embedded servers it started, and the jobline processes that use them.
+    servers: list[local.Process] = field(default_factory=list)
     processes: list[local.Process] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     flower_login: str = ""
@@ -45,12 +47,12 @@ class Stack:
                 raise local.ServerError(f"port {port} for the {what} is taken; pick another")
         if not env.get("JOBLINE_REDIS_URL"):
             redis, env["JOBLINE_REDIS_URL"] = local.start_redis(self.data_dir / "redis")
-            self.processes.append(redis)
+            self.servers.append(redis)
             self.started["redis_url"] = env["JOBLINE_REDIS_URL"]
             self.notes.append(f"redis-server (AOF, everysec) {env['JOBLINE_REDIS_URL']}")
         if not env.get("JOBLINE_MONGO_URL"):
             mongo, env["JOBLINE_MONGO_URL"] = local.start_mongo(self.data_dir / "mongodb")
-            self.processes.append(mongo)
+            self.servers.append(mongo)
             self.started["mongo_url"] = env["JOBLINE_MONGO_URL"]
             self.notes.append(f"embedded MongoDB (SecantusDB) {env['JOBLINE_MONGO_URL']}")
         self._secure(env)
@@ -134,16 +136,17 @@ class Stack:
 
     def watch(self, stopping: threading.Event) -> str | None:
         """Restart what exits until asked to stop; returns why it gave up on a process, if so."""
-        return Supervisor(self.processes, self.restart_policy).watch(stopping)
+        return Supervisor([*self.servers, *self.processes], self.restart_policy).watch(stopping)
 
     def stop(self) -> None:
-        """Stop the jobline processes first, then the servers they use, then forget them.
+        """Stop the jobline processes together, then the servers they use, then forget them.
 
-        The record goes last: until the servers are down, a second ``jobline up``
-        on this data dir is refused rather than finding their files locked.
+        Workers finish their writes before the store goes. The record goes last:
+        until the servers are down, a second ``jobline up`` on this data dir is
+        refused rather than finding their files locked.
         """
         try:
-            for process in reversed(self.processes):
-                process.stop()
+            local.stop_together(self.processes)
+            local.stop_together(self.servers)
         finally:
             local_stack.remove(self.data_dir, os.getpid())
