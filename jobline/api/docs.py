@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from jobline.api.payloads import IDEMPOTENCY_HEADER, MAX_BATCH, JobRequest
 from jobline.api.problems import BadRequest
 from jobline.jobs import Catalogue
+from jobline.store.paging import Page
 from jobline.store.records import Status
 
 REF = "#/definitions/"
@@ -347,3 +348,13 @@ def batch_result_model(ns: Namespace) -> SchemaModel:
 
 def bad_cursor(exc: Exception) -> BadRequest:
     return BadRequest(f"{exc}: pass the next_cursor of a previous page unchanged")
+
+
+def listed(read: Callable[[], Page], view: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The answer of a list: the page ``read`` gets, each item in its ``view``; 400 for a
+    cursor that is not ours."""
+    try:
+        page = read()
+    except ValueError as exc:
+        raise bad_cursor(exc) from None
+    return {"items": [view(item) for item in page.items], "next_cursor": page.next_cursor}

@@ -189,11 +189,10 @@ class Files(Resource):
     @with_query(ListQuery)
     def get(self, q: ListQuery) -> Any:
         """List files, newest first, one page at a time (an API key sees its own)."""
-        try:
-            page = files().list(limit=q.limit, cursor=q.cursor, owner=auth.scope())
-        except ValueError as exc:
-            raise docs.bad_cursor(exc) from None
-        return {"items": [file_view(r) for r in page.items], "next_cursor": page.next_cursor}
+        store, scope = files(), auth.scope()
+        return docs.listed(
+            lambda: store.list(limit=q.limit, cursor=q.cursor, owner=scope), file_view
+        )
 
     @ns.doc("upload_file")
     @ns.expect(upload_parser)

@@ -80,15 +80,11 @@ class ScheduleList(Resource):
     @with_query(ListQuery)
     def get(self, q: ListQuery) -> Any:
         """List schedules, newest first, one page at a time."""
-        service = schedules()
-        try:
-            page = service.list(limit=q.limit, cursor=q.cursor, owner=auth.scope())
-        except ValueError as exc:
-            raise docs.bad_cursor(exc) from None
-        return {
-            "items": [schedule_view(r, service) for r in page.items],
-            "next_cursor": page.next_cursor,
-        }
+        service, scope = schedules(), auth.scope()
+        return docs.listed(
+            lambda: service.list(limit=q.limit, cursor=q.cursor, owner=scope),
+            lambda record: schedule_view(record, service),
+        )
 
     @ns.doc("create_schedule")
     @ns.expect(spec_model)

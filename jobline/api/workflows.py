@@ -58,13 +58,10 @@ class WorkflowList(Resource):
     def get(self, q: WorkflowListQuery) -> Any:
         """List workflows newest first, optionally of one status."""
         status = str(q.status) if q.status is not None else None
-        try:
-            page = progression().flows.list(
-                limit=q.limit, cursor=q.cursor, status=status, owner=auth.scope()
-            )
-        except ValueError as exc:
-            raise docs.bad_cursor(exc) from None
-        return {"items": [view(w) for w in page.items], "next_cursor": page.next_cursor}
+        flows, scope = progression().flows, auth.scope()
+        return docs.listed(
+            lambda: flows.list(limit=q.limit, cursor=q.cursor, status=status, owner=scope), view
+        )
 
     @ns.doc("submit_workflow")
     @ns.expect(request_model)
