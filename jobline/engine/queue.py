@@ -20,6 +20,7 @@ from kombu.transport.redis import PRIORITY_STEPS as REDIS_PRIORITY_STEPS
 
 from jobline.core.errors import BrokerUnavailable
 from jobline.core.settings import Settings
+from jobline.engine.task_events import TimedFlushEvents
 from jobline.jobs import JobType
 from jobline.store.records import Job, Status
 
@@ -87,7 +88,7 @@ def make_celery(settings: Settings, *, answers_clients: bool = False) -> Celery:
     (a try and a retry of it, with the reconnect about three) when the broker
     does not answer.
     """
-    app = Celery("jobline", broker=settings.broker, set_as_current=False)
+    app = Celery("jobline", broker=settings.broker, set_as_current=False, events=TimedFlushEvents)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
