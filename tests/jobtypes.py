@@ -279,6 +279,21 @@ def programs(ctx: Context, params: Programs) -> None:
     os.write(1, f"tail {params.tag}".encode())  # no newline: still a line of its own
 
 
+_kept: list[logging.Handler] = []
+
+
+@job_type("test_keeps_a_handler", params=Programs, soft_time_limit=10, time_limit=20)
+def keeps_a_handler(ctx: Context, params: Programs) -> None:
+    """Logs through a StreamHandler its first run made on sys.stderr, as a library set up
+    lazily does; the logger does not propagate, so that handler alone writes the line."""
+    logger = logging.getLogger("team.kept")
+    if not _kept:
+        _kept.append(logging.StreamHandler())  # the running job's sys.stderr
+        logger.addHandler(_kept[0])
+        logger.propagate = False
+    logger.warning("kept %s", params.tag)
+
+
 class Maker(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: FileRef | None = None

@@ -84,6 +84,17 @@ def test_a_program_the_job_left_running_writes_to_the_workers_log_not_a_jobs(
         assert not [i for i in logs_of(live_api, done["id"])["items"] if "left" in i["message"]]
 
 
+def test_a_stream_handler_made_in_one_job_writes_a_later_jobs_lines_into_that_jobs_log(
+    live_api: Api,
+) -> None:
+    # Two runs in each of the worker's two pool processes: both make the handler once.
+    jobs = [run(live_api, "test_keeps_a_handler", {"tag": f"k{n}"}) for n in range(4)]
+    for n, job in enumerate(jobs):
+        assert job["status"] == "succeeded", job
+        messages = [i["message"] for i in logs_of(live_api, job["id"])["items"]]
+        assert messages == [f"kept k{n}"], (n, messages)
+
+
 def in_log(path: Path, text: str) -> None:
     wait_until(lambda: text in path.read_text(errors="replace"), 10, f"{text!r} in {path.name}")
 

@@ -214,6 +214,7 @@ class _Stream(io.TextIOBase):
         self.name = name
         self.output = output  # a line printed after a program's lands after them
         self._partial = ""
+        self._ended = False
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -233,6 +234,10 @@ class _Stream(io.TextIOBase):
         return 1 if self.name == "stdout" else 2
 
     def write(self, text: str) -> int:
+        if self._ended:
+            # Kept past its job (a StreamHandler the job made, a thread it left): what is
+            # written now belongs to whoever writes now, the running job or the worker.
+            return getattr(sys, self.name).write(text)  # type: ignore[no-any-return]
         if self.output is not None:
             self.output.catch_up()
         lines = (self._partial + text).split("\n")
@@ -245,10 +250,11 @@ class _Stream(io.TextIOBase):
         return len(text)
 
     def end(self) -> None:
-        """A last line printed without a newline."""
+        """A last line printed without a newline; then this stream is the job's no more."""
         if self._partial:
             self.joblog.add(STREAM_LEVELS[self.name], self.name, self._partial)
             self._partial = ""
+        self._ended = True
 
 
 _handler = _Handler()
