@@ -17,8 +17,8 @@ from bench import engines, files_logs, floor, peers, report, workloads
 from bench.servers import Servers, tree_rss_mb, versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-WORKLOADS = ("engine", "peers", "floor", "pipeline", "submit", "e2e", "read", "batch", "memory",
-             "files", "logs")  # fmt: skip
+WORKLOADS = ("engine", "peers", "floor", "pipeline", "monitored", "submit", "e2e", "read",
+             "batch", "memory", "files", "logs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,29 @@ def submit_alone(b: workloads.Bench, sizes: Sizes) -> dict[str, Any]:
     return {"submit_alone": workloads.submit_at_rate(b, sizes.submit_rate, sizes.alone_seconds)}
 
 
+def throughput(
+    b: workloads.Bench, sizes: Sizes, step: Callable[[str, str], bool], memory: dict[str, Any]
+) -> dict[str, Any]:
+    """The pipeline's throughput; then again while Flower watches (its task events on), as
+    under `jobline up`, Flower's own CPU counted."""
+    out: dict[str, Any] = {}
+    api, worker = b.servers.api_process, b.servers.worker_process
+    assert api is not None and worker is not None
+    if step("pipeline", f"pipeline throughput, {sizes.pipeline_n} jobs"):
+        out["pipeline"] = workloads.pipeline_throughput(b, sizes.pipeline_n, sizes.clients)
+        memory["api_after_pipeline"] = {"jobs_submitted": b.jobs_run, **tree_rss_mb(api.pid)}
+        memory["worker_after_pipeline"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
+    if step("monitored", f"pipeline throughput with Flower watching, {sizes.pipeline_n} jobs"):
+        flower = b.servers.start_flower()
+        try:
+            out["monitored"] = workloads.pipeline_throughput(
+                b, sizes.pipeline_n, sizes.clients, watching={"flower": flower.pid}
+            )
+        finally:
+            b.servers.stop_flower(flower)
+    return out
+
+
 def files_and_logs(
     b: workloads.Bench, sizes: Sizes, step: Callable[[str, str], bool]
 ) -> dict[str, Any]:
@@ -133,10 +156,7 @@ def run_jobline(servers: Servers, sizes: Sizes, only: set[str], scratch: Path) -
 
     if step("e2e", f"end-to-end latency, {sizes.e2e_n} jobs one at a time"):
         out["e2e"] = workloads.end_to_end(b, sizes.e2e_n)
-    if step("pipeline", f"pipeline throughput, {sizes.pipeline_n} jobs"):
-        out["pipeline"] = workloads.pipeline_throughput(b, sizes.pipeline_n, sizes.clients)
-        memory["api_after_pipeline"] = {"jobs_submitted": b.jobs_run, **tree_rss_mb(api.pid)}
-        memory["worker_after_pipeline"] = {"jobs": b.jobs_run, **tree_rss_mb(worker.pid)}
+    out.update(throughput(b, sizes, step, memory))
     if step("submit", f"submit latency at {sizes.submit_rate:.0f}/s"):
         out["submit"] = workloads.submit_at_rate(b, sizes.submit_rate, sizes.submit_seconds)
         b.wait_drained(timeout=900)

@@ -29,6 +29,9 @@ def throughput(r: dict[str, Any]) -> tuple[list[str], list[float]]:
     if "pipeline" in r:
         labels.append("jobline")
         values.append(r["pipeline"]["jobs_per_s"])
+    if "monitored" in r:
+        labels.append("jobline, Flower watching")
+        values.append(r["monitored"]["jobs_per_s"])
     return labels, values
 
 

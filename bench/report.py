@@ -33,6 +33,9 @@ def ratios(r: dict[str, Any]) -> dict[str, float | None]:
         "pipeline_vs_celery_mongodb_backend": _ratio(
             _get(r, "pipeline", "jobs_per_s"), _get(r, "peers", "celery_mongodb", "jobs_per_s")
         ),
+        "monitored_vs_pipeline": _ratio(
+            _get(r, "monitored", "jobs_per_s"), _get(r, "pipeline", "jobs_per_s")
+        ),
         "rq_vs_celery_processed": _ratio(_get(r, "engine", "rq", "processed_per_s"), celery_done),
         "dramatiq_vs_celery_processed": _ratio(
             _get(r, "engine", "dramatiq", "processed_per_s"), celery_done
@@ -130,6 +133,11 @@ def _engine_rows(r: dict[str, Any], celery: dict[str, Any]) -> list[Row]:
         base = celery.get("enqueued_per_s")
         out.append(("pipeline (HTTP → store)", "submitted/s", p["submit"]["per_s"], base,
                     _ratio(p["submit"]["per_s"], base)))  # fmt: skip
+    m = _get(r, "monitored")
+    if m:
+        base = celery.get("processed_per_s")
+        out.append(("pipeline, Flower watching", "jobs/s end to end", m["jobs_per_s"], base,
+                    _ratio(m["jobs_per_s"], base)))  # fmt: skip
     return out
 
 
@@ -184,14 +192,17 @@ def rows(r: dict[str, Any]) -> list[Row]:
     return _engine_rows(r, celery) + _latency_rows(r) + _memory_rows(r)
 
 
-def cpu_rows(r: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(process, CPU ms per raw Celery task, CPU ms per pipeline job): where the cores go."""
+def cpu_rows(r: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """(process, CPU ms per raw Celery task, per pipeline job, per job with Flower
+    watching): where the cores go."""
     celery = _get(r, "engine", "celery", "cpu_ms_per_task") or {}
     pipeline = _get(r, "pipeline", "cpu_ms_per_job") or {}
-    names = [n for n in pipeline if n != "total"] + [
-        n for n in celery if n not in pipeline and n != "total"
-    ]
-    return [(n, celery.get(n), pipeline.get(n)) for n in [*names, "total"] if celery or pipeline]
+    monitored = _get(r, "monitored", "cpu_ms_per_job") or {}
+    names: list[str] = []
+    for found in (pipeline, monitored, celery):
+        names += [n for n in found if n != "total" and n not in names]
+    return [(n, celery.get(n), pipeline.get(n), monitored.get(n)) for n in [*names, "total"]
+            if celery or pipeline]  # fmt: skip
 
 
 FLOOR_SHAPES = (
@@ -232,6 +243,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"| {workload} | {measure} | {_fmt(value)} | {_fmt(base)} | {_fmt(ratio)} |")
     peer_ratios = [("the seed's design", "pipeline_vs_seed_design"),
                    ("Celery + MongoDB backend", "pipeline_vs_celery_mongodb_backend")]  # fmt: skip
+    peer_ratios.append(("itself with no monitor (its jobs/s while Flower watches)",
+                        "monitored_vs_pipeline"))  # fmt: skip
     found = [(label, r.get("ratios", {}).get(key)) for label, key in peer_ratios]
     if any(value is not None for _, value in found):
         lines += ["", "| jobline's jobs/s against | ratio |", "| --- | ---: |"]
@@ -239,8 +252,9 @@ def table(r: dict[str, Any]) -> str:
     lines += floor_rows(r)
     cpu = cpu_rows(r)
     if cpu:
-        lines += ["", "| CPU per job, ms | raw Celery | pipeline |", "| --- | ---: | ---: |"]
-        lines += [f"| {name} | {_fmt(c)} | {_fmt(p)} |" for name, c, p in cpu]
+        lines += ["", "| CPU per job, ms | raw Celery | pipeline | Flower watching |",
+                  "| --- | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [f"| {name} | {_fmt(c)} | {_fmt(p)} | {_fmt(m)} |" for name, c, p, m in cpu]
     lines += ["", "| target | measured | met |", "| --- | ---: | :---: |"]
     for t in r.get("targets", []):
         met = {True: "yes", False: "no", None: "–"}[t["met"]]

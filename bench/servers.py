@@ -216,6 +216,23 @@ class Servers:
         )
         return self.worker_process
 
+    def start_flower(self) -> local.Process:
+        """`jobline flower` on these servers, once it listens and the workers send it events."""
+        port = local.free_port()
+        env = self.env(JOBLINE_FLOWER_BASIC_AUTH="bench:bench")
+        argv = local.jobline_argv("flower", f"--port={port}")
+        flower = local.Process("flower", argv, env=env, log=self.data_dir / "flower.log").start()
+        local.wait_until(lambda: local.port_open(port), 60, "Flower", flower)
+        # Flower asks the workers for task events as it starts, and again every few
+        # seconds; asking here too means the run does not begin before they send them.
+        make_celery(self.settings()).control.enable_events()
+        time.sleep(1)
+        return flower
+
+    def stop_flower(self, flower: local.Process) -> None:
+        flower.stop()
+        make_celery(self.settings()).control.disable_events()
+
     def stop_jobline(self) -> None:
         for process in (self.worker_process, self.api_process):
             if process is not None:

@@ -140,11 +140,15 @@ class Bench:
         return self.store.jobs.count_documents({})
 
 
-def pipeline_throughput(b: Bench, n: int, clients: int) -> dict[str, Any]:
-    """N jobs over HTTP by several clients, until all are terminal in the store."""
+def pipeline_throughput(
+    b: Bench, n: int, clients: int, watching: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """N jobs over HTTP by several clients, until all are terminal in the store.
+
+    ``watching``: processes besides the pipeline's whose CPU counts too (a monitor)."""
     before_total = b.total_jobs()
     body = b.body_file("one.json", b.ends.body)
-    cpu = CpuMeter(b.pids()).start()
+    cpu = CpuMeter({**b.pids(), **(watching or {})}).start()
     ops = b.opcounters()
     start = time.monotonic()
     load = wrk(b.base, "post", b.ends.submit, body, connections=clients, seconds=600, limit=n)

@@ -61,7 +61,7 @@ def test_targets_say_met_not_met_or_not_measured() -> None:
 
 @pytest.mark.timeout(180)
 def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Path) -> None:
-    done, results = smoke_run(tmp_path, "peers,floor,pipeline")
+    done, results = smoke_run(tmp_path, "peers,floor,pipeline,monitored")
     for peer in ("seed", "celery_mongodb"):
         # wrk stops each connection after its share; answers already on the way still count.
         assert results["peers"][peer]["n"] >= 100
@@ -69,6 +69,11 @@ def test_a_quick_peers_run_reports_the_pipelines_ratio_to_each_peer(tmp_path: Pa
     assert results["ratios"]["pipeline_vs_seed_design"] > 0
     assert results["ratios"]["pipeline_vs_celery_mongodb_backend"] > 0
     assert "| the seed's design |" in done.stdout
+    # The same pipeline while Flower watches: its jobs/s, and what Flower itself costs.
+    assert results["monitored"]["jobs_per_s"] > 0
+    assert results["monitored"]["cpu_ms_per_job"]["flower"] > 0
+    assert results["ratios"]["monitored_vs_pipeline"] > 0
+    assert "| pipeline, Flower watching | jobs/s end to end |" in done.stdout
     # The store's floor: each design's writes, measured on the same server.
     floor = results["floor"]
     shapes = ("seed", "celery_mongodb", "claim_no_index", "claim_status_index", "jobline",
