@@ -21,6 +21,8 @@ from jobline.store.jobs import JobStore
 from tests.conftest import Api
 from tests.support import wait_until
 
+HOST = "dispatcher@test"
+
 
 class EventMessages:
     """Every task-event message published on the broker, as the Redis transport sends them."""
@@ -45,8 +47,14 @@ class EventMessages:
                 events = json.loads(body)
                 self.messages.append(events if isinstance(events, list) else [events])
 
-    def events(self) -> list[dict[str, Any]]:
-        return [event for message in list(self.messages) for event in message]
+    def events(self, hostname: str | None = None) -> list[dict[str, Any]]:
+        """Every event received (only ``hostname``'s, if given)."""
+        return [event for message in self.sent_by(hostname) for event in message]
+
+    def sent_by(self, hostname: str | None) -> list[list[dict[str, Any]]]:
+        """The messages received, only those carrying ``hostname``'s events if given."""
+        return [m for m in list(self.messages)
+                if hostname is None or any(e["hostname"] == hostname for e in m)]  # fmt: skip
 
     def close(self) -> None:
         self._stop.set()
@@ -112,17 +120,42 @@ def test_a_closing_dispatcher_sends_what_it_had_buffered(
         with Connection(settings.broker) as connection:
             dispatcher = TimedFlushDispatcher(
                 connection,
-                hostname="closing@test",
+                hostname=HOST,
                 buffer_group=["task"],
                 on_send_buffered=lambda: None,
             )
             dispatcher.send("task-succeeded", uuid="buffered-1")
             dispatcher.send("task-succeeded", uuid="buffered-2")
             time.sleep(0.5)
-            assert event_messages.events() == []  # held for the timer
+            assert event_messages.events(HOST) == []  # held for the timer
             dispatcher.close()
-            wait_until(lambda: len(event_messages.events()) == 2, 10, "the buffered events")
+            wait_until(lambda: len(event_messages.events(HOST)) == 2, 10, "the buffered events")
     finally:
         set_event_loop(before)
-    assert [e["uuid"] for e in event_messages.events()] == ["buffered-1", "buffered-2"]
-    assert len(event_messages.messages) == 1
+    assert [e["uuid"] for e in event_messages.events(HOST)] == ["buffered-1", "buffered-2"]
+    assert len(event_messages.sent_by(HOST)) == 1  # in one message
+
+
+def test_a_dispatcher_whose_buffer_went_when_full_sends_no_empty_message_after(
+    settings: Settings, event_messages: EventMessages
+) -> None:
+    before = get_event_loop()
+    hub = Hub()
+    set_event_loop(hub)
+    try:
+        with Connection(settings.broker) as connection:
+            dispatcher = TimedFlushDispatcher(
+                connection, hostname=HOST, buffer_group=["task"], buffer_limit=2,
+                on_send_buffered=lambda: None,
+            )  # fmt: skip
+            dispatcher.send("task-received", uuid="full-1")
+            dispatcher.send("task-received", uuid="full-2")  # the limit: sent at once
+            wait_until(lambda: len(event_messages.events(HOST)) == 2, 10, "the full buffer")
+            (timer,) = hub.timer.queue  # the first event's timer, fired now
+            timer.entry()
+            dispatcher.close()
+            time.sleep(0.5)
+    finally:
+        set_event_loop(before)
+    assert len(event_messages.sent_by(HOST)) == 1
+    assert [] not in event_messages.messages  # Celery's flush of an emptied buffer

@@ -45,12 +45,16 @@ class TimedFlushDispatcher(EventDispatcher):  # type: ignore[misc]
 
     def _flush_now(self) -> None:
         self._flush_pending = False
-        if self.enabled and self.producer is not None:
+        if self._holds_events():
             self.flush()
+
+    def _holds_events(self) -> bool:
+        # Celery's flush sends a group's buffer even when empty (as after a full one went).
+        return self.enabled and self.producer is not None and any(self._group_buffer.values())
 
     def close(self) -> None:
         """Send what is buffered first: a stopping worker's last events still reach monitors."""
-        if self.enabled and self.producer is not None:
+        if self._holds_events():
             with contextlib.suppress(Exception):  # a broker gone by now: nothing to tell
                 self.flush()
         super().close()
