@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from jobline.core.settings import Settings
+from jobline.engine.queue import make_celery
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
 from tests.conftest import Api, settings_env
@@ -88,3 +89,4 @@ def test_flower_turns_on_the_task_events_workers_leave_off_and_sees_jobs_run(
         assert seen[whole[0]]["kwargs"] == "{'record': {...}}"
     finally:
         flower.stop()
+        make_celery(settings).control.disable_events()  # the shared worker, as before
