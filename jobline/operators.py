@@ -86,7 +86,7 @@ def jobs() -> None:
 @click.option("--dry-run", is_flag=True, help="Only count what has no owner")
 @data_dir_option
 def jobs_adopt(owner: str, dry_run: bool, data_dir: Path) -> None:
-    """Hand every job, workflow and schedule made with auth off (no owner) to OWNER's key.
+    """Hand every job, workflow, schedule and file made with auth off (no owner) to OWNER's key.
 
     Until then, with keys required, only admin keys see them. Safe to run again:
     it only ever changes jobs that still have no owner.
@@ -101,8 +101,12 @@ def jobs_adopt(owner: str, dry_run: bool, data_dir: Path) -> None:
     ownership = Ownership(keystore.keys.database)
 
     def counted(found: Unowned) -> str:
-        kinds = (_plural(found.jobs, "job"), _plural(found.workflows, "workflow"))
-        return f"{', '.join(kinds)} and {_plural(found.schedules, 'schedule')}"
+        kinds = (
+            _plural(found.jobs, "job"),
+            _plural(found.workflows, "workflow"),
+            _plural(found.schedules, "schedule"),
+        )
+        return f"{', '.join(kinds)} and {_plural(found.files, 'file')}"
 
     if dry_run:
         click.echo(f"{counted(ownership.count_unowned())} have no owner; nothing changed")

@@ -1,6 +1,6 @@
 """Jobs made with auth off belong to no one, until `jobline jobs adopt` hands them to a key.
 
-Workflows and schedules made so are handed over with them."""
+Workflows, schedules and files made so are handed over with them."""
 
 from __future__ import annotations
 
@@ -38,7 +38,11 @@ def test_jobs_workflows_and_schedules_made_with_auth_off_are_handed_to_a_keys_ow
 ) -> None:
     alice, bob, root = keyed_api["alice"], keyed_api["bob"], keyed_api["root"]
     store.db["workflows"].delete_many({"owner": None})  # other tests' own, long ended
+    store.db["fs.files"].delete_many({"metadata.owner": None})
     plain, keyed = submitted(idle_api), submitted(idle_api, key="order-1")
+    uploaded = idle_api.post("/api/v1/files", files={"file": ("reads.fa", b">a\nGATTACA\n")})
+    assert uploaded.status_code == 201, uploaded.text
+    upload = uploaded.json()["id"]
     made = idle_api.post("/api/v1/schedules", json={**NOOP, "interval_seconds": 3600})
     assert made.status_code == 201, made.text
     schedule = made.json()["id"]
@@ -52,15 +56,18 @@ def test_jobs_workflows_and_schedules_made_with_auth_off_are_handed_to_a_keys_ow
         assert root.get(f"/api/v1/jobs/{job_id}").status_code == 200
     assert alice.get(f"/api/v1/schedules/{schedule}").status_code == 404
     assert alice.get(f"/api/v1/workflows/{workflow}").status_code == 404
+    assert alice.get(f"/api/v1/files/{upload}").status_code == 404
+    reads_it = {"type": "test_maker", "params": {"source": upload}}
+    assert alice.post("/api/v1/jobs", json=reads_it).status_code == 422  # not hers yet
 
     counted = adopt(settings, "--owner", "alice", "--dry-run")
     assert counted.returncode == 0, counted.stderr
-    assert counted.stdout.startswith("3 jobs, 1 workflow and ")
+    assert counted.stdout.startswith("3 jobs, 1 workflow, 1 schedule and 1 file have no owner")
     assert alice.get(f"/api/v1/jobs/{plain}").status_code == 404  # a dry run changes nothing
 
     handed = adopt(settings, "--owner", "alice")
     assert handed.returncode == 0, handed.stderr
-    assert handed.stdout.startswith("handed 3 jobs, 1 workflow and ")
+    assert handed.stdout.startswith("handed 3 jobs, 1 workflow, 1 schedule and 1 file ")
     assert "store mongodb://" in handed.stderr  # it says which store it changed
     for job_id in (plain, keyed, step_job):
         assert alice.get(f"/api/v1/jobs/{job_id}").status_code == 200
@@ -72,13 +79,18 @@ def test_jobs_workflows_and_schedules_made_with_auth_off_are_handed_to_a_keys_ow
     assert alice.get(f"/api/v1/workflows/{workflow}").status_code == 200
     assert bob.get(f"/api/v1/workflows/{workflow}").status_code == 404
     assert workflow in {w["id"] for w in alice.get("/api/v1/workflows").json()["items"]}
+    # Her uploads too: listed, hers to read, and hers for her jobs to read.
+    assert alice.get(f"/api/v1/files/{upload}/content").content == b">a\nGATTACA\n"
+    assert bob.get(f"/api/v1/files/{upload}").status_code == 404
+    assert upload in {f["id"] for f in alice.get("/api/v1/files").json()["items"]}
+    assert alice.post("/api/v1/jobs", json=reads_it).status_code == 202
     # The idempotency key moved with its job: alice repeating the request finds it.
     repeat = alice.post("/api/v1/jobs", json=NOOP, headers={"Idempotency-Key": "order-1"})
     assert repeat.status_code == 200 and repeat.json()["id"] == keyed
 
     again = adopt(settings, "--owner", "bob")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.startswith("handed 0 jobs, 0 workflows and 0 schedules")
+    assert again.stdout.startswith("handed 0 jobs, 0 workflows, 0 schedules and 0 files")
     assert alice.get(f"/api/v1/jobs/{plain}").status_code == 200  # never taken from an owner
 
 
@@ -92,7 +104,7 @@ def test_an_adopted_job_gives_up_a_key_its_new_owner_already_used(
 
     handed = adopt(settings, "--owner", "alice")
     assert handed.returncode == 0, handed.stderr
-    assert handed.stdout.startswith("handed 1 job, 0 workflows and ")
+    assert handed.stdout.startswith("handed 1 job, 0 workflows, ")
     assert alice.get(f"/api/v1/jobs/{unowned}").status_code == 200
     assert "idempotency_key" not in store.jobs.find_one({"_id": unowned})
     repeat = alice.post("/api/v1/jobs", json=NOOP, headers={"Idempotency-Key": "order-2"})

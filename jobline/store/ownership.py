@@ -1,10 +1,11 @@
-"""Jobs, workflows and schedules made with auth off belong to nobody; an operator hands
-them to an owner.
+"""Jobs, workflows, schedules and files made with auth off belong to nobody; an operator
+hands them to an owner.
 
 With ``JOBLINE_AUTH=off`` (``jobline up``'s default) a job records no owner.
 Once keys are required, only admin keys see such a job, until ``jobline jobs
-adopt --owner NAME`` gives it, and every workflow and schedule made the same
-way (whose later steps and fires then belong to NAME too), to one key's name.
+adopt --owner NAME`` gives it, and every workflow, schedule and file made the
+same way (whose later steps and fires then belong to NAME too, and whose
+uploads NAME's jobs may then read, retried ones included), to one key's name.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from jobline.store.mongo import unavailable_as_error
 
 # Matches a null owner and a missing one alike.
 UNOWNED: dict[str, Any] = {"owner": None}
+UNOWNED_FILE: dict[str, Any] = {"metadata.owner": None}
 BATCH = 1000
 DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
 class Unowned:
-    """How many jobs, workflows and schedules belong (or belonged) to nobody."""
+    """How many jobs, workflows, schedules and files belong (or belonged) to nobody."""
 
     jobs: int
     workflows: int
     schedules: int
+    files: int
 
 
 class Ownership:
@@ -41,6 +44,7 @@ class Ownership:
         self.jobs: Collection[Any] = db["jobs"]
         self.workflows: Collection[Any] = db["workflows"]
         self.schedules: Collection[Any] = db["schedules"]
+        self.files: Collection[Any] = db["fs.files"]  # GridFS's records (jobline.store.files)
 
     @unavailable_as_error
     def count_unowned(self) -> Unowned:
@@ -48,11 +52,13 @@ class Ownership:
             self.jobs.count_documents(UNOWNED),
             self.workflows.count_documents(UNOWNED),
             self.schedules.count_documents(UNOWNED),
+            self.files.count_documents(UNOWNED_FILE),
         )
 
     @unavailable_as_error
     def adopt(self, owner: str) -> Unowned:
-        """Give every unowned job, workflow and schedule to ``owner``; how many were handed over.
+        """Give every unowned job, workflow, schedule and file to ``owner``; how many were
+        handed over.
 
         Workflows first: a step released meanwhile makes its jobs with the workflow's
         owner, and any made before are among the jobs handed over next.
@@ -73,7 +79,10 @@ class Ownership:
         if batch:
             jobs += self._adopt_keyed(owner, batch)
         schedules = self.schedules.update_many(UNOWNED, {"$set": {"owner": owner}}).modified_count
-        return Unowned(jobs, workflows, schedules)
+        files = self.files.update_many(
+            UNOWNED_FILE, {"$set": {"metadata.owner": owner}}
+        ).modified_count
+        return Unowned(jobs, workflows, schedules, files)
 
     def _adopt_keyed(self, owner: str, batch: list[dict[str, Any]]) -> int:
         """Jobs made with an Idempotency-Key: keys are stored per owner (``owner:key``).
