@@ -118,3 +118,32 @@ def successes_logged(logs: str, job_id: str) -> int:
             continue
         found += record.get("message") == "job succeeded" and record.get("job_id") == job_id
     return found
+
+
+def _plan_stages(plan: dict[str, Any]) -> set[str]:
+    stages = {plan["stage"]}
+    for child in [plan.get("inputStage"), *plan.get("inputStages", [])]:
+        if child:
+            stages |= _plan_stages(child)
+    return stages
+
+
+def _scanned_keys(plan: dict[str, Any]) -> list[str]:
+    """The fields of the index the plan scans."""
+    if "keyPattern" in plan:
+        return list(plan["keyPattern"])
+    return next(
+        _scanned_keys(c) for c in [plan.get("inputStage"), *plan.get("inputStages", [])] if c
+    )
+
+
+def assert_index_range_scan(collection: Any, query: dict[str, Any]) -> None:
+    """A page of ``query`` newest first is an index scan whose leading fields are the
+    query's equalities, then ``_id``: never the whole collection."""
+    plan = collection.find(query).sort("_id", -1).limit(51).explain()["queryPlanner"]
+    stages = _plan_stages(plan["winningPlan"])
+    assert "IXSCAN" in stages and "COLLSCAN" not in stages, (query, plan["winningPlan"])
+    fields = _scanned_keys(plan["winningPlan"])
+    equalities = set(query) - {"_id"}
+    assert set(fields[: len(equalities)]) == equalities, (query, fields)
+    assert fields[len(equalities)] == "_id", (query, fields)

@@ -71,10 +71,14 @@ def test_a_file_a_job_made_is_listed_beside_uploads_and_another_job_can_read_it(
     newest = client.list_files(limit=2)["items"]
     assert [f["id"] for f in newest] == [made["id"], upload["id"]]
     assert newest[0]["name"] == "copy.bin" and newest[0]["sha256"] == upload["sha256"]
+    assert [f["kind"] for f in newest] == ["output", "upload"]
+    assert client.list_files(kind="output", limit=1)["items"][0]["id"] == made["id"]
     code, out, _ = cli(live_api, "files", "--limit", "2")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == [made["id"], upload["id"]]
-    assert out.splitlines()[1].split()[1:] == ["1000", upload["created_at"], "input.bin"]
+    assert out.splitlines()[1].split()[1:] == ["upload", "1000", upload["created_at"], "input.bin"]
+    code, out, _ = cli(live_api, "files", "--kind", "upload", "--limit", "1")
+    assert code == 0 and out.split()[0] == upload["id"]
     reread = client.wait(client.submit("test_maker", {"source": made["id"]})["id"], timeout=30)
     assert reread["status"] == "succeeded" and reread["result"] == {"size": 1000}
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import tracemalloc
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from pymongo import MongoClient, monitoring
 
 from jobline.core.errors import FileTooLarge
 from jobline.core.settings import Settings
@@ -13,6 +15,7 @@ from jobline.engine import retention
 from jobline.store.files import FileStore
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job, now
+from tests.support import assert_index_range_scan
 
 
 @pytest.fixture
@@ -21,12 +24,12 @@ def files(store: JobStore, settings: Settings) -> FileStore:
     return FileStore.of(settings, store.db)
 
 
-def put(files: FileStore, data: bytes = b"ACGT" * 100_000) -> str:
+def put(files: FileStore, data: bytes = b"ACGT" * 100_000, owner: str | None = None) -> str:
     record = files.upload(
         [data[i : i + 65536] for i in range(0, len(data), 65536)],
         name="reads.fa",
         content_type="text/plain",
-        owner=None,
+        owner=owner,
         max_bytes=10_000_000,
     )
     return str(record["_id"])
@@ -121,3 +124,51 @@ def test_a_large_upload_and_download_hold_a_few_chunks_in_memory_not_the_file(
     assert record["length"] == size
     assert upload_peak < size / 3 and download_peak < size / 3
     files.delete(record["_id"])
+
+
+class Finds(monitoring.CommandListener):
+    """The filter of every find a client sends."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.filters.append(dict(event.command["filter"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("owner", [None, "alice"], ids=["everyone's", "an owner's"])
+@pytest.mark.parametrize("kind", [None, "upload"], ids=["every kind", "uploads"])
+def test_every_query_of_a_file_list_is_an_index_range_scan(
+    files: FileStore, settings: Settings, owner: str | None, kind: str | None
+) -> None:
+    files.files.delete_many({})
+    files.ensure_indexes()  # as the API does at start
+    made = [put(files, b"x", owner="alice" if n % 2 else None) for n in range(6)]
+    finds = Finds()
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, event_listeners=[finds])
+    try:
+        listing = FileStore(client[files.files.database.name], timedelta(days=1))
+        first = listing.list(limit=2, owner=owner, kind=kind)
+        rest = listing.list(limit=50, owner=owner, kind=kind, cursor=first.next_cursor)
+    finally:
+        client.close()
+    mine = [f for n, f in enumerate(made) if owner is None or n % 2]
+    assert [f["_id"] for f in first.items + rest.items] == mine[::-1]
+    assert finds.filters
+    for query in finds.filters:
+        assert_index_range_scan(files.files, query)
+
+
+def test_a_file_from_before_kinds_were_recorded_is_still_listed(files: FileStore) -> None:
+    files.files.delete_many({})
+    old, new = put(files), put(files)
+    files.files.update_one({"_id": old}, {"$unset": {"metadata.kind": ""}})
+    assert [f["_id"] for f in files.list().items] == [new, old]
+    assert [f["_id"] for f in files.list(kind="upload").items] == [new]

@@ -21,7 +21,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from jobline.api import access, auth, docs
-from jobline.api.payloads import ListQuery, with_query
+from jobline.api.payloads import FileListQuery, with_query
 from jobline.api.problems import BadRequest, InvalidInput, UnsupportedMediaType
 from jobline.api.services import files, pipeline
 from jobline.core.errors import FileNotFound
@@ -45,6 +45,12 @@ file_model = ns.schema_model(
             "id": {"type": "string", "format": "uuid"},
             "name": {"type": "string"},
             "size": {"type": "integer"},
+            "kind": {
+                "type": "string",
+                "enum": ["upload", "output"],
+                "x-nullable": True,
+                "description": "uploaded by a caller, or made by a job (null: from before kinds)",
+            },
             "content_type": {"type": "string"},
             "sha256": {"type": "string"},
             "created_at": {"type": "string", "format": "date-time"},
@@ -58,6 +64,13 @@ file_model = ns.schema_model(
     },
 )
 page_model = docs.page_model(ns, file_model)
+KIND_FILTER = {
+    "kind": {
+        "description": "only uploads, or only the files jobs made",
+        "type": "string",
+        "enum": ["upload", "output"],
+    }
+}
 upload_parser = ns.parser()
 upload_parser.add_argument("file", location="files", type=FileStorage, required=True)
 
@@ -183,15 +196,16 @@ def send(file_id: str, name: str, content_type: str, sha256: str | None, size: i
 
 @ns.route("", endpoint="files_upload")
 class Files(Resource):
-    @ns.doc("list_files", params=docs.LIST_PARAMS)
+    @ns.doc("list_files", params={**docs.LIST_PARAMS, **KIND_FILTER})
     @ns.response(200, "Files, newest first: uploads and the files jobs made", page_model)
     @docs.problems(ns, 400, 503)
-    @with_query(ListQuery)
-    def get(self, q: ListQuery) -> Any:
+    @with_query(FileListQuery)
+    def get(self, q: FileListQuery) -> Any:
         """List files, newest first, one page at a time (an API key sees its own)."""
         store, scope = files(), auth.scope()
         return docs.listed(
-            lambda: store.list(limit=q.limit, cursor=q.cursor, owner=scope), file_view
+            lambda: store.list(limit=q.limit, cursor=q.cursor, owner=scope, kind=q.kind),
+            file_view,
         )
 
     @ns.doc("upload_file")

@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import current_app, request
 from pydantic import (
@@ -174,6 +174,12 @@ class ListQuery(BaseModel):
 
     limit: Annotated[int, Field(ge=1, le=500)] = 50
     cursor: Annotated[str, Field(max_length=200)] | None = None
+
+
+class FileListQuery(ListQuery):
+    """GET /files: a page, and optionally only uploads or only the files jobs made."""
+
+    kind: Literal["upload", "output"] | None = None
 
 
 class JobListQuery(ListQuery):

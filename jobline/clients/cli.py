@@ -233,19 +233,21 @@ def upload(client: Client, path: Path) -> None:
 
 
 @click.command(name="files")
+@click.option("--kind", type=click.Choice(("upload", "output")), default=None,
+              help="Only uploads, or only the files jobs made")  # fmt: skip
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the page as JSON")
 @connection_options
-def list_files(client: Client, limit: int, as_json: bool) -> None:
+def list_files(client: Client, kind: str | None, limit: int, as_json: bool) -> None:
     """List files, newest first: uploads and the files jobs made."""
-    page = client.list_files(limit=limit)
+    page = client.list_files(kind=kind, limit=limit)
     if as_json:
         _print_json(page)
         return
     for record in page["items"]:
         click.echo(
-            f"{record['id']}  {record['size']:>10}  {record.get('created_at') or '':<24}  "
-            f"{record['name']}"
+            f"{record['id']}  {record.get('kind') or '-':<6}  {record['size']:>10}  "
+            f"{record.get('created_at') or '':<24}  {record['name']}"
         )
 
 

@@ -255,9 +255,13 @@ class Client:
             response = self._request("POST", "/files", files={"file": (path.name, f, kind)})
         return response.json()  # type: ignore[no-any-return]
 
-    def list_files(self, *, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
-        """One page of files, newest first (uploads, and what jobs made): ``{"items", …}``."""
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+    def list_files(
+        self, *, kind: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """One page of files, newest first: uploads and what jobs made, or one ``kind`` of
+        them (``upload``, ``output``): ``{"items", "next_cursor"}``."""
+        query = {"kind": kind, "limit": limit, "cursor": cursor}
+        params = {k: v for k, v in query.items() if v is not None}
         return self._request("GET", "/files", params=params).json()  # type: ignore[no-any-return]
 
     def file(self, file_id: str) -> dict[str, Any]:

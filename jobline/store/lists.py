@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 from datetime import datetime
 from typing import Any
@@ -14,7 +12,15 @@ from pymongo.collection import Collection
 
 from jobline.store.collection import JobCollection
 from jobline.store.mongo import mine, unavailable_as_error
-from jobline.store.paging import GROWTH, Page, Span, Window, Windows, encode_cursor
+from jobline.store.paging import (
+    GROWTH,
+    Page,
+    Span,
+    Window,
+    Windows,
+    encode_cursor,
+    newest_of,
+)
 from jobline.store.records import Job, Status, now
 
 # Every list query is equality on an index's leading fields, the status among
@@ -71,7 +77,6 @@ STATUSES = tuple(str(status) for status in Status)
 # of the page. While they find nothing they grow eightfold like any other, so
 # that one past a quiet spell does not reach 64 times too far into what follows.
 GROWTH_BY_STATUS = GROWTH**2
-NEWEST_FIRST = [("_id", DESCENDING)]
 # How far back each list's last full page reached, by its filter, in this process:
 # the next page of the same list, at a like density, reaches there in its second
 # window instead of growing eightfold towards it (a probe a status for each
@@ -127,14 +132,7 @@ def _read_window(
     jobs: Collection[Job], equal: dict[str, Any], window: Window, limit: int
 ) -> list[Job]:
     """The newest ``limit`` jobs of one window, merged from each query that reads it."""
-    parts = [
-        list(jobs.find(query).sort(NEWEST_FIRST).limit(limit))
-        for query in window_queries(equal, window)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    merged = heapq.merge(*parts, key=lambda job: job["_id"], reverse=True)
-    return list(itertools.islice(merged, limit))
+    return newest_of(jobs, window_queries(equal, window), limit)
 
 
 def window_queries(equal: dict[str, Any], window: Window) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ would cost as much as the collection.
 from __future__ import annotations
 
 import base64
+import heapq
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ REACH_MS = FIRST_WINDOW_MS * (GROWTH**WINDOWS - 1) // (GROWTH - 1)
 MARGIN = 1.25
 # A bound on the windows of one page, whatever they find; an open one follows.
 MAX_WINDOWS = 64
+NEWEST_FIRST = [("_id", DESCENDING)]
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,52 @@ def newest_first(
     collection: Collection[Any], query: dict[str, Any], limit: int, cursor: str | None
 ) -> Page:
     """One page of ``query``'s documents by ``_id`` descending, below ``cursor``; ValueError
-    for a bad cursor. For the small collections (schedules, workflows, files): the jobs'
-    lists read time windows instead (below)."""
+    for a bad cursor. For a collection that stays small (schedules); the others read
+    time windows (``windowed``, below)."""
     if cursor is not None:
         query = {**query, "_id": {"$lt": decode_cursor(cursor)}}
-    found = list(collection.find(query).sort("_id", DESCENDING).limit(limit + 1))
+    found = list(collection.find(query).sort(NEWEST_FIRST).limit(limit + 1))
     more = len(found) > limit
     found = found[:limit]
     return Page(found, encode_cursor(found[-1]["_id"]) if more else None)
+
+
+def newest_of(
+    collection: Collection[Any], queries: list[dict[str, Any]], limit: int
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` documents the queries find, each read on its own and merged."""
+    parts = [list(collection.find(query).sort(NEWEST_FIRST).limit(limit)) for query in queries]
+    if len(parts) == 1:
+        return parts[0]
+    merged = heapq.merge(*parts, key=lambda doc: doc["_id"], reverse=True)
+    return list(itertools.islice(merged, limit))
+
+
+def windowed(
+    collection: Collection[Any],
+    partitions: list[dict[str, Any]],
+    limit: int,
+    cursor: str | None,
+    now_ms: int,
+) -> Page:
+    """A page, newest first, of the documents any of ``partitions`` (equality filters, each
+    the leading fields of an index followed by ``_id``) matches, read window by window as
+    the jobs' lists are: each window one index range scan a partition on every server,
+    never the whole collection. ValueError for a bad cursor."""
+    growth = GROWTH if len(partitions) == 1 else GROWTH**2
+    walk = Windows(Span.of(cursor), now_ms, limit + 1, growth)
+    items: list[dict[str, Any]] = []
+    for window in walk:
+        if len(items) > limit:
+            break
+        id_range = window.id_range()
+        queries = [{**p, "_id": id_range} if id_range else p for p in partitions]
+        found = newest_of(collection, queries, limit + 1 - len(items))
+        items += found
+        walk.found(len(found))
+    if len(items) > limit:
+        return Page(items[:limit], encode_cursor(items[limit - 1]["_id"]))
+    return Page(items, None)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

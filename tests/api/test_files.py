@@ -76,6 +76,10 @@ def test_files_are_listed_newest_first_a_page_at_a_time(idle_api: Api, store: Jo
     rest = idle_api.get("/api/v1/files", params={"limit": 2, "cursor": first["next_cursor"]})
     assert [f["id"] for f in rest.json()["items"]] == [made[0]]
     assert rest.json()["next_cursor"] is None
+    assert {f["kind"] for f in first["items"]} == {"upload"}
+    assert idle_api.get("/api/v1/files", params={"kind": "output"}).json()["items"] == []
+    assert len(idle_api.get("/api/v1/files", params={"kind": "upload"}).json()["items"]) == 3
+    assert idle_api.get("/api/v1/files", params={"kind": "both"}).status_code == 422
     assert idle_api.get("/api/v1/files", params={"cursor": "nonsense"}).status_code == 400
     unread = idle_api.get("/api/v1/files", params={"name": "0.fa"})
     assert unread.status_code == 422 and unread.json()["errors"][0]["loc"] == ["query", "name"]
