@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from pymongo import monitoring
+
 from jobline import jobs
 from jobline.core.settings import Settings
 from jobline.engine.pipeline import Pipeline
@@ -147,3 +149,20 @@ def assert_index_range_scan(collection: Any, query: dict[str, Any]) -> None:
     equalities = set(query) - {"_id"}
     assert set(fields[: len(equalities)]) == equalities, (query, fields)
     assert fields[len(equalities)] == "_id", (query, fields)
+
+
+class Finds(monitoring.CommandListener):
+    """The filter of every find a client sends (``MongoClient(url, event_listeners=[…])``)."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.filters.append(dict(event.command["filter"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass

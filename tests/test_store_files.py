@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from jobline.core.errors import FileTooLarge
 from jobline.core.settings import Settings
@@ -15,7 +15,7 @@ from jobline.engine import retention
 from jobline.store.files import FileStore
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job, now
-from tests.support import assert_index_range_scan
+from tests.support import Finds, assert_index_range_scan
 
 
 @pytest.fixture
@@ -124,23 +124,6 @@ def test_a_large_upload_and_download_hold_a_few_chunks_in_memory_not_the_file(
     assert record["length"] == size
     assert upload_peak < size / 3 and download_peak < size / 3
     files.delete(record["_id"])
-
-
-class Finds(monitoring.CommandListener):
-    """The filter of every find a client sends."""
-
-    def __init__(self) -> None:
-        self.filters: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.filters.append(dict(event.command["filter"]))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 @pytest.mark.parametrize("owner", [None, "alice"], ids=["everyone's", "an owner's"])

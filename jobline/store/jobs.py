@@ -14,13 +14,12 @@ from pymongo import ASCENDING
 from pymongo.errors import OperationFailure
 
 from jobline.store.lists import LIST_INDEXES, OWNER_INDEXES, RETIRED_INDEXES, Lists
-from jobline.store.mongo import unavailable_as_error
+from jobline.store.mongo import drop_index, unavailable_as_error
 from jobline.store.paging import EPOCH
 from jobline.store.recovery import Recovery
 from jobline.store.transitions import Transitions
 
-# MongoDB's codes for a dropped index that is gone, and an index made meanwhile.
-INDEX_NOT_FOUND = 27
+# MongoDB's codes for an index made meanwhile.
 INDEX_CONFLICTS = (85, 86)
 
 
@@ -47,11 +46,7 @@ class JobStore(Transitions, Lists, Recovery):
         self.jobs.create_index("idempotency_key", unique=True, sparse=True)
 
     def _drop_index(self, name: str) -> None:
-        try:
-            self.jobs.drop_index(name)
-        except OperationFailure as exc:
-            if exc.code != INDEX_NOT_FOUND:  # another process starting dropped it
-                raise
+        drop_index(self.jobs, name)
 
     def _ensure_index(self, keys: list[tuple[str, int]], **options: Any) -> None:
         """Create an index, replacing one on the same keys made with other options."""

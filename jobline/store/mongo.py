@@ -8,7 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pymongo import MongoClient, WriteConcern
 from pymongo.collection import Collection
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 
 from jobline.core.errors import StoreUnavailable
 from jobline.core.settings import Settings
@@ -18,6 +18,8 @@ R = TypeVar("R")
 
 
 # pymongo's default heartbeat (10 s): checking more seldom than that gains nothing.
+# MongoDB's code for a dropped index that is gone.
+INDEX_NOT_FOUND = 27
 MAX_HEARTBEAT_MS = 10_000
 MIN_HEARTBEAT_MS = 500  # pymongo's floor
 
@@ -77,3 +79,12 @@ def mine(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
     if owner is not None:
         query["owner"] = owner
     return query
+
+
+def drop_index(collection: Collection[Any], name: str) -> None:
+    """Drop an index by name; one gone already (another process starting) is fine."""
+    try:
+        collection.drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != INDEX_NOT_FOUND:
+            raise

@@ -42,11 +42,14 @@ STEP_ENDED = frozenset(
 )
 RETRYABLE = [str(FlowStatus.FAILED), str(FlowStatus.CANCELLED)]
 
-# A list filtered by status, or an owner's list, is an index range newest first.
+# Lists read a status at a time, everyone's or an owner's, each an index range newest
+# first (see WorkflowStore.list); the sweeper's look at stalled ones, a status at a time.
 INDEXES = (
     [("status", ASCENDING), ("_id", DESCENDING)],
-    [("owner", ASCENDING), ("_id", DESCENDING)],
+    [("owner", ASCENDING), ("status", ASCENDING), ("_id", DESCENDING)],
 )
+# An owner's lists read it before they went a status at a time; dropped at start.
+RETIRED_INDEXES = ("owner_1__id_-1",)
 
 
 class WorkflowNotFound(JoblineError):

@@ -23,13 +23,14 @@ from pymongo.database import Database
 
 from jobline.core import ids
 from jobline.core.errors import InvalidTransition
-from jobline.store.mongo import journaled, mine, unavailable_as_error
-from jobline.store.paging import Page, newest_first
+from jobline.store.mongo import drop_index, journaled, mine, unavailable_as_error
+from jobline.store.paging import Page, windowed
 from jobline.store.records import now
 from jobline.store.step_runs import StepRuns
 from jobline.store.workflow_records import (
     ACTIVE,
     INDEXES,
+    RETIRED_INDEXES,
     RETRYABLE,
     STEP_ACTIVE,
     STEP_ENDED,
@@ -69,6 +70,8 @@ class WorkflowStore(StepRuns):
     def ensure_indexes(self) -> None:
         for keys in INDEXES:
             self.workflows.create_index(keys)
+        for name in set(RETIRED_INDEXES) & set(self.workflows.index_information()):
+            drop_index(self.workflows, name)
         self.workflows.create_index("expires_at", expireAfterSeconds=0)
         self.runs.create_index("expires_at", expireAfterSeconds=0)
 
@@ -119,11 +122,14 @@ class WorkflowStore(StepRuns):
         status: str | None = None,
         owner: str | None = None,
     ) -> Page:
-        """Workflows newest first, a page at a time; ValueError for a bad cursor."""
-        query: dict[str, Any] = mine({}, owner)
-        if status is not None:
-            query["status"] = status
-        return newest_first(self.workflows, query, limit, cursor)
+        """Workflows newest first, a page at a time; ValueError for a bad cursor.
+
+        Read a status at a time in time windows, as the jobs' lists are: SecantusDB
+        scans the whole collection for a sort on _id alone.
+        """
+        statuses = [status] if status is not None else [str(s) for s in FlowStatus]
+        partitions = [mine({"status": s}, owner) for s in statuses]
+        return windowed(self.workflows, partitions, limit, cursor, int(now().timestamp() * 1000))
 
     @unavailable_as_error
     def stalled(self, older_than: timedelta, limit: int = 100) -> Iterator[Workflow]:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
 from jobline.store.workflows import StepStatus, WorkflowStore, new_workflow
+from tests.support import Finds, assert_index_range_scan
 
 
 def stored(flows: WorkflowStore) -> str:
@@ -53,3 +60,39 @@ def test_a_fan_out_is_not_closed_before_its_count_reaches_its_total(
     assert flows.end_step(workflow_id, 1, 0, StepStatus.SUCCEEDED, result=[], done=2) is False
     assert flows.recount(workflow_id, 1, 0, 2) is True
     assert flows.end_step(workflow_id, 1, 0, StepStatus.SUCCEEDED, result=[], done=2) is True
+
+
+@pytest.mark.parametrize("owner", [None, "alice"], ids=["everyone's", "an owner's"])
+@pytest.mark.parametrize("status", [None, "queued"], ids=["every status", "queued"])
+def test_every_query_of_a_workflow_list_is_an_index_range_scan(
+    flows: WorkflowStore, settings: Settings, owner: str | None, status: str | None
+) -> None:
+    made = []
+    for n in range(6):
+        workflow = new_workflow([{"id": "a", "type": "t"}], owner="alice" if n % 2 else None,
+                                priority=5)  # fmt: skip
+        flows.insert(workflow)
+        made.append(workflow["_id"])
+    finds = Finds()
+    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, event_listeners=[finds])
+    try:
+        listing = WorkflowStore(client[flows.workflows.database.name])
+        first = listing.list(limit=2, owner=owner, status=status)
+        rest = listing.list(limit=50, owner=owner, status=status, cursor=first.next_cursor)
+    finally:
+        client.close()
+    mine = [w for n, w in enumerate(made) if owner is None or n % 2]
+    assert [w["_id"] for w in first.items + rest.items] == mine[::-1]
+    assert finds.filters
+    for query in finds.filters:
+        assert_index_range_scan(flows.workflows, query)
+
+
+def test_the_owner_index_lists_read_before_they_went_a_status_at_a_time_is_dropped(
+    flows: WorkflowStore,
+) -> None:
+    flows.workflows.create_index([("owner", 1), ("_id", -1)])
+    flows.ensure_indexes()
+    keys = [info["key"] for info in flows.workflows.index_information().values()]
+    assert [("owner", 1), ("_id", -1)] not in keys
+    assert [("owner", 1), ("status", 1), ("_id", -1)] in keys
