@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 
 from jobline import jobs
 from jobline.core.settings import Settings
@@ -166,3 +166,22 @@ class Finds(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+def listed_by_index_scans(
+    url: str, collection: Any, lister: Callable[[Any], Callable[..., Any]], **filters: Any
+) -> list[str]:
+    """The ids of two pages of a list (2, then the rest), read through a client of their
+    own; every find those pages sent is asserted an index range scan."""
+    finds = Finds()
+    client: MongoClient[dict[str, Any]] = MongoClient(url, event_listeners=[finds])
+    try:
+        read = lister(client[collection.database.name])
+        first = read(limit=2, **filters)
+        rest = read(limit=50, cursor=first.next_cursor, **filters)
+    finally:
+        client.close()
+    assert finds.filters
+    for query in finds.filters:
+        assert_index_range_scan(collection, query)
+    return [doc["_id"] for doc in first.items + rest.items]

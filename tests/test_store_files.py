@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import tracemalloc
 from datetime import timedelta
-from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from jobline.core.errors import FileTooLarge
 from jobline.core.settings import Settings
@@ -15,7 +13,7 @@ from jobline.engine import retention
 from jobline.store.files import FileStore
 from jobline.store.jobs import JobStore
 from jobline.store.records import new_job, now
-from tests.support import Finds, assert_index_range_scan
+from tests.support import listed_by_index_scans
 
 
 @pytest.fixture
@@ -134,19 +132,14 @@ def test_every_query_of_a_file_list_is_an_index_range_scan(
     files.files.delete_many({})
     files.ensure_indexes()  # as the API does at start
     made = [put(files, b"x", owner="alice" if n % 2 else None) for n in range(6)]
-    finds = Finds()
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, event_listeners=[finds])
-    try:
-        listing = FileStore(client[files.files.database.name], timedelta(days=1))
-        first = listing.list(limit=2, owner=owner, kind=kind)
-        rest = listing.list(limit=50, owner=owner, kind=kind, cursor=first.next_cursor)
-    finally:
-        client.close()
-    mine = [f for n, f in enumerate(made) if owner is None or n % 2]
-    assert [f["_id"] for f in first.items + rest.items] == mine[::-1]
-    assert finds.filters
-    for query in finds.filters:
-        assert_index_range_scan(files.files, query)
+    listed = listed_by_index_scans(
+        settings.mongo_url,
+        files.files,
+        lambda db: FileStore(db, timedelta(days=1)).list,
+        owner=owner,
+        kind=kind,
+    )
+    assert listed == [f for n, f in enumerate(made) if owner is None or n % 2][::-1]
 
 
 def test_a_file_from_before_kinds_were_recorded_is_still_listed(files: FileStore) -> None:

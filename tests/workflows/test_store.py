@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pymongo import MongoClient
 
 from jobline.core.settings import Settings
 from jobline.store.jobs import JobStore
 from jobline.store.workflows import StepStatus, WorkflowStore, new_workflow
-from tests.support import Finds, assert_index_range_scan
+from tests.support import listed_by_index_scans
 
 
 def stored(flows: WorkflowStore) -> str:
@@ -73,19 +70,14 @@ def test_every_query_of_a_workflow_list_is_an_index_range_scan(
                                 priority=5)  # fmt: skip
         flows.insert(workflow)
         made.append(workflow["_id"])
-    finds = Finds()
-    client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_url, event_listeners=[finds])
-    try:
-        listing = WorkflowStore(client[flows.workflows.database.name])
-        first = listing.list(limit=2, owner=owner, status=status)
-        rest = listing.list(limit=50, owner=owner, status=status, cursor=first.next_cursor)
-    finally:
-        client.close()
-    mine = [w for n, w in enumerate(made) if owner is None or n % 2]
-    assert [w["_id"] for w in first.items + rest.items] == mine[::-1]
-    assert finds.filters
-    for query in finds.filters:
-        assert_index_range_scan(flows.workflows, query)
+    listed = listed_by_index_scans(
+        settings.mongo_url,
+        flows.workflows,
+        lambda db: WorkflowStore(db).list,
+        owner=owner,
+        status=status,
+    )
+    assert listed == [w for n, w in enumerate(made) if owner is None or n % 2][::-1]
 
 
 def test_the_owner_index_lists_read_before_they_went_a_status_at_a_time_is_dropped(
