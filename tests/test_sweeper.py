@@ -109,3 +109,24 @@ def test_a_write_the_store_refuses_in_a_bulk_hand_on_leaves_out_that_job_alone(
         assert records[handed["_id"]]["task_id"] == "fresh"
     finally:
         own.store.jobs.drop_index("test_unique_task_id")
+
+
+def test_two_sweepers_that_read_the_same_lost_message_send_it_once(own: Pipeline) -> None:
+    # A worker's own sweep beside `jobline sweep`, or a lease that lapsed: both
+    # passes find the job before either hands it on.
+    waiting = lost_messages(2)
+    own.store.jobs.insert_many(waiting)
+    first_read = list(own.store.stale_waiting(timedelta(minutes=1)))
+    second_read = list(own.store.stale_waiting(timedelta(minutes=1)))
+    assert len(first_read) == len(second_read) == 2
+    first = own.store.touch_many([(job, f"first-{i}") for i, job in enumerate(first_read)])
+    second = own.store.touch_many([(job, f"second-{i}") for i, job in enumerate(second_read)])
+    assert (len(first), second) == (2, [])
+    records = {job["_id"]: job for job in own.store.jobs.find({})}
+    assert {job["task_id"] for job in records.values()} == {"first-0", "first-1"}
+    # One read in a pass of its own, point by point, says the same of a single job.
+    stale = first_read[0]
+    assert not own.store.touch(stale, "again")
+    fresh = own.store.jobs.find_one({"_id": stale["_id"]})
+    assert own.store.touch(fresh, fresh["task_id"])
+    assert not own.store.touch(fresh, fresh["task_id"])

@@ -88,7 +88,12 @@ class Recovery(JobCollection):
     def touch(self, job: Job, task_id: str) -> bool:
         """Note that a waiting job's message was published again."""
         done = self.jobs.update_one(
-            {"_id": job["_id"], "status": job["status"], "attempts": job["attempts"]},
+            {
+                "_id": job["_id"],
+                "status": job["status"],
+                "attempts": job["attempts"],
+                "updated_at": job["updated_at"],
+            },
             {"$set": {"updated_at": now(), "task_id": task_id}},
         )
         return done.modified_count == 1
@@ -98,12 +103,18 @@ class Recovery(JobCollection):
         """Note that waiting jobs' messages were published again, each with a new task id.
 
         Returns the jobs touched; one claimed, cancelled or touched by another
-        sweeper meanwhile is left out.
+        sweeper meanwhile is left out: the task id it was read with must still
+        be its own, or two sweepers would both send it.
         """
         t = now()
         return self._hand_on(
             (
-                {"_id": job["_id"], "status": job["status"], "attempts": job["attempts"]},
+                {
+                    "_id": job["_id"],
+                    "status": job["status"],
+                    "attempts": job["attempts"],
+                    "task_id": job.get("task_id"),
+                },
                 {"updated_at": t, "task_id": task_id},
                 job,
             )
