@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -44,21 +45,44 @@ def assert_handed_on_once_each(p: Pipeline, before: list[Job]) -> None:
     assert queue.queue_depth(p.celery, "default") == len(before)
 
 
-def test_a_sweep_requeues_every_job_whose_worker_vanished_at_once(own: Pipeline) -> None:
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == sweeper.__name__]
+
+
+def test_a_sweep_requeues_every_job_whose_worker_vanished_at_once(
+    own: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
     # More than one bulk write's worth: a worker fleet lost at once.
     running = orphans(sweeper.CHUNK + 100)
     own.store.jobs.insert_many(running)
-    assert sweeper.sweep_once(own)["requeued"] == len(running)
+    with caplog.at_level(logging.WARNING, logger=sweeper.__name__):
+        assert sweeper.sweep_once(own)["requeued"] == len(running)
     assert_handed_on_once_each(own, running)
+    # The first jobs by name, the rest in one line.
+    said = warnings_of(caplog)
+    named = [line for line in said if line.startswith("job ")]
+    assert len(named) == sweeper.NAMED_A_PASS
+    assert all("lost its worker (attempt 1); requeued" in line for line in named)
+    unnamed = len(running) - sweeper.NAMED_A_PASS
+    assert said[len(named) :] == [
+        f"{unnamed} more jobs lost their worker; requeued (not named one by one)"
+    ]
     assert {job["lease_until"] for job in own.store.jobs.find({})} == {None}
     assert "requeued" not in sweeper.sweep_once(own)  # once
 
 
-def test_a_sweep_republishes_every_job_whose_message_was_lost_at_once(own: Pipeline) -> None:
+def test_a_sweep_republishes_every_job_whose_message_was_lost_at_once(
+    own: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
     waiting = lost_messages(sweeper.CHUNK + 100)
     own.store.jobs.insert_many(waiting)
-    assert sweeper.sweep_once(own)["republished"] == len(waiting)
+    with caplog.at_level(logging.WARNING, logger=sweeper.__name__):
+        assert sweeper.sweep_once(own)["republished"] == len(waiting)
     assert_handed_on_once_each(own, waiting)
+    said = warnings_of(caplog)
+    assert len(said) == sweeper.NAMED_A_PASS + 1
+    unnamed = len(waiting) - sweeper.NAMED_A_PASS
+    assert said[-1].startswith(f"{unnamed} more jobs waited ")
     # The queue holds their messages now: none is lost, so none is sent again.
     assert "republished" not in sweeper.sweep_once(own)
 

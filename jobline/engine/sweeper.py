@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # Jobs handed on with one bulk write, and at most this many such writes a pass.
 CHUNK = 500
 MAX_CHUNKS = 100
+# Jobs a pass names in a warning of their own for each kind of hand-on; the
+# rest of a purge or a lost fleet are counted in one line, not thousands.
+NAMED_A_PASS = 20
 
 
 def sweep_once(p: Pipeline) -> Counter[str]:
@@ -39,18 +42,22 @@ def sweep_once(p: Pipeline) -> Counter[str]:
     # Jobs parked behind a limit whose holder died: its slot has expired.
     if woken := limits.Limits(p.settings, p.catalogue).wake_all(p.celery):
         done["woken"] = woken
-    lost = partial(_requeued, p)
+    lost = _Told(partial(_requeued, p), "lost their worker; requeued")
     if requeued := _hand_on_all(p, p.store.expired_leases, p.store.requeue_many, lost, due=True):
         done["requeued"] = requeued
+    lost.summarise()
     older_than = timedelta(seconds=p.settings.requeue_after_seconds)
     # A backlog is not a loss: republish only jobs whose queue has drained. Asking
     # the broker first spares MongoDB reading a backlog's every job each pass.
     if drained := [name for name in _queues(p) if queue.queue_depth(p.celery, name) == 0]:
         stale = partial(p.store.stale_waiting, older_than, drained)
-        unclaimed = partial(_republished, older_than)
+        unclaimed = _Told(
+            partial(_republished, older_than), f"waited {older_than} unclaimed; republished"
+        )
         republished = _hand_on_all(p, stale, p.store.touch_many, unclaimed, due=True)
         if republished:
             done["republished"] = republished
+        unclaimed.summarise()
     done.update(retention.sweep(p.settings, p.store.db))
     return done
 
@@ -105,20 +112,37 @@ def _hand_on_all(
     return sent
 
 
-def _requeued(p: Pipeline, job: Job) -> None:
-    log.warning(
-        "job %s lost its worker (attempt %s); requeued",
-        job["_id"],
-        job["attempts"],
-        extra=job_fields(job),
-    )
+class _Told:
+    """Tells ``tell`` of each job a pass hands on; past NAMED_A_PASS, only whether to log."""
+
+    def __init__(self, tell: Callable[[Job, bool], None], what: str) -> None:
+        self.tell, self.what, self.count = tell, what, 0
+
+    def __call__(self, job: Job) -> None:
+        self.count += 1
+        self.tell(job, self.count <= NAMED_A_PASS)
+
+    def summarise(self) -> None:
+        if (unnamed := self.count - NAMED_A_PASS) > 0:
+            log.warning("%d more jobs %s (not named one by one)", unnamed, self.what)
+
+
+def _requeued(p: Pipeline, job: Job, named: bool) -> None:
+    if named:
+        log.warning(
+            "job %s lost its worker (attempt %s); requeued",
+            job["_id"],
+            job["attempts"],
+            extra=job_fields(job),
+        )
     events.job_changed(p.settings, job, "queued")
 
 
-def _republished(older_than: timedelta, job: Job) -> None:
-    log.warning(
-        "job %s waited %s unclaimed; republished", job["_id"], older_than, extra=job_fields(job)
-    )
+def _republished(older_than: timedelta, job: Job, named: bool) -> None:
+    if named:
+        log.warning(
+            "job %s waited %s unclaimed; republished", job["_id"], older_than, extra=job_fields(job)
+        )
 
 
 def run(p: Pipeline, interval: float, stop: threading.Event | None = None) -> None:
