@@ -73,6 +73,24 @@ for _command in (*cli_client.COMMANDS, *operators.COMMANDS):
 main.add_command(workflow_cli.workflow)
 
 
+def _streams_end_on_sigterm(worker: Any) -> None:
+    """A gunicorn worker told to stop ends its event streams first, then stops as gunicorn does.
+
+    Otherwise every open board or `--wait` would hold the worker for its whole
+    graceful timeout, and then be cut off mid-stream.
+    """
+    from jobline.api import events
+
+    stop = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        events.end_streams()
+        if callable(stop):
+            stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -115,6 +133,7 @@ def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> Non
             self.cfg.set("threads", threads)
             self.cfg.set("logger_class", JsonLogs)
             self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("post_worker_init", _streams_end_on_sigterm)
             # Long URIs reach the app, which refuses them as a problem document.
             self.cfg.set("limit_request_line", payloads.GUNICORN_REQUEST_LINE)
             # gunicorn's control socket (for gunicornc) sits at one path in $HOME, which

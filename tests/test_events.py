@@ -19,9 +19,12 @@ from jobline.engine import events, queue
 from jobline.engine.pipeline import Pipeline
 from jobline.local import servers as local
 from jobline.store.jobs import JobStore
-from tests.conftest import Api, ServedApp, start_worker
+from tests.conftest import Api, Gunicorn, ServedApp, start_worker
 
 Event = tuple[str, dict[str, Any]]
+
+# What `jobline api` gives gunicorn: past it, a worker still serving is killed.
+GRACEFUL_TIMEOUT_SECONDS = 10
 
 
 def read_events(response: requests.Response) -> Iterator[Event]:
@@ -262,6 +265,33 @@ def test_streams_end_after_their_lifetime_so_clients_reconnect(
         assert time.monotonic() - started < 8
         assert text.startswith("retry: 1000\n")
     assert [d["status"] for _, d in read_events(io_of(text))] == ["queued"]
+
+
+@pytest.mark.timeout(90)
+def test_an_api_told_to_stop_ends_its_open_streams_cleanly_and_stops_at_once(
+    settings: Settings, idle_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # A board left open and a `--wait` on a job that is not run: without their
+    # end, gunicorn would wait out its graceful timeout and then cut them off.
+    job = idle_pipeline.submit("bmi", {"name": "Ada", "weight": 55, "height": 170})
+    served = Gunicorn(settings, tmp_path / "api.log")
+    try:
+        api = Api(served.base)
+        streams = [stream(api, "/api/v1/events"), stream(api, f"/api/v1/jobs/{job['_id']}/events")]
+        lines = [r.iter_lines(chunk_size=1, decode_unicode=True) for r in streams]
+        assert [next(each) for each in lines] == ["retry: 1000", "retry: 1000"]
+        started = time.monotonic()
+        served.process.terminate()
+        # Each stream ends as a stream ends (a cut one raises here), nothing lost.
+        rest = ["\n".join(each) for each in lines]
+        assert served.process.popen is not None
+        assert served.process.popen.wait(timeout=30) == 0
+        stopped_after = time.monotonic() - started
+    finally:
+        served.process.stop()
+    assert rest[0] == "\n: connected\n"
+    assert [d["status"] for _, d in read_events(io_of(rest[1]))] == ["queued"]
+    assert stopped_after < GRACEFUL_TIMEOUT_SECONDS, f"stopped after {stopped_after:.1f}s"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ above all, still arrives within those seconds, not at the stream's end.
 replay: a client that (re)connects loads the current list first, then follows
 the stream. Each open stream holds one API thread, so a stream lasts at most
 ``JOBLINE_STREAM_MAX_SECONDS`` and then ends; clients reconnect (EventSource
-does so by itself after the ``retry:`` delay).
+does so by itself after the ``retry:`` delay). An API process told to stop
+(``end_streams``) ends its streams within ``ENDING_CHECK_SECONDS``, so that it
+stops at once however many boards are open, not after its graceful timeout.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ RECHECK_SECONDS = 5.0
 RECONNECT_MS = 1000
 # Fields that exist for routing messages, not for clients.
 PRIVATE_FIELDS = ("owner",)
+# How often a waiting stream looks whether its process is stopping.
+ENDING_CHECK_SECONDS = 0.5
+
+_ending = threading.Event()
+
+
+def end_streams() -> None:
+    """End every open stream of this process cleanly: it is stopping (safe in a signal handler)."""
+    _ending.set()
 
 
 class EventsUnavailable(Unavailable):
@@ -118,15 +129,24 @@ class Subscription:
     def changes(
         self, until: float, silence: float = KEEPALIVE_SECONDS
     ) -> Iterator[dict[str, Any] | None]:
-        """Each change published until ``until`` (monotonic), and None after ``silence`` without."""
-        while (left := until - time.monotonic()) > 0:
+        """Each change published until ``until`` (monotonic), and None after ``silence`` without.
+
+        Ends early, as at ``until``, once the process is stopping (``end_streams``).
+        """
+        quiet_until = time.monotonic() + silence
+        while not _ending.is_set() and (left := until - time.monotonic()) > 0:
+            wait = min(left, quiet_until - time.monotonic(), ENDING_CHECK_SECONDS)
             try:
-                reply = self.pubsub.get_message(timeout=min(left, silence))
+                reply = self.pubsub.get_message(timeout=max(wait, 0.0))
             except (redis.RedisError, OSError):
                 return  # the client reconnects and starts from the current state
             if reply is None:
-                yield None
-            elif reply["type"] == "message":
+                if time.monotonic() >= quiet_until:
+                    quiet_until = time.monotonic() + silence
+                    yield None
+                continue
+            quiet_until = time.monotonic() + silence
+            if reply["type"] == "message":
                 try:
                     yield json.loads(reply["data"])
                 except ValueError:
