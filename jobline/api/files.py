@@ -29,7 +29,7 @@ from jobline.store.files import file_view, valid_content_type, valid_name
 
 ns = Namespace("files", description="Files for jobs to read, and the files jobs made")
 # Mounted at the API root, for the files of a job beside the job itself.
-job_files_ns = Namespace("job_files", description="The files a job made", path="/")
+job_files_ns = Namespace("job-files", description="The files a job made", path="/")
 
 UPLOAD_ENDPOINT = "api.files_upload"
 FIELD = "file"
