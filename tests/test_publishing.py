@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,42 @@ def test_many_messages_all_go_out_in_order(broker: str) -> None:
     assert (sent, refused) == (len(batch), None)
     assert queued_ids(broker, "default") == [job["_id"] for job in batch]
     assert queue.queue_depth(app, "default") == len(batch)
+
+
+def test_messages_many_threads_publish_at_once_each_go_out_once(broker: str) -> None:
+    # An API process's threads: the messages sent meanwhile share the next round trip.
+    app = queue.make_celery(Settings(redis_url=broker))
+    batch = make(40)
+    together = threading.Barrier(len(batch))
+
+    def publish(job: Job) -> None:
+        together.wait()
+        queue.publish(app, job, NOOP)
+
+    with ThreadPoolExecutor(len(batch)) as pool:
+        list(pool.map(publish, batch))  # every caller returns, none raises
+    assert Counter(queued_ids(broker, "default")) == Counter(job["_id"] for job in batch)
+
+
+def test_a_batch_that_meets_a_connection_redis_dropped_still_sends_each_message_once(
+    broker: str,
+) -> None:
+    app = queue.make_celery(Settings(redis_url=broker))
+    queue.publish(app, make(1, "warm")[0], NOOP)  # the pool now holds a connection
+    killed = redis.Redis.from_url(broker).client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    batch = make(5)
+    # As a lone message does, a batch reconnects.
+    assert queue._publish_batch(app, [(job, NOOP) for job in batch]) == [None] * 5
+    assert queued_ids(broker, "default") == [job["_id"] for job in batch]
+
+
+def test_a_batch_to_a_broker_that_is_down_refuses_every_message_each_with_its_own_error() -> None:
+    down = f"redis://127.0.0.1:{local.free_port()}/0"
+    app = queue.make_celery(Settings(redis_url=down, connect_timeout_seconds=0.5))
+    errors = queue._publish_batch(app, [(job, NOOP) for job in make(4)])
+    assert [type(error) for error in errors] == [BrokerUnavailable] * 4
+    assert len({id(error) for error in errors}) == 4  # each caller raises its own
 
 
 def only_the_default_queue(url: str) -> str:

@@ -9,7 +9,11 @@ attempt the message carries, and any other case reads the record.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import weakref
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from amqp.exceptions import ChannelError
@@ -18,6 +22,7 @@ from kombu import Producer
 from kombu.exceptions import KombuError, OperationalError
 from kombu.transport.redis import PRIORITY_STEPS as REDIS_PRIORITY_STEPS
 
+from jobline.core.combining import Combiner
 from jobline.core.errors import BrokerUnavailable
 from jobline.core.settings import Settings
 from jobline.engine.task_events import TimedFlushEvents
@@ -126,11 +131,52 @@ def make_celery(settings: Settings, *, answers_clients: bool = False) -> Celery:
 
 
 def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = None) -> None:
-    """Send the message that makes a worker run ``job``; BrokerUnavailable if it cannot."""
+    """Send the message that makes a worker run ``job``; BrokerUnavailable if it cannot.
+
+    Messages this process's threads publish at the same time share one round
+    trip (core.combining): a lone one goes at once, those sent meanwhile with
+    the next batch. Each caller returns once its own message is sent.
+    """
+    if countdown is not None:
+        _send_one(app, job, job_type, countdown)
+    else:
+        _publishes(app).submit((job, job_type))
+
+
+def _send_one(app: Celery, job: Job, job_type: JobType, countdown: float | None = None) -> None:
     try:
         _send(app, job, job_type, countdown)
     except (OperationalError, KombuError, ConnectionError, OSError) as exc:
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
+
+
+_combiners: weakref.WeakKeyDictionary[Celery, tuple[int, Combiner[tuple[Job, JobType]]]] = (
+    weakref.WeakKeyDictionary()
+)
+_combiners_lock = threading.Lock()
+
+
+def _publishes(app: Celery) -> Combiner[tuple[Job, JobType]]:
+    """This process's combiner of ``app``'s publishes (a forked child makes its own)."""
+    pid = os.getpid()
+    with _combiners_lock:
+        found = _combiners.get(app)
+        if found is None or found[0] != pid:
+            found = _combiners[app] = (pid, Combiner(partial(_publish_batch, app), PUBLISH_CHUNK))
+    return found[1]
+
+
+def _publish_batch(app: Celery, jobs: Sequence[tuple[Job, JobType]]) -> list[BaseException | None]:
+    """Each job's message: a lone one as ever, several in one round trip."""
+    if len(jobs) == 1:
+        try:
+            _send_one(app, *jobs[0])
+        except BrokerUnavailable as exc:
+            return [exc]
+        return [None]
+    sent, error = publish_many(app, jobs)
+    # Each caller raises an error of its own.
+    return [None] * sent + [BrokerUnavailable(str(error)) for _ in jobs[sent:]]
 
 
 def publish_many(
