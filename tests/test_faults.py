@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from jobline.api import create_app
-from jobline.core.errors import StoreUnavailable
+from jobline.core.errors import BrokerUnavailable, StoreUnavailable
 from jobline.core.settings import Settings
 from jobline.engine import queue, sweeper
 from jobline.local import servers as local
@@ -422,6 +422,39 @@ def test_with_redis_hung_a_submission_gets_503_within_its_timeouts_and_nothing_i
     assert after.status_code == 202
     ended = wait_job(faults.store, after.json()["id"], lambda job: job["status"] == "succeeded")
     assert ended["attempts"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_with_redis_hung_messages_queued_behind_a_refused_one_are_refused_with_it(
+    faults: Faults,
+) -> None:
+    # The API's threads publish through one process's shared round trips.
+    app = queue.make_celery(faults.settings, answers_clients=True)
+    noop = faults.pipeline.catalogue.get("noop")
+    queue.publish(app, new_job("noop", {}), noop)  # its connection is in the pool
+    ended: dict[str, float] = {}
+    refused: set[str] = set()
+
+    def send(name: str) -> None:
+        try:
+            queue.publish(app, new_job("noop", {}), noop)
+        except BrokerUnavailable:
+            refused.add(name)
+        ended[name] = time.monotonic()
+
+    names = ["first"] + [f"queued-{i}" for i in range(5)]
+    threads = {name: threading.Thread(target=send, args=(name,)) for name in names}
+    with faults.redis.hung():
+        threads["first"].start()
+        time.sleep(0.5)  # its message waits on the hung broker; these queue behind it
+        for name in names[1:]:
+            threads[name].start()
+        for thread in threads.values():
+            thread.join(60)
+    assert refused == set(names)
+    # Refused with the first, not after a try of their own and its timeout.
+    waited_more = max(ended[name] for name in names[1:]) - ended["first"]
+    assert waited_more < faults.settings.connect_timeout_seconds / 2, f"{waited_more:.2f}s later"
 
 
 @pytest.mark.timeout(120)
