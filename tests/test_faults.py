@@ -542,6 +542,40 @@ def test_with_mongodb_hung_a_submission_gets_503_within_its_timeouts_and_nothing
 
 
 @pytest.mark.timeout(120)
+def test_with_mongodb_hung_inserts_queued_behind_a_refused_one_are_refused_with_it(
+    faults: Faults,
+) -> None:
+    # The API's threads insert through one process's group commit.
+    store = JobStore(faults.settings)
+    store.insert(new_job("noop", {}))  # the server is known and a connection pooled
+    ended: dict[str, float] = {}
+    refused: set[str] = set()
+
+    def insert(name: str) -> None:
+        try:
+            store.insert(new_job("noop", {}))
+        except StoreUnavailable:
+            refused.add(name)
+        ended[name] = time.monotonic()
+
+    names = ["first"] + [f"queued-{i}" for i in range(5)]
+    threads = {name: threading.Thread(target=insert, args=(name,)) for name in names}
+    try:
+        with faults.mongo.hung():
+            threads["first"].start()
+            time.sleep(0.5)  # its insert waits on the hung server; these queue behind it
+            for name in names[1:]:
+                threads[name].start()
+            for thread in threads.values():
+                thread.join(60)
+    finally:
+        store.close()
+    assert refused == set(names)
+    waited_more = max(ended[name] for name in names[1:]) - ended["first"]
+    assert waited_more < faults.settings.connect_timeout_seconds / 2, f"{waited_more:.2f}s later"
+
+
+@pytest.mark.timeout(120)
 def test_with_mongodb_down_a_submission_gets_503_and_nothing_is_published_then_all_complete(
     faults: Faults, tmp_path: Path
 ) -> None:

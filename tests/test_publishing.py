@@ -85,12 +85,27 @@ def test_a_batch_that_meets_a_connection_redis_dropped_still_sends_each_message_
     assert queued_ids(broker, "default") == [job["_id"] for job in batch]
 
 
-def test_a_batch_to_a_broker_that_is_down_refuses_every_message_each_with_its_own_error() -> None:
+def test_messages_published_at_once_to_a_broker_that_is_down_each_raise_an_error_of_their_own() -> (
+    None
+):
     down = f"redis://127.0.0.1:{local.free_port()}/0"
     app = queue.make_celery(Settings(redis_url=down, connect_timeout_seconds=0.5))
-    errors = queue._publish_batch(app, [(job, NOOP) for job in make(4)])
-    assert [type(error) for error in errors] == [BrokerUnavailable] * 4
-    assert len({id(error) for error in errors}) == 4  # each caller raises its own
+    batch = make(8)
+    together = threading.Barrier(len(batch))
+
+    def publish(job: Job) -> BaseException | None:
+        together.wait()
+        try:
+            queue.publish(app, job, NOOP)
+        except BrokerUnavailable as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(len(batch)) as pool:
+        errors = list(pool.map(publish, batch))
+    assert [type(error) for error in errors] == [BrokerUnavailable] * len(batch)
+    # Raised in eight threads, one instance would gather all their tracebacks.
+    assert len({id(error) for error in errors}) == len(batch)
 
 
 def only_the_default_queue(url: str) -> str:

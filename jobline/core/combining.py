@@ -7,6 +7,12 @@ and so on. A lone caller therefore waits for nothing but its own call, and
 under load each round trip carries many items. Every caller returns only once
 the batch holding its item is done, or raises the error its own item met.
 
+A call that fails as a whole (it raises: the server is down or hung) fails
+the items that were queued while it was in flight too, without a call of
+their own: against a hung server each call waits out its timeouts, and those
+callers would otherwise wait for that call and then for their own. Items that
+arrive after the failure are tried afresh.
+
 Group commit of submissions (``store.group_commit``) and of their messages
 (``engine.queue``) are this. A combiner belongs to the process that made it: a
 child forked while a batch was in flight would wait for it forever, so callers
@@ -15,7 +21,10 @@ keep one per process.
 
 from __future__ import annotations
 
+import copy
+import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -26,10 +35,11 @@ BatchCall = Callable[[Sequence[T]], Sequence[BaseException | None]]
 
 
 class _Waiter(Generic[T]):
-    __slots__ = ("done", "error", "item", "lead", "woken")
+    __slots__ = ("arrived", "done", "error", "item", "lead", "woken")
 
     def __init__(self, item: T) -> None:
         self.item = item
+        self.arrived = time.monotonic()
         self.error: BaseException | None = None
         self.lead = False  # this thread makes the next call
         self.done = False
@@ -45,6 +55,9 @@ class Combiner(Generic[T]):
         self._lock = threading.Lock()
         self._queued: list[_Waiter[T]] = []
         self._busy = False
+        # The last call that failed as a whole: when, and with what.
+        self._failed_at = -math.inf
+        self._failure: BaseException | None = None
 
     def submit(self, item: T) -> None:
         """Have ``item`` handled, alone or with others queued meanwhile; raises its error."""
@@ -68,14 +81,19 @@ class Combiner(Generic[T]):
         with self._lock:
             batch, self._queued = self._queued[: self.max_batch], self._queued[self.max_batch :]
         try:
+            if batch[-1].arrived < self._failed_at:  # every one waited through that failure
+                for waiter in batch:
+                    waiter.error = _again(self._failure)
+                return  # the failure keeps its time: what arrives after it is tried
             errors = self.call([waiter.item for waiter in batch])
             for waiter, error in zip(batch, errors, strict=True):
                 waiter.error = error
         except BaseException as exc:  # nobody's item is known to be done
             interrupted = not isinstance(exc, Exception)  # this thread is stopping
             failure = RuntimeError(f"batch interrupted: {exc!r}") if interrupted else exc
-            for waiter in batch:
-                waiter.error = failure
+            for i, waiter in enumerate(batch):
+                waiter.error = failure if i == 0 else _again(failure)
+            self._failed_at, self._failure = time.monotonic(), failure
             if interrupted:
                 raise
         finally:
@@ -88,3 +106,12 @@ class Combiner(Generic[T]):
             for waiter in batch:
                 waiter.done = True
                 waiter.woken.set()
+
+
+def _again(failure: BaseException | None) -> BaseException:
+    """A new exception like ``failure``: raising one instance again and again would grow
+    its traceback, and the frames it holds, for as long as a server stays down."""
+    try:
+        return copy.copy(failure) if failure is not None else RuntimeError("the last call failed")
+    except Exception:  # an exception class copy cannot rebuild
+        return RuntimeError(f"the last call failed: {failure!r}")

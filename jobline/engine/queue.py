@@ -9,12 +9,11 @@ attempt the message carries, and any other case reads the record.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
 import weakref
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from amqp.exceptions import ChannelError
@@ -141,7 +140,7 @@ def publish(app: Celery, job: Job, job_type: JobType, countdown: float | None = 
     if countdown is not None:
         _send_one(app, job, job_type, countdown)
     else:
-        _publishes(app).submit((job, job_type, time.monotonic()))
+        _publishes(app).submit((job, job_type))
 
 
 def _send_one(app: Celery, job: Job, job_type: JobType, countdown: float | None = None) -> None:
@@ -151,59 +150,34 @@ def _send_one(app: Celery, job: Job, job_type: JobType, countdown: float | None 
         raise BrokerUnavailable(f"broker unreachable: {type(exc).__name__}") from exc
 
 
-# A message waiting its turn: the job, its type, and when it was sent (monotonic).
-_Waiting = tuple[Job, JobType, float]
-
-
-class _Publisher:
-    """The batch call of one app's combined publishes.
-
-    A message that waited while the broker refused the batch ahead of it is
-    refused with that batch, not tried again: against a broker that hangs,
-    each try waits out its timeouts, and the callers queued behind one would
-    otherwise wait for it and then for their own. Messages sent after the
-    refusal try the broker afresh.
-    """
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-        self.refused_at = -math.inf
-
-    def __call__(self, waiting: Sequence[_Waiting]) -> list[BaseException | None]:
-        if waiting[-1][2] < self.refused_at:  # all of them waited through the refusal
-            why = BrokerUnavailable("broker unreachable: it refused the messages sent before")
-            return [BrokerUnavailable(str(why)) for _ in waiting]
-        errors = _publish_batch(self.app, [(job, job_type) for job, job_type, _ in waiting])
-        if all(error is not None for error in errors):
-            self.refused_at = time.monotonic()
-        return errors
-
-
-_combiners: weakref.WeakKeyDictionary[Celery, tuple[int, Combiner[_Waiting]]] = (
+_combiners: weakref.WeakKeyDictionary[Celery, tuple[int, Combiner[tuple[Job, JobType]]]] = (
     weakref.WeakKeyDictionary()
 )
 _combiners_lock = threading.Lock()
 
 
-def _publishes(app: Celery) -> Combiner[_Waiting]:
+def _publishes(app: Celery) -> Combiner[tuple[Job, JobType]]:
     """This process's combiner of ``app``'s publishes (a forked child makes its own)."""
     pid = os.getpid()
     with _combiners_lock:
         found = _combiners.get(app)
         if found is None or found[0] != pid:
-            found = _combiners[app] = (pid, Combiner(_Publisher(app), PUBLISH_CHUNK))
+            found = _combiners[app] = (pid, Combiner(partial(_publish_batch, app), PUBLISH_CHUNK))
     return found[1]
 
 
 def _publish_batch(app: Celery, jobs: Sequence[tuple[Job, JobType]]) -> list[BaseException | None]:
-    """Each job's message: a lone one as ever, several in one round trip."""
+    """Each job's message: a lone one as ever, several in one round trip.
+
+    Raises BrokerUnavailable when the broker took none of them (a failure of
+    the whole call, see core.combining).
+    """
     if len(jobs) == 1:
-        try:
-            _send_one(app, *jobs[0])
-        except BrokerUnavailable as exc:
-            return [exc]
+        _send_one(app, *jobs[0])
         return [None]
     sent, error = publish_many(app, jobs)
+    if error is not None and sent == 0:
+        raise error
     # Each caller raises an error of its own.
     return [None] * sent + [BrokerUnavailable(str(error)) for _ in jobs[sent:]]
 

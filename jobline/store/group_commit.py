@@ -16,7 +16,12 @@ from functools import partial
 from typing import Any
 
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+)
 
 from jobline.core.combining import Combiner
 
@@ -57,4 +62,8 @@ def _insert(
             errors[error["index"]] = kind(error.get("errmsg", ""), error.get("code"), error)
         if exc.details.get("writeConcernErrors"):
             errors = [error or exc for error in errors]
+    except ConnectionFailure:
+        raise  # the server is away: a failure of the whole call (core.combining)
+    except Exception as exc:  # this batch's own (a document the driver cannot encode)
+        errors = [exc for _ in docs]
     return errors
