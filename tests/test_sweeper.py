@@ -8,11 +8,14 @@ from datetime import timedelta
 
 import pytest
 
+from jobline.core.errors import StoreUnavailable
 from jobline.core.settings import Settings
 from jobline.engine import queue, sweeper
 from jobline.engine.pipeline import Pipeline
+from jobline.local import servers as local
 from jobline.store.records import Job, new_job, now
 from tests.conftest import pipeline_of_its_own
+from tests.support import make_pipeline
 
 
 @pytest.fixture
@@ -154,3 +157,26 @@ def test_two_sweepers_that_read_the_same_lost_message_send_it_once(own: Pipeline
     fresh = own.store.jobs.find_one({"_id": stale["_id"]})
     assert own.store.touch(fresh, fresh["task_id"])
     assert not own.store.touch(fresh, fresh["task_id"])
+
+
+def test_a_sweep_with_mongodb_down_is_skipped_with_a_warning_not_a_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = f"mongodb://127.0.0.1:{local.free_port()}"
+    down = make_pipeline(
+        settings.model_copy(update={"mongo_url": dead, "connect_timeout_seconds": 0.3})
+    )
+    # Every lazy read a pass makes (its query runs once it is read) says so, as a write does.
+    for read in (
+        lambda: down.store.held_until(now()),
+        lambda: down.store.expired_leases(),
+        lambda: down.store.stale_waiting(timedelta(minutes=1)),
+        lambda: down.progression().flows.stalled(timedelta(minutes=1)),
+    ):
+        with pytest.raises(StoreUnavailable, match="MongoDB unreachable"):
+            list(read())
+    with caplog.at_level(logging.INFO, logger=sweeper.__name__):
+        sweeper.sweep_safely(down)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == sweeper.__name__]
+    assert len(said) == 1 and said[0][0] == "WARNING", said
+    assert said[0][1].startswith("sweep skipped: MongoDB unreachable")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Iterator
+from types import GeneratorType
+from typing import Any, ParamSpec, TypeVar, cast
 
 from pymongo import MongoClient, WriteConcern
 from pymongo.collection import Collection
+from pymongo.cursor import Cursor
 from pymongo.errors import ConnectionFailure, OperationFailure
 
 from jobline.core.errors import StoreUnavailable
@@ -60,18 +62,35 @@ def journaled(collection: Collection[Any]) -> Collection[Any]:
 
 
 def unavailable_as_error(method: Callable[P, R]) -> Callable[P, R]:
-    """Turn a lost MongoDB connection into StoreUnavailable."""
+    """Turn a lost MongoDB connection into StoreUnavailable.
+
+    Also while a cursor or generator the method returns is read: a query runs
+    when it is first read, after the method has returned.
+    """
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return method(*args, **kwargs)
+            found = method(*args, **kwargs)
         except ConnectionFailure as exc:
-            # pymongo's own name for an operation its heartbeat gave up on is private.
-            reason = type(exc).__name__.lstrip("_")
-            raise StoreUnavailable(f"MongoDB unreachable: {reason}") from exc
+            raise _unavailable(exc) from exc
+        if isinstance(found, Cursor | GeneratorType):
+            return cast(R, _read(found))
+        return found
 
     return wrapper
+
+
+def _read(found: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from found
+    except ConnectionFailure as exc:
+        raise _unavailable(exc) from exc
+
+
+def _unavailable(exc: ConnectionFailure) -> StoreUnavailable:
+    # pymongo's own name for an operation its heartbeat gave up on is private.
+    return StoreUnavailable(f"MongoDB unreachable: {type(exc).__name__.lstrip('_')}")
 
 
 def mine(query: dict[str, Any], owner: str | None) -> dict[str, Any]:
