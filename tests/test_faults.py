@@ -425,36 +425,51 @@ def test_with_redis_hung_a_submission_gets_503_within_its_timeouts_and_nothing_i
 
 
 @pytest.mark.timeout(120)
-def test_with_redis_hung_messages_queued_behind_a_refused_one_are_refused_with_it(
+def test_with_redis_hung_one_thread_at_a_time_waits_on_it_and_the_others_are_refused_at_once(
     faults: Faults,
 ) -> None:
     # The API's threads publish through one process's shared round trips.
     app = queue.make_celery(faults.settings, answers_clients=True)
     noop = faults.pipeline.catalogue.get("noop")
     queue.publish(app, new_job("noop", {}), noop)  # its connection is in the pool
+    started: dict[str, float] = {}
     ended: dict[str, float] = {}
     refused: set[str] = set()
 
     def send(name: str) -> None:
+        started[name] = time.monotonic()
         try:
             queue.publish(app, new_job("noop", {}), noop)
         except BrokerUnavailable:
             refused.add(name)
         ended[name] = time.monotonic()
 
-    names = ["first"] + [f"queued-{i}" for i in range(5)]
-    threads = {name: threading.Thread(target=send, args=(name,)) for name in names}
+    def run(name: str) -> threading.Thread:
+        thread = threading.Thread(target=send, args=(name,))
+        thread.start()
+        return thread
+
+    queued = [f"queued-{i}" for i in range(5)]
     with faults.redis.hung():
-        threads["first"].start()
+        first = run("first")
         time.sleep(0.5)  # its message waits on the hung broker; these queue behind it
-        for name in names[1:]:
-            threads[name].start()
-        for thread in threads.values():
+        threads = [run(name) for name in queued]
+        for thread in [first, *threads]:
             thread.join(60)
-    assert refused == set(names)
+        # Then another tries the broker, and one sent meanwhile does not wait for it.
+        probe = run("probe")
+        time.sleep(0.5)
+        run("meanwhile").join(10)
+        assert probe.is_alive()  # still waiting on the hung broker
+        probe.join(60)
+    assert refused == {"first", *queued, "probe", "meanwhile"}
+    timeout = faults.settings.connect_timeout_seconds
     # Refused with the first, not after a try of their own and its timeout.
-    waited_more = max(ended[name] for name in names[1:]) - ended["first"]
-    assert waited_more < faults.settings.connect_timeout_seconds / 2, f"{waited_more:.2f}s later"
+    waited_more = max(ended[name] for name in queued) - ended["first"]
+    assert waited_more < timeout / 2, f"{waited_more:.2f}s later"
+    assert ended["meanwhile"] - started["meanwhile"] < timeout / 2
+    # The broker back, the next message goes.
+    queue.publish(app, new_job("noop", {}), noop)
 
 
 @pytest.mark.timeout(120)

@@ -10,8 +10,10 @@ the batch holding its item is done, or raises the error its own item met.
 A call that fails as a whole (it raises: the server is down or hung) fails
 the items that were queued while it was in flight too, without a call of
 their own: against a hung server each call waits out its timeouts, and those
-callers would otherwise wait for that call and then for their own. Items that
-arrive after the failure are tried afresh.
+callers would otherwise wait for that call and then for their own. Until a
+call succeeds again, one caller at a time tries the server and every other
+is refused at once: an outage holds one of the process's threads, not all of
+them (requests that need only the other server still find a thread).
 
 Group commit of submissions (``store.group_commit``) and of their messages
 (``engine.queue``) are this. A combiner belongs to the process that made it: a
@@ -55,7 +57,7 @@ class Combiner(Generic[T]):
         self._lock = threading.Lock()
         self._queued: list[_Waiter[T]] = []
         self._busy = False
-        # The last call that failed as a whole: when, and with what.
+        # The last call that failed as a whole, until one succeeds: when, and with what.
         self._failed_at = -math.inf
         self._failure: BaseException | None = None
 
@@ -63,6 +65,9 @@ class Combiner(Generic[T]):
         """Have ``item`` handled, alone or with others queued meanwhile; raises its error."""
         me = _Waiter(item)
         with self._lock:
+            if self._failure is not None and self._busy:
+                # The last call failed, and another caller is finding out whether it still would.
+                raise _again(self._failure)
             self._queued.append(me)
             if not self._busy:
                 self._busy = me.lead = True
@@ -88,12 +93,15 @@ class Combiner(Generic[T]):
             errors = self.call([waiter.item for waiter in batch])
             for waiter, error in zip(batch, errors, strict=True):
                 waiter.error = error
+            with self._lock:
+                self._failure = None  # the server answered
         except BaseException as exc:  # nobody's item is known to be done
             interrupted = not isinstance(exc, Exception)  # this thread is stopping
             failure = RuntimeError(f"batch interrupted: {exc!r}") if interrupted else exc
             for i, waiter in enumerate(batch):
                 waiter.error = failure if i == 0 else _again(failure)
-            self._failed_at, self._failure = time.monotonic(), failure
+            with self._lock:
+                self._failed_at, self._failure = time.monotonic(), failure
             if interrupted:
                 raise
         finally:
