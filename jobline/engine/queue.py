@@ -162,7 +162,9 @@ def _publishes(app: Celery) -> Combiner[tuple[Job, JobType]]:
     with _combiners_lock:
         found = _combiners.get(app)
         if found is None or found[0] != pid:
-            found = _combiners[app] = (pid, Combiner(partial(_publish_batch, app), PUBLISH_CHUNK))
+            # A proxy: the combiner, a value of the map, must not keep its key alive.
+            call = partial(_publish_batch, weakref.proxy(app))
+            found = _combiners[app] = (pid, Combiner(call, PUBLISH_CHUNK))
     return found[1]
 
 
