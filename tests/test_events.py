@@ -289,7 +289,8 @@ def test_an_api_told_to_stop_ends_its_open_streams_cleanly_and_stops_at_once(
         stopped_after = time.monotonic() - started
     finally:
         served.process.stop()
-    assert rest[0] == "\n: connected\n"
+    # Other tests' jobs may change meanwhile: the all-jobs stream is only seen to end.
+    assert rest[0].startswith("\n: connected\n")
     assert [d["status"] for _, d in read_events(io_of(rest[1]))] == ["queued"]
     assert stopped_after < GRACEFUL_TIMEOUT_SECONDS, f"stopped after {stopped_after:.1f}s"
 
