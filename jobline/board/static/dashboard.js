@@ -349,10 +349,15 @@ document.addEventListener("alpine:init", () => {
 
     async act(job, action) {
       try {
-        this.upsert(await api(`${this.base}/jobs/${job.id}/${action}`, { method: "POST" }), true);
+        const answer = await api(`${this.base}/jobs/${job.id}/${action}`, { method: "POST" });
         // The answer may come after the events of what followed it (a retried job
-        // that failed at once): read the record again, forced, so the row ends true.
-        this.refetch(job.id, true);
+        // that failed again at once): a row already in a later attempt is newer.
+        // Otherwise the answer wins, though a retry's queued state sorts before
+        // the failure it retries.
+        const row = this.jobs.find((j) => j.id === answer.id);
+        if (!row || (row.attempts || 0) <= (answer.attempts || 0)) this.upsert(answer, true);
+        // And the record, in case an event of what followed was lost.
+        this.refetch(job.id);
       } catch (e) {
         this.loadError = `${action} ${this.ticket(job)}: ${e.message}`;
       }
