@@ -73,6 +73,10 @@ for _command in (*cli_client.COMMANDS, *operators.COMMANDS):
 main.add_command(workflow_cli.workflow)
 
 
+# How long a stopping gunicorn worker may finish its requests before it is killed.
+GRACEFUL_TIMEOUT_SECONDS = 10
+
+
 def _streams_end_on_sigterm(worker: Any) -> None:
     """A gunicorn worker told to stop ends its event streams first, then stops as gunicorn does.
 
@@ -132,7 +136,7 @@ def api(host: str, port: int, workers: int, threads: int, data_dir: Path) -> Non
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)
             self.cfg.set("logger_class", JsonLogs)
-            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("graceful_timeout", GRACEFUL_TIMEOUT_SECONDS)
             self.cfg.set("post_worker_init", _streams_end_on_sigterm)
             # Long URIs reach the app, which refuses them as a problem document.
             self.cfg.set("limit_request_line", payloads.GUNICORN_REQUEST_LINE)

@@ -14,6 +14,7 @@ import requests
 
 from jobline.api import create_app
 from jobline.api.events import Subscription
+from jobline.cli import GRACEFUL_TIMEOUT_SECONDS
 from jobline.core.settings import Settings
 from jobline.engine import events, queue
 from jobline.engine.pipeline import Pipeline
@@ -22,9 +23,6 @@ from jobline.store.jobs import JobStore
 from tests.conftest import Api, Gunicorn, ServedApp, start_worker
 
 Event = tuple[str, dict[str, Any]]
-
-# What `jobline api` gives gunicorn: past it, a worker still serving is killed.
-GRACEFUL_TIMEOUT_SECONDS = 10
 
 
 def read_events(response: requests.Response) -> Iterator[Event]:

@@ -81,7 +81,7 @@ def test_a_batch_that_meets_a_connection_redis_dropped_still_sends_each_message_
     assert killed >= 1
     batch = make(5)
     # As a lone message does, a batch reconnects.
-    assert queue._publish_batch(app, [(job, NOOP) for job in batch]) == [None] * 5
+    assert queue.publish_many(app, [(job, NOOP) for job in batch]) == (5, None)
     assert queued_ids(broker, "default") == [job["_id"] for job in batch]
 
 

@@ -34,7 +34,6 @@ class GroupCommit:
     """Inserts into one collection, batched across the threads of this process."""
 
     def __init__(self, collection: Collection[Any], max_batch: int = MAX_BATCH) -> None:
-        self.collection = collection
         self._combined: Combiner[Mapping[str, Any]] = Combiner(
             partial(_insert, collection), max_batch
         )

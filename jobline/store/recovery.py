@@ -86,7 +86,11 @@ class Recovery(JobCollection):
 
     @unavailable_as_error
     def touch(self, job: Job, task_id: str) -> bool:
-        """Note that a waiting job's message was published again."""
+        """Note that a waiting job's message was published again.
+
+        It may keep its task id, so the time it was read with says whether
+        another sweep published it meanwhile.
+        """
         done = self.jobs.update_one(
             {
                 "_id": job["_id"],
